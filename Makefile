@@ -1,0 +1,52 @@
+# Two set-up commands: `make run` and `make test`. Everything else is optional.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SOURCES := pyproject.toml setup.py $(wildcard _speedups/*.pyx)
+
+.PHONY: install run test test-pure bench bench-micro bench-e2e lint format clean system-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# Editable install: builds the Cython twins in place next to their .pyx files.
+$(STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	SERVER_HOST=127.0.0.1 $(BIN)/llm-gateway serve --host 127.0.0.1 --port $${SERVER_PORT:-8080} --workers 1
+
+# Debian packages the suite and the benchmarks need; installed only when missing.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	GATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -m 'not benchmark' -p no:cacheprovider tests/speedups $(PYTEST_ARGS)
+
+bench: bench-micro bench-e2e
+
+bench-micro: install
+	$(BIN)/python -m pytest bench -m benchmark -p no:cacheprovider --benchmark-columns=min,median,mean,ops --benchmark-group-by=group --benchmark-sort=name
+
+bench-e2e: install
+	$(BIN)/python bench/e2e.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build *.egg-info _speedups/*.so _speedups/*.c
