@@ -1,0 +1,1 @@
+"""The Litestar edge: thin controllers that call the pipeline stages in order."""

@@ -1,0 +1,93 @@
+"""POST /v1/chat/completions: reads top to bottom as the pipeline.
+
+1 parse and validate   body -> dict (forwarded) + ChatRequest (checked)
+4 route                model -> group -> deployments in order
+5 adapt                OpenAI request -> the provider's httpx.Request
+6 relay                send; whole body, or a stream committed at its first event
+7 settle               usage, latency and outcome -> metrics; headers for the client
+(Stages 1 auth, 2 rate limit and 3 cache slot in between as they land.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.response import Stream
+
+from gateway.api.body import decode_object, read_body, validate
+from gateway.errors import GatewayError
+from gateway.pipeline import relay, settle
+from gateway.state import Gateway
+from gateway.wire.chat import ChatRequest
+
+_JSON = "application/json"
+
+
+def _headers(dep_provider: str, overhead_s: float, upstream_s: float) -> dict[str, str]:
+    return {
+        "x-gateway-provider": dep_provider,
+        "server-timing": (
+            f"gateway;dur={overhead_s * 1000:.3f}, upstream;dur={upstream_s * 1000:.3f}"
+        ),
+    }
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    gw: Gateway = request.app.state.gw
+    info = request.scope["gw"]  # type: ignore[typeddict-item]
+    settings = gw.settings
+
+    body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
+    req = validate(body, ChatRequest)
+    group = gw.registry.resolve(req.model)
+    info.model = group.label
+    dep = gw.router.plan(group)[0]
+    info.provider = dep.provider
+    stream = bool(req.stream)
+    upstream_request = dep.adapter.chat_request(dep, body, stream)
+
+    if not stream:
+        t_sent = time.perf_counter()
+        try:
+            _resp, content = await relay.complete(dep, upstream_request)
+            out, usage = dep.adapter.chat_response(dep, content)
+        except GatewayError as err:
+            settle.record_failure(dep, err)
+            raise
+        upstream_s = time.perf_counter() - t_sent
+        info.upstream_s = upstream_s
+        settle.record_success(dep, upstream_s, usage)
+        overhead = time.perf_counter() - info.start - upstream_s
+        return Response(out, media_type=_JSON, headers=_headers(dep.provider, overhead, upstream_s))
+
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    translator = dep.adapter.chat_stream(dep, include_usage)
+    t_sent = time.perf_counter()
+
+    def on_close(r: relay.StreamRelay) -> None:
+        total = time.perf_counter() - t_sent
+        info.upstream_s = total
+        if r.error is not None:
+            settle.record_failure(dep, r.error, mid_stream=True)
+            if r.usage is not None:
+                settle.record_usage(dep, r.usage)
+        elif r.completed:
+            settle.record_success(dep, total, r.usage)
+        else:
+            info.error = "client_disconnected"
+            settle.record_cancelled(dep, r.usage)
+
+    try:
+        stream_relay, ttft = await relay.open_stream(dep, upstream_request, translator, on_close)
+    except GatewayError as err:
+        settle.record_failure(dep, err)
+        raise
+    settle.metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
+    overhead = time.perf_counter() - info.start - ttft
+    headers = _headers(dep.provider, overhead, ttft)
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
+    return Stream(stream_relay.frames(), media_type="text/event-stream", headers=headers)

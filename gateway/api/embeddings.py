@@ -1,0 +1,43 @@
+"""POST /v1/embeddings: validate, route, relay, settle."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request, Response, post
+
+from gateway.api.body import decode_object, read_body, validate
+from gateway.api.chat import _headers
+from gateway.errors import GatewayError
+from gateway.pipeline import relay, settle
+from gateway.state import Gateway
+from gateway.wire.embeddings import EmbeddingsRequest
+
+
+@post("/v1/embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
+    gw: Gateway = request.app.state.gw
+    info = request.scope["gw"]  # type: ignore[typeddict-item]
+    settings = gw.settings
+
+    body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
+    req = validate(body, EmbeddingsRequest)
+    group = gw.registry.resolve(req.model)
+    info.model = group.label
+    dep = gw.router.plan(group)[0]
+    info.provider = dep.provider
+    t_sent = time.perf_counter()
+    try:
+        _resp, content = await relay.complete(dep, dep.adapter.embeddings_request(dep, body))
+        out, usage = dep.adapter.embeddings_response(dep, content)
+    except GatewayError as err:
+        settle.record_failure(dep, err)
+        raise
+    upstream_s = time.perf_counter() - t_sent
+    info.upstream_s = upstream_s
+    settle.record_success(dep, upstream_s, usage)
+    overhead = time.perf_counter() - info.start - upstream_s
+    return Response(
+        out, media_type="application/json", headers=_headers(dep.provider, overhead, upstream_s)
+    )

@@ -1,0 +1,56 @@
+"""Health: /health (JSON with each provider's state), /health/live, /health/ready."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from gateway import __version__
+from gateway.state import Gateway
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(obj: Any, status: int = 200) -> Response[bytes]:
+    return Response(_encode(obj), status_code=status, media_type="application/json")
+
+
+@get("/health/live")
+async def live() -> Response[bytes]:
+    return _json({"status": "ok"})
+
+
+@get("/health/ready")
+async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+    gw: Gateway = request.app.state.gw
+    ok = await gw.store.ping()
+    return _json(
+        {"status": "ready" if ok else "unavailable", "state_backend": gw.store.kind},
+        200 if ok else 503,
+    )
+
+
+@get("/health")
+async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
+    gw: Gateway = request.app.state.gw
+    store_ok = await gw.store.ping()
+    providers: dict[str, Any] = {}
+    for name in gw.registry.enabled():
+        deployments = sum(
+            1 for g in gw.registry.groups.values() for d in g.deployments if d.provider == name
+        )
+        providers[name] = {"state": "enabled", "configured_deployments": deployments}
+    return _json(
+        {
+            "status": "ok" if store_ok else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.time() - gw.started_at, 1),
+            "state_backend": {"kind": gw.store.kind, "ok": store_ok},
+            "providers": providers,
+            "models": sorted(gw.registry.groups),
+            "speedups": gw.speedups,
+        }
+    )

@@ -1,0 +1,55 @@
+"""``create_app(settings)``: wiring only. Granian runs it with ``--factory``."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+import _speedups
+from gateway.api.chat import chat_completions
+from gateway.api.embeddings import embeddings
+from gateway.api.handlers import exception_handlers
+from gateway.api.health import health, live, ready
+from gateway.api.middleware import gateway_middleware
+from gateway.api.models import list_models
+from gateway.lifespan import lifespan
+from gateway.pipeline.routing import Router
+from gateway.providers.registry import Registry
+from gateway.settings import Settings
+from gateway.state import Gateway
+from gateway.store.base import StateBackend
+from gateway.store.memory import MemoryBackend
+from gateway.telemetry import logging as gwlog
+from gateway.telemetry.metrics import record_speedups
+
+
+def _store(settings: Settings) -> StateBackend:
+    if settings.redis_url:
+        from gateway.store.redis import RedisBackend
+
+        return RedisBackend(settings.redis_url)
+    return MemoryBackend()
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    gwlog.configure(settings.log_level)
+    speedups = _speedups.implementations()
+    record_speedups(speedups)
+    gw = Gateway(
+        settings=settings,
+        registry=Registry(settings),
+        router=Router(),
+        store=_store(settings),
+        speedups=speedups,
+    )
+    return Litestar(
+        route_handlers=[chat_completions, embeddings, list_models, health, live, ready],
+        exception_handlers=exception_handlers,
+        middleware=[gateway_middleware],
+        lifespan=[lifespan],
+        state=State({"gw": gw}),
+        debug=False,
+        openapi_config=None,
+        logging_config=None,
+    )

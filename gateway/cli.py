@@ -1,0 +1,132 @@
+"""``llm-gateway serve | check-config FILE | version`` (also ``python -m gateway``).
+
+Configuration errors print one line naming the field and exit with status 2;
+values of secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import ConfigError, load_config
+
+
+def _fail(message: str) -> int:
+    print(f"llm-gateway: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_config(path: str) -> int:
+    from gateway.settings import Settings
+
+    try:
+        cfg = load_config(path)
+        Settings.from_env({**os.environ, "GATEWAY_CONFIG": path})
+    except ConfigError as exc:
+        return _fail(str(exc))
+    deployments = sum(len(m.deployments) for m in cfg.models)
+    print(f"{path}: ok ({len(cfg.models)} aliases, {deployments} deployments)")
+    return 0
+
+
+def _metrics_dir() -> str:
+    """A fresh multiprocess directory, so every worker's values add up on one /metrics."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+        return path
+    return tempfile.mkdtemp(prefix="llm-gateway-metrics-")
+
+
+def _start_metrics_server(host: str, port: int) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    start_http_server(port, addr=host, registry=registry)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.settings import Settings
+
+    if args.config:
+        os.environ["GATEWAY_CONFIG"] = args.config
+    if args.host:
+        os.environ["SERVER_HOST"] = args.host
+    if args.port:
+        os.environ["SERVER_PORT"] = str(args.port)
+    try:
+        settings = Settings.from_env()  # fail here, once, before any worker starts
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.workers < 1:
+        return _fail("--workers: must be at least 1")
+
+    own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
+    try:
+        if settings.metrics_port:
+            try:
+                _start_metrics_server(settings.server_host, settings.metrics_port)
+            except OSError as exc:
+                return _fail(
+                    f"METRICS_PORT: cannot listen on {settings.metrics_port} ({exc.strerror})"
+                )
+
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+
+        Granian(
+            "gateway.app:create_app",
+            factory=True,
+            address=settings.server_host,
+            port=settings.server_port,
+            interface=Interfaces.ASGI,
+            workers=args.workers,
+            loop=Loops.uvloop,
+            log_access=False,
+            log_level=settings.log_level if settings.log_level != "critical" else "error",  # type: ignore[arg-type]
+            backlog=2048,
+            respawn_failed_workers=True,
+        ).serve()
+    finally:
+        if own_dir:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="llm-gateway", description="Fast OpenAI-compatible LLM gateway"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API (Granian)")
+    serve.add_argument("--host", help="listen address (default $SERVER_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="listen port (default $SERVER_PORT or 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--config", help="YAML config file (default $GATEWAY_CONFIG)")
+    check = sub.add_parser("check-config", help="validate a YAML config file and exit")
+    check.add_argument("file")
+    sub.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+
+    if args.command == "version":
+        print(__version__)
+        return 0
+    if args.command == "check-config":
+        return _check_config(args.file)
+    return _serve(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Resources owned by the app's lifetime: upstream transports, the state backend."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+
+from gateway.state import Gateway
+
+log = logging.getLogger("gateway")
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    gw: Gateway = app.state.gw
+    await gw.store.start()
+    await gw.registry.start()
+    log.info(
+        "gateway started",
+        extra={
+            "fields": {
+                "providers": gw.registry.enabled(),
+                "aliases": len(gw.registry.groups),
+                "state_backend": gw.store.kind,
+                "speedups": gw.speedups,
+            }
+        },
+    )
+    try:
+        yield
+    finally:
+        await gw.registry.aclose()
+        await gw.store.aclose()

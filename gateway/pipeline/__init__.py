@@ -1,0 +1,1 @@
+"""The request pipeline's stages, called in order by the controllers in ``api/``."""

@@ -1,0 +1,55 @@
+"""Stage 7: after the answer, record what it really cost (tokens, latency, outcome)."""
+
+from __future__ import annotations
+
+from gateway.errors import GatewayError, UpstreamStatus, UpstreamTimeout
+from gateway.providers.base import Deployment
+from gateway.telemetry import metrics
+from gateway.wire.chat import Usage
+
+
+def record_success(dep: Deployment, latency_s: float, usage: Usage | None) -> None:
+    metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "success").inc()
+    metrics.llm_provider_latency_seconds.labels(dep.provider, dep.label).observe(latency_s)
+    if usage is not None:
+        record_usage(dep, usage)
+
+
+def record_usage(dep: Deployment, usage: Usage) -> None:
+    tokens = metrics.llm_tokens_total
+    if usage.prompt_tokens:
+        tokens.labels(dep.provider, dep.label, "prompt").inc(usage.prompt_tokens)
+    if usage.completion_tokens:
+        tokens.labels(dep.provider, dep.label, "completion").inc(usage.completion_tokens)
+    details = usage.prompt_tokens_details
+    if details and isinstance(details.get("cached_tokens"), int) and details["cached_tokens"]:
+        tokens.labels(dep.provider, dep.label, "cached").inc(details["cached_tokens"])
+    cdetails = usage.completion_tokens_details
+    if (
+        cdetails
+        and isinstance(cdetails.get("reasoning_tokens"), int)
+        and cdetails["reasoning_tokens"]
+    ):
+        tokens.labels(dep.provider, dep.label, "reasoning").inc(cdetails["reasoning_tokens"])
+
+
+def error_kind(err: GatewayError) -> str:
+    if isinstance(err, UpstreamTimeout):
+        return "timeout"
+    if isinstance(err, UpstreamStatus):
+        s = err.upstream_status
+        return "rate_limited" if s == 429 else ("status_5xx" if s >= 500 else "status_4xx")
+    return err.code or "error"
+
+
+def record_failure(dep: Deployment, err: GatewayError, *, mid_stream: bool = False) -> None:
+    kind = "stream" if mid_stream else error_kind(err)
+    metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "error").inc()
+    metrics.llm_provider_errors_total.labels(dep.provider, dep.label, kind).inc()
+
+
+def record_cancelled(dep: Deployment, usage: Usage | None) -> None:
+    """The client went away mid-stream; the upstream request was closed."""
+    metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "cancelled").inc()
+    if usage is not None:
+        record_usage(dep, usage)

@@ -1,0 +1,1 @@
+"""Provider adapters (translate only) and the upstream HTTP transports."""

@@ -1,0 +1,100 @@
+"""What every provider adapter offers; adapters translate and never do I/O.
+
+An adapter turns the OpenAI-shaped request into the provider's ``httpx.Request``
+and the provider's answer back into OpenAI bytes. Only ``pipeline/relay.py``
+sends. That keeps every adapter testable offline on recorded bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import httpx
+
+    from gateway.config import MockOptions, Price
+    from gateway.errors import GatewayError
+    from gateway.settings import Secret
+    from gateway.wire.chat import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Resolved per deployment at start-up (seconds)."""
+
+    connect: float
+    read: float
+    first_token: float
+    idle: float
+    total: float
+
+    def extension(self) -> dict[str, float]:
+        return {
+            "connect": self.connect,
+            "read": self.read,
+            "write": self.read,
+            "pool": self.connect,
+        }
+
+
+@dataclass(eq=False, slots=True)
+class Deployment:
+    """One upstream model behind an alias, with everything the hot path needs resolved."""
+
+    provider: str
+    model: str  # the upstream's model (Azure: deployment name)
+    label: str  # the bounded metrics label for the alias this serves
+    base_url: str
+    api_key: Secret | None
+    timeouts: Timeouts
+    transport: httpx.AsyncBaseTransport
+    adapter: Adapter
+    api_version: str | None = None
+    weight: float = 1.0
+    priority: int = 0
+    price: Price | None = None
+    mock: MockOptions | None = None
+    # precomputed per deployment: URLs, static headers
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class StreamTranslator(Protocol):
+    """Provider SSE bytes in, OpenAI ``data: ...\\n\\n`` frames out."""
+
+    usage: Usage | None
+    done: bool  # the provider ended the stream properly
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Frames ready for the client; raises UpstreamError on an in-stream error."""
+        ...
+
+    def finish(self) -> list[bytes]:
+        """Called at end of body; raises UpstreamError if the stream was cut short."""
+        ...
+
+
+class Adapter(Protocol):
+    name: str
+
+    def prepare(self, dep: Deployment) -> None:
+        """Precompute URLs and static headers into ``dep.cache`` at start-up."""
+        ...
+
+    def chat_request(
+        self, dep: Deployment, body: dict[str, Any], stream: bool
+    ) -> httpx.Request: ...
+
+    def chat_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]: ...
+
+    def chat_stream(self, dep: Deployment, include_usage: bool) -> StreamTranslator: ...
+
+    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request: ...
+
+    def embeddings_response(
+        self, dep: Deployment, content: bytes
+    ) -> tuple[bytes, Usage | None]: ...
+
+    def map_error(
+        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+    ) -> GatewayError: ...

@@ -1,0 +1,259 @@
+"""OpenAI and any OpenAI-compatible upstream: requests and answers pass through.
+
+The body the client sent is forwarded with only ``model`` replaced (and, for
+streams, ``stream_options.include_usage`` forced on so the gateway can count
+tokens); responses are relayed byte for byte. Streams are parsed only to find
+usage, errors and the end; the usage-only chunk is dropped when the client did
+not ask for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+
+from _speedups.sse import SSEDecoder
+from gateway.errors import (
+    GatewayError,
+    UpstreamStatus,
+    UpstreamUnavailable,
+)
+from gateway.providers.base import Deployment
+from gateway.wire.chat import Usage, UsageView
+from gateway.wire.errors import UpstreamErrorView
+
+_encode = msgspec.json.Encoder().encode
+_usage_decoder = msgspec.json.Decoder(UsageView)
+_error_decoder = msgspec.json.Decoder(UpstreamErrorView)
+
+DONE_FRAME = b"data: [DONE]\n\n"
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # one SSE line longer than this is not a chat stream
+
+
+class _ChoiceView(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class _ChunkView(msgspec.Struct):
+    choices: list[_ChoiceView] | None = None
+    usage: Usage | None = None
+    error: msgspec.Raw | None = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_ChunkView)
+# Headers worth passing back to the client from an error response.
+RETRY_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
+
+
+class OpenAIStream:
+    """Relays OpenAI chunks, keeping usage and watching for errors and [DONE]."""
+
+    __slots__ = ("_finished", "_include_usage", "_provider", "_sse", "done", "usage")
+
+    def __init__(self, provider: str, include_usage: bool) -> None:
+        self._sse = SSEDecoder()
+        self._provider = provider
+        self._include_usage = include_usage
+        self._finished = False  # a choice carried finish_reason
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for _etype, data, _id in self._sse.feed(chunk):
+            if data == "[DONE]":
+                self.done = True
+                out.append(DONE_FRAME)
+                continue
+            try:
+                view = _chunk_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raise UpstreamUnavailable(
+                    f"provider {self._provider} sent a stream event that is not valid JSON",
+                    provider=self._provider,
+                ) from None
+            if view.error is not None:
+                raise stream_error(self._provider, view.error)
+            if view.choices:
+                for c in view.choices:
+                    if c.finish_reason is not None:
+                        self._finished = True
+            if view.usage is not None:
+                self.usage = view.usage
+                if not view.choices and not self._include_usage:
+                    continue  # the usage-only chunk the client did not ask for
+            out.append(b"data: " + data.encode() + b"\n\n")
+        if self._sse.buffered > MAX_EVENT_BYTES:
+            raise UpstreamUnavailable(
+                f"provider {self._provider} sent an oversized stream event", provider=self._provider
+            )
+        return out
+
+    def finish(self) -> list[bytes]:
+        if self.done:
+            return []
+        if self._finished:
+            # Some OpenAI-compatible servers end without [DONE] after a proper finish.
+            self.done = True
+            return [DONE_FRAME]
+        raise UpstreamUnavailable(
+            f"provider {self._provider} ended the stream before it was complete",
+            provider=self._provider,
+        )
+
+
+def stream_error(provider: str, raw: msgspec.Raw) -> GatewayError:
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    return UpstreamStatus(
+        f"provider {provider} failed mid-stream: {message or 'error event'}",
+        provider=provider,
+        upstream_status=502,
+        type=(body.get("type") if isinstance(body, dict) else None) or "upstream_error",
+    )
+
+
+class OpenAIAdapter:
+    """Speaks OpenAI's wire format; also used by the ``mock`` provider."""
+
+    def __init__(self, name: str = "openai") -> None:
+        self.name = name
+
+    def prepare(self, dep: Deployment) -> None:
+        base = dep.base_url.rstrip("/")
+        headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+        ]
+        if dep.api_key is not None:
+            headers.append((b"authorization", b"Bearer " + dep.api_key.reveal().encode()))
+        ext: dict[str, Any] = {"timeout": dep.timeouts.extension()}
+        if dep.mock is not None:
+            ext["mock"] = dep.mock
+        dep.cache.update(
+            chat_url=httpx.URL(base + "/chat/completions"),
+            embeddings_url=httpx.URL(base + "/embeddings"),
+            models_url=httpx.URL(base + "/models"),
+            headers=headers,
+            extensions=ext,
+        )
+
+    def _request(self, dep: Deployment, url_key: str, body: dict[str, Any]) -> httpx.Request:
+        c = dep.cache
+        return httpx.Request(
+            "POST",
+            c[url_key],
+            headers=c["headers"],
+            content=_encode(body),
+            extensions=c["extensions"],
+        )
+
+    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> httpx.Request:
+        out = {**body, "model": dep.model}
+        if stream:
+            opts = body.get("stream_options")
+            out["stream_options"] = (
+                {**opts, "include_usage": True} if opts else {"include_usage": True}
+            )
+        return self._request(dep, "chat_url", out)
+
+    def chat_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+        return content, self._usage(dep, content)
+
+    def chat_stream(self, dep: Deployment, include_usage: bool) -> OpenAIStream:
+        return OpenAIStream(self.name, include_usage)
+
+    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request:
+        return self._request(dep, "embeddings_url", {**body, "model": dep.model})
+
+    def embeddings_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+        return content, self._usage(dep, content)
+
+    def models_request(self, dep: Deployment) -> httpx.Request:
+        c = dep.cache
+        return httpx.Request(
+            "GET", c["models_url"], headers=c["headers"], extensions=c["extensions"]
+        )
+
+    def _usage(self, dep: Deployment, content: bytes) -> Usage | None:
+        try:
+            return _usage_decoder.decode(content).usage
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UpstreamUnavailable(
+                f"provider {self.name} returned a body that is not valid JSON", provider=self.name
+            ) from None
+
+    def map_error(
+        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+    ) -> GatewayError:
+        return map_openai_error(self.name, status, headers, content)
+
+
+def map_openai_error(
+    provider: str, status: int, headers: httpx.Headers, content: bytes
+) -> GatewayError:
+    """An OpenAI-shaped upstream error as the client should see it."""
+    message, etype, param, code = "", None, None, None
+    try:
+        view = _error_decoder.decode(content)
+        if isinstance(view.error, str):
+            message = view.error
+        elif view.error is not None:
+            message, etype, param, code = (
+                view.error.message,
+                view.error.type,
+                view.error.param,
+                view.error.code,
+            )
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    message = message[:1000] if message else f"status {status}"
+    keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
+    if status == 429:
+        return _rate_limited(provider, message, keep, code)
+    if status in (401, 403):
+        # The gateway's own credentials were refused: the client can't fix that.
+        return UpstreamStatus(
+            f"provider {provider} rejected the gateway's credentials (status {status})",
+            provider=provider,
+            upstream_status=status,
+            code="upstream_auth_failed",
+        )
+    if 400 <= status < 500:
+        return UpstreamStatus(
+            message,
+            provider=provider,
+            upstream_status=status,
+            status=status,
+            type=etype or "invalid_request_error",
+            param=param,
+            code=str(code) if code is not None else None,
+        )
+    return UpstreamStatus(
+        f"provider {provider} failed with status {status}: {message}",
+        provider=provider,
+        upstream_status=status,
+        headers=keep,
+    )
+
+
+def _rate_limited(
+    provider: str, message: str, headers: dict[str, str], code: object
+) -> GatewayError:
+    return UpstreamStatus(
+        f"provider {provider} is rate limiting: {message}",
+        provider=provider,
+        upstream_status=429,
+        status=429,
+        type="rate_limit_error",
+        code=str(code) if code else "rate_limit_exceeded",
+        headers=headers,
+    )
+
+
+__all__ = ["DONE_FRAME", "OpenAIAdapter", "OpenAIStream", "map_openai_error"]

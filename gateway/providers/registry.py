@@ -1,0 +1,201 @@
+"""Model names to deployments: built once at start-up from Settings.
+
+A client's ``model`` is resolved, in order, as
+1. an alias from the config file;
+2. ``provider/model`` for an enabled provider (e.g. ``openai/gpt-4o-mini``);
+3. a bare model name whose provider is clear from its prefix (``gpt-``,
+   ``claude-``, ``gemini-``, ``mock-``...) and enabled.
+Anything else is a 404 ``model_not_found``. Groups for (2) and (3) are made
+on first use and kept, up to a bound, so resolution is a dict lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+
+from gateway.config import Deployment as DeploymentConfig
+from gateway.config import ModelAlias, Timeouts
+from gateway.errors import ModelNotFound
+from gateway.providers.base import Adapter, Deployment
+from gateway.providers.base import Timeouts as ResolvedTimeouts
+from gateway.providers.mock import MockTransport
+from gateway.providers.openai import OpenAIAdapter
+from gateway.providers.transport import build_transport
+from gateway.telemetry.metrics import LabelGuard
+
+if TYPE_CHECKING:
+    from gateway.settings import ProviderEnv, Settings
+
+# Default read timeouts per provider (seconds): reasoning models think for long.
+READ_TIMEOUTS = {"openai": 60.0, "azure": 60.0, "anthropic": 300.0, "gemini": 300.0, "mock": 60.0}
+_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("mock-", "mock"),
+    ("gpt-", "openai"),
+    ("chatgpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("text-embedding-", "openai"),
+    ("ft:", "openai"),
+    ("claude-", "anthropic"),
+    ("gemini-", "gemini"),
+)
+_MAX_ADHOC = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGroup:
+    """An alias (or an ad-hoc ``provider/model``) and the deployments that serve it."""
+
+    name: str
+    label: str
+    deployments: tuple[Deployment, ...]
+    strategy: str = "weighted"
+    fallbacks: tuple[str, ...] = ()
+
+
+def _adapter_for(provider: str) -> Adapter:
+    if provider in ("openai", "mock"):
+        return OpenAIAdapter(provider)
+    raise ModelNotFound(f"provider {provider} is not supported by this build", param="model")
+
+
+class Registry:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._transports: dict[tuple[str, str], httpx.AsyncBaseTransport] = {}
+        self._adapters: dict[str, Adapter] = {}
+        self.providers: dict[str, ProviderEnv] = dict(settings.providers)
+        self.groups: dict[str, ModelGroup] = {}
+        self._adhoc: dict[str, ModelGroup] = {}
+        self._labels = LabelGuard()
+        for alias in settings.config.models:
+            self.groups[alias.alias] = self._group_from_config(alias)
+
+    # -- construction (start-up only) ---------------------------------------------------
+
+    def _transport(self, provider: str, base_url: str, read: float) -> httpx.AsyncBaseTransport:
+        key = (provider, base_url)
+        t = self._transports.get(key)
+        if t is None:
+            if provider == "mock":
+                t = MockTransport()
+            else:
+                t = build_transport(
+                    self._settings.upstream_transport,
+                    pool_size=self._settings.upstream_pool_size,
+                    connect_timeout=5.0,
+                    read_timeout=read,
+                )
+            self._transports[key] = t
+        return t
+
+    def _adapter(self, provider: str) -> Adapter:
+        a = self._adapters.get(provider)
+        if a is None:
+            a = self._adapters[provider] = _adapter_for(provider)
+        return a
+
+    def _deployment(self, cfg: DeploymentConfig, label: str) -> Deployment:
+        env = self.providers.get(cfg.provider)
+        base_url = cfg.base_url or (env.base_url if env else "") or _default_base(cfg.provider)
+        api_key = self._settings.secret_env(cfg.api_key_env) if cfg.api_key_env else None
+        if api_key is None and env is not None:
+            api_key = env.api_key
+        timeouts = _resolve_timeouts(cfg.provider, cfg.timeout)
+        dep = Deployment(
+            provider=cfg.provider,
+            model=cfg.model,
+            label=label,
+            base_url=base_url.rstrip("/"),
+            api_key=api_key,
+            timeouts=timeouts,
+            transport=self._transport(cfg.provider, base_url, timeouts.read),
+            adapter=self._adapter(cfg.provider),
+            api_version=cfg.api_version or (env.api_version if env else None),
+            weight=cfg.weight,
+            priority=cfg.priority,
+            price=cfg.price,
+            mock=cfg.mock,
+        )
+        dep.adapter.prepare(dep)
+        return dep
+
+    def _group_from_config(self, alias: ModelAlias) -> ModelGroup:
+        deps = tuple(self._deployment(d, alias.alias) for d in alias.deployments)
+        return ModelGroup(alias.alias, alias.alias, deps, alias.strategy, tuple(alias.fallbacks))
+
+    # -- resolution (hot path) ----------------------------------------------------------
+
+    def resolve(self, model: str) -> ModelGroup:
+        group = self.groups.get(model) or self._adhoc.get(model)
+        if group is not None:
+            return group
+        provider, upstream = self._split(model)
+        if provider is None or provider not in self.providers:
+            raise ModelNotFound(
+                f"The model `{model[:200]}` does not exist or is not served by this gateway",
+                param="model",
+            )
+        cfg = DeploymentConfig(provider=provider, model=upstream)  # type: ignore[arg-type]
+        label = self._labels(f"{provider}/{upstream}")
+        group = ModelGroup(model, label, (self._deployment(cfg, label),))
+        if len(self._adhoc) < _MAX_ADHOC:
+            self._adhoc[model] = group
+        return group
+
+    @staticmethod
+    def _split(model: str) -> tuple[str | None, str]:
+        if "/" in model:
+            provider, _, upstream = model.partition("/")
+            if upstream:
+                return provider, upstream
+            return None, model
+        for prefix, provider in _PREFIXES:
+            if model.startswith(prefix):
+                return provider, model
+        return None, model
+
+    def provider_deployment(self, provider: str) -> Deployment:
+        """A deployment for provider-level calls (listing models), made once."""
+        key = f"\0{provider}"
+        group = self._adhoc.get(key)
+        if group is None:
+            cfg = DeploymentConfig(provider=provider, model="-")  # type: ignore[arg-type]
+            group = ModelGroup(key, provider, (self._deployment(cfg, provider),))
+            self._adhoc[key] = group
+        return group.deployments[0]
+
+    def enabled(self) -> list[str]:
+        return sorted(self.providers)
+
+    async def start(self) -> None:
+        """Open every known upstream's connection pool inside the running loop."""
+        for t in self._transports.values():
+            start = getattr(t, "start", None)
+            if start is not None:
+                await start()
+
+    async def aclose(self) -> None:
+        for t in self._transports.values():
+            await t.aclose()
+
+
+def _default_base(provider: str) -> str:
+    from gateway.settings import DEFAULT_BASE_URLS
+
+    return DEFAULT_BASE_URLS.get(provider, "")
+
+
+def _resolve_timeouts(provider: str, t: Timeouts) -> ResolvedTimeouts:
+    read = t.read or READ_TIMEOUTS.get(provider, 60.0)
+    return ResolvedTimeouts(
+        connect=t.connect,
+        read=read,
+        first_token=t.first_token or read,
+        idle=t.idle or read,
+        total=t.total,
+    )

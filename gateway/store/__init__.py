@@ -1,0 +1,1 @@
+"""Shared state backends: in-process memory, or Redis through atomic Lua scripts."""

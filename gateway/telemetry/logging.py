@@ -1,0 +1,63 @@
+"""JSON logs to stdout: one object per line, never a key or a prompt.
+
+``configure()`` sets up stdlib logging with a JSON formatter for everything
+that is not per request. The access log, written once per request, skips the
+logging machinery: ``access()`` encodes with msgspec and writes one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+_encoder = msgspec.json.Encoder()
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_access_enabled = True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if extra:
+            out.update(extra)
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exc_type"] = record.exc_info[0].__name__
+            out["traceback"] = self.formatException(record.exc_info)
+        return _encoder.encode(out).decode()
+
+
+def configure(level: str) -> None:
+    global _access_enabled
+    root = logging.getLogger()
+    root.handlers[:] = []
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(level, 20))
+    _access_enabled = _LEVELS.get(level, 20) <= 20
+    for noisy in ("httpx", "httpcore", "aiohttp", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def access(fields: dict[str, Any]) -> None:
+    """One access-log line; ``fields`` holds ids, labels, numbers: never content."""
+    if not _access_enabled:
+        return
+    fields["ts"] = round(time.time(), 3)
+    fields["level"] = "info"
+    fields["logger"] = "access"
+    try:
+        os.write(1, _encoder.encode(fields) + b"\n")
+    except OSError:  # stdout closed: logging must never fail a request
+        pass

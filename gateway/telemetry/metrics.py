@@ -1,0 +1,88 @@
+"""Every Prometheus metric, defined once, with bounded labels only.
+
+Labels are drawn from small closed sets: provider names, model *aliases*
+(config aliases, or ``provider/model`` names capped by ``LabelGuard``), route
+templates, status codes, error kinds. Never prompt, user or key text.
+
+With several Granian workers, ``llm-gateway serve`` sets PROMETHEUS_MULTIPROC_DIR
+before any worker imports this module, so every value lives in a shared mmap
+file and one ``/metrics`` listener on METRICS_PORT aggregates all workers.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+http_requests_total = Counter(
+    "http_requests_total", "HTTP requests served", ["method", "route", "status"]
+)
+http_request_duration_seconds = Histogram(
+    "http_request_duration_seconds",
+    "Time to the end of the response",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+llm_provider_requests_total = Counter(
+    "llm_provider_requests_total", "Upstream requests by outcome", ["provider", "model", "outcome"]
+)
+llm_provider_errors_total = Counter(
+    "llm_provider_errors_total", "Upstream failures by kind", ["provider", "model", "kind"]
+)
+llm_provider_latency_seconds = Histogram(
+    "llm_provider_latency_seconds",
+    "Upstream time from request sent to last byte",
+    ["provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+)
+llm_time_to_first_token_seconds = Histogram(
+    "llm_time_to_first_token_seconds",
+    "Upstream time from request sent to the first streamed content event",
+    ["provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+)
+llm_tokens_total = Counter(
+    "llm_tokens_total", "Tokens reported by providers", ["provider", "model", "kind"]
+)
+llm_rate_limit_exceeded_total = Counter(
+    "llm_rate_limit_exceeded_total", "Requests refused by a rate limit", ["scope"]
+)
+gateway_overhead_seconds = Histogram(
+    "gateway_overhead_seconds",
+    "Time the gateway itself spent on a request (excluding upstream waits)",
+    ["route"],
+    buckets=_FAST_BUCKETS,
+)
+gateway_speedups_info = Gauge(
+    "gateway_speedups_info",
+    "1 for the twin each _speedups kernel loaded (c or py)",
+    ["kernel", "implementation"],
+    multiprocess_mode="max",
+)
+
+
+class LabelGuard:
+    """Caps how many distinct ad-hoc model labels exist; the rest become ``other``."""
+
+    def __init__(self, limit: int = 100) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, label: str) -> str:
+        if label in self._seen:
+            return label
+        with self._lock:
+            if len(self._seen) < self._limit:
+                self._seen.add(label)
+                return label
+        return "other"
+
+
+def record_speedups(impls: dict[str, str]) -> None:
+    for kernel, impl in impls.items():
+        gateway_speedups_info.labels(kernel, impl).set(1)

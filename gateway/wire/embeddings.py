@@ -1,0 +1,20 @@
+"""OpenAI ``/v1/embeddings`` request, validated; forwarded from the decoded dict."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+# A string, a list of strings, a list of token ids, or a list of token-id lists
+# (msgspec unions take one list type, so the element type is the union).
+EmbeddingInput = str | Annotated[list[str | int | list[int]], Meta(min_length=1, max_length=2048)]
+
+
+class EmbeddingsRequest(msgspec.Struct, kw_only=True):
+    model: Annotated[str, Meta(min_length=1, max_length=256)]
+    input: EmbeddingInput
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int, Meta(ge=1, le=65536)] | None = None
+    user: str | None = None
