@@ -1,0 +1,1 @@
+_bucket_py.py
