@@ -60,6 +60,10 @@ class ModelGroup:
 def _adapter_for(provider: str) -> Adapter:
     if provider in ("openai", "mock"):
         return OpenAIAdapter(provider)
+    if provider == "anthropic":
+        from gateway.providers.anthropic import AnthropicAdapter
+
+        return AnthropicAdapter()
     raise ModelNotFound(f"provider {provider} is not supported by this build", param="model")
 
 

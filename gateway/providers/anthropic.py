@@ -1,0 +1,314 @@
+"""Anthropic Messages API (``POST /v1/messages``, ``x-api-key``, ``anthropic-version``).
+
+Two ways in:
+- OpenAI chat: ``chat_request`` translates (``gateway/translate/anthropic.py``),
+  ``chat_response``/``chat_stream`` translate the answer back.
+- Anthropic-native ``/v1/messages``: ``messages_request`` passes the client's body
+  through with only ``model`` replaced, forwarding the client's ``anthropic-version``
+  and ``anthropic-beta`` (never its key); ``messages_stream`` relays the events
+  as they are while watching usage, errors and ``message_stop``.
+  ``count_tokens_request`` does the same for ``/v1/messages/count_tokens``.
+
+Errors keep Anthropic's own ``error.type``; 529 ``overloaded_error`` becomes a 503,
+upstream 401/403 a 502 (the gateway's key was refused, not the client's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+
+from _speedups.sse import SSEDecoder
+from gateway.errors import GatewayError, UpstreamStatus, UpstreamUnavailable
+from gateway.providers.base import Deployment
+from gateway.providers.openai import RETRY_HEADERS
+from gateway.translate import anthropic as tr
+from gateway.translate.common import MAX_EVENT_BYTES, encode, scrub, unsupported
+from gateway.wire.anthropic import ErrorView, EventView, ModelListView, UsageView
+from gateway.wire.chat import Usage
+
+PROVIDER = "anthropic"
+API_VERSION = "2023-06-01"
+_error_decoder = msgspec.json.Decoder(ErrorView)
+_event_decoder = msgspec.json.Decoder(EventView)
+_models_decoder = msgspec.json.Decoder(ModelListView)
+_FORWARDED = ("anthropic-version", "anthropic-beta")
+_MAX_HEADER = 1024
+
+
+def _api_root(base: str) -> str:
+    """The operator's base URL without a trailing ``/v1`` (both spellings are common)."""
+    base = base.rstrip("/")
+    return base[:-3] if base.endswith("/v1") else base
+
+
+def _clean_header(value: str) -> str | None:
+    # Forwarded client headers must be short printable ASCII: nothing else is a version.
+    if 0 < len(value) <= _MAX_HEADER and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+class PassthroughStream:
+    """Anthropic SSE relayed as Anthropic SSE (``/v1/messages`` to an Anthropic upstream).
+
+    Events are re-framed one by one (``event: <type>`` + ``data:``), so the client
+    only ever sees whole events; an ``error`` event raises, a body that ends before
+    ``message_stop`` makes ``finish()`` raise.
+    """
+
+    __slots__ = ("_error", "_sse", "_u", "done", "usage")
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self._u = UsageView()
+        self._error: GatewayError | None = None
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._error is not None:
+            raise self._error
+        frames: list[bytes] = []
+        try:
+            for etype, data, _id in self._sse.feed(chunk):
+                frames.append(self._event(etype, data))
+            if self._sse.buffered > MAX_EVENT_BYTES:
+                raise UpstreamUnavailable(
+                    f"provider {PROVIDER} sent an oversized stream event", provider=PROVIDER
+                )
+        except GatewayError as err:
+            if not frames:
+                raise
+            self._error = err  # deliver the events before it; the next call raises
+        return frames
+
+    def _event(self, etype: str, data: str) -> bytes:
+        try:
+            ev = _event_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UpstreamUnavailable(
+                f"provider {PROVIDER} sent a stream event that is not valid JSON",
+                provider=PROVIDER,
+            ) from None
+        if ev.type == "error":
+            raise tr.stream_error(ev.error)
+        if ev.type == "message_start" and ev.message is not None:
+            self._merge(ev.message.usage)
+        elif ev.type == "message_delta":
+            self._merge(ev.usage)
+        elif ev.type == "message_stop":
+            self.done = True
+        name = ev.type if etype == "message" else etype
+        return b"event: " + name.encode() + b"\ndata: " + data.encode() + b"\n\n"
+
+    def _merge(self, u: UsageView | None) -> None:
+        if u is None:
+            return
+        for name in UsageView.__struct_fields__:
+            value = getattr(u, name)
+            if value is not None:
+                setattr(self._u, name, value)
+        self.usage = tr.usage_from(self._u)
+
+    def finish(self) -> list[bytes]:
+        if self._error is not None:
+            raise self._error
+        if self.done:
+            return []
+        raise UpstreamUnavailable(
+            f"provider {PROVIDER} ended the stream before message_stop", provider=PROVIDER
+        )
+
+
+class AnthropicAdapter:
+    name = PROVIDER
+
+    def prepare(self, dep: Deployment) -> None:
+        root = _api_root(dep.base_url)
+        headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"anthropic-version", API_VERSION.encode()),
+        ]
+        if dep.api_key is not None:
+            headers.append((b"x-api-key", dep.api_key.reveal().encode()))
+        dep.cache.update(
+            chat_url=httpx.URL(root + "/v1/messages"),
+            count_url=httpx.URL(root + "/v1/messages/count_tokens"),
+            models_url=httpx.URL(root + "/v1/models", params={"limit": "1000"}),
+            headers=headers,
+            extensions={"timeout": dep.timeouts.extension()},
+        )
+
+    def _post(
+        self, dep: Deployment, url_key: str, body: dict[str, Any], headers: Any = None
+    ) -> httpx.Request:
+        c = dep.cache
+        return httpx.Request(
+            "POST",
+            c[url_key],
+            headers=headers or c["headers"],
+            content=encode(body),
+            extensions=c["extensions"],
+        )
+
+    # -- OpenAI chat ----------------------------------------------------------------------
+
+    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> httpx.Request:
+        return self._post(dep, "chat_url", tr.chat_to_anthropic(body, dep.model, stream))
+
+    def chat_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+        return tr.anthropic_to_chat(content)
+
+    def chat_stream(self, dep: Deployment, include_usage: bool) -> tr.AnthropicStream:
+        return tr.AnthropicStream(include_usage)
+
+    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request:
+        raise unsupported("model", PROVIDER, "Anthropic has no embeddings API")
+
+    def embeddings_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+        raise unsupported("model", PROVIDER, "Anthropic has no embeddings API")
+
+    # -- Anthropic-native /v1/messages (optional methods, found with getattr) ------------
+
+    def _native_headers(
+        self, dep: Deployment, client_headers: dict[str, str]
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [h for h in dep.cache["headers"] if h[0] != b"anthropic-version"]
+        headers.append((b"anthropic-version", API_VERSION.encode()))
+        for name in _FORWARDED:
+            value = client_headers.get(name)
+            clean = _clean_header(value) if value else None
+            if clean is not None:
+                if name == "anthropic-version":
+                    headers[-1] = (b"anthropic-version", clean.encode())
+                else:
+                    headers.append((name.encode(), clean.encode()))
+        return headers
+
+    def messages_request(
+        self,
+        dep: Deployment,
+        body: dict[str, Any],
+        stream: bool,
+        client_headers: dict[str, str],
+    ) -> httpx.Request:
+        out = {**body, "model": dep.model}
+        if stream:
+            out["stream"] = True
+        return self._post(dep, "chat_url", out, self._native_headers(dep, client_headers))
+
+    def messages_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+        return content, tr.usage_from(tr.decode_message(content).usage)
+
+    def messages_stream(self, dep: Deployment) -> PassthroughStream:
+        return PassthroughStream()
+
+    def count_tokens_request(
+        self, dep: Deployment, body: dict[str, Any], client_headers: dict[str, str]
+    ) -> httpx.Request:
+        out = {**body, "model": dep.model}
+        return self._post(dep, "count_url", out, self._native_headers(dep, client_headers))
+
+    # -- models ---------------------------------------------------------------------------
+
+    def models_request(self, dep: Deployment) -> httpx.Request:
+        c = dep.cache
+        return httpx.Request(
+            "GET", c["models_url"], headers=c["headers"], extensions=c["extensions"]
+        )
+
+    def models_response(self, dep: Deployment, content: bytes) -> bytes:
+        """Anthropic's model list in OpenAI's shape (``created`` from ``created_at``)."""
+        from datetime import datetime
+
+        try:
+            listed = _models_decoder.decode(content).data
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UpstreamUnavailable(
+                f"provider {PROVIDER} returned a model list that is not valid JSON",
+                provider=PROVIDER,
+            ) from None
+        data = []
+        for m in listed:
+            created = 0
+            if m.created_at:
+                try:
+                    created = int(datetime.fromisoformat(m.created_at).timestamp())
+                except ValueError:
+                    pass
+            data.append({"id": m.id, "object": "model", "created": created, "owned_by": PROVIDER})
+        return encode({"object": "list", "data": data})
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def map_error(
+        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+    ) -> GatewayError:
+        key = dep.api_key.reveal() if dep.api_key is not None else None
+        return map_anthropic_error(status, headers, content, key)
+
+
+def map_anthropic_error(
+    status: int, headers: httpx.Headers, content: bytes, key: str | None = None
+) -> GatewayError:
+    """An Anthropic error status and body as the client should see it."""
+    etype, message = None, ""
+    try:
+        view = _error_decoder.decode(content)
+        if view.error is not None:
+            etype, message = view.error.type, view.error.message
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    message = scrub(message[:1000], key) if message else f"status {status}"
+    keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
+    if status in (401, 403):
+        return UpstreamStatus(
+            f"provider {PROVIDER} rejected the gateway's credentials (status {status})",
+            provider=PROVIDER,
+            upstream_status=status,
+            code="upstream_auth_failed",
+        )
+    if status == 429:
+        return UpstreamStatus(
+            f"provider {PROVIDER} is rate limiting: {message}",
+            provider=PROVIDER,
+            upstream_status=429,
+            status=429,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers=keep,
+        )
+    if status == 529 or etype == "overloaded_error":
+        return UpstreamStatus(
+            f"provider {PROVIDER} is overloaded: {message}",
+            provider=PROVIDER,
+            upstream_status=status,
+            status=503,
+            type="overloaded_error",
+            code="overloaded",
+            headers=keep,
+        )
+    if 400 <= status < 500:
+        return UpstreamStatus(
+            message,
+            provider=PROVIDER,
+            upstream_status=status,
+            status=status,
+            type=etype or "invalid_request_error",
+            code=etype,
+        )
+    return UpstreamStatus(
+        f"provider {PROVIDER} failed with status {status}: {message}",
+        provider=PROVIDER,
+        upstream_status=status,
+        status=504 if status == 504 else 502,
+        type=etype or "upstream_error",
+        headers=keep,
+    )
+
+
+__all__ = ["AnthropicAdapter", "PassthroughStream", "map_anthropic_error"]
