@@ -64,6 +64,10 @@ def _adapter_for(provider: str) -> Adapter:
         from gateway.providers.anthropic import AnthropicAdapter
 
         return AnthropicAdapter()
+    if provider == "gemini":
+        from gateway.providers.gemini import GeminiAdapter
+
+        return GeminiAdapter()
     raise ModelNotFound(f"provider {provider} is not supported by this build", param="model")
 
 

@@ -275,6 +275,7 @@ def check_response_case(provider: str, path: Path, model: str, base_url: str) ->
     obj = json.loads(out)
     obj.pop("created", None)
     if case.get("normalize_ids"):
+        obj["id"] = "<id>"
         n = 0
         for c in obj["choices"]:
             for call in c["message"].get("tool_calls") or ():
