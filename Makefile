@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SOURCES := pyproject.toml setup.py $(wildcard _speedups/*.pyx)
+SOURCES := pyproject.toml setup.py $(wildcard _speedups/*.pyx _speedups/*_c.py _speedups/*.pxd)
 
 .PHONY: install run test test-pure bench bench-micro bench-e2e lint format clean system-deps
 

@@ -24,13 +24,18 @@ else:
     from setuptools import Extension
 
     here = Path(__file__).parent
+    # Hand-written .pyx twins, plus *_c.py files: a pure twin compiled as-is with
+    # its .pxd (the bucket kernel is one source built twice).
+    sources = sorted((here / "_speedups").glob("*.pyx")) + sorted(
+        (here / "_speedups").glob("*_c.py")
+    )
     extensions = [
         Extension(
-            f"_speedups.{pyx.stem}",
-            [str(pyx.relative_to(here))],
+            f"_speedups.{src.stem}",
+            [str(src.relative_to(here))],
             extra_compile_args=["-O3"],
         )
-        for pyx in sorted((here / "_speedups").glob("*.pyx"))
+        for src in sources
     ]
     print(f"*** llm-gateway: Accelerated build ({len(extensions)} extensions) ***", file=sys.stderr)
     setup(
