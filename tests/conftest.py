@@ -1,0 +1,130 @@
+"""Shared fixtures: the fake upstream, the main gateway, and a factory for extra gateways.
+
+Session-scoped processes start once and are stopped at the end of the session
+whatever happened (fixture teardown, plus an atexit sweep in ``tests.harness``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import (
+    PROVIDER_KEY,
+    FakeUpstream,
+    GatewayProc,
+    start_fake_upstream,
+    start_gateway,
+)
+
+GATEWAY_CONFIG = """\
+models:
+  - alias: chat
+    deployments:
+      - {provider: openai, model: fake-echo}
+  - alias: tools
+    deployments:
+      - {provider: openai, model: fake-tools}
+  - alias: demo
+    deployments:
+      - provider: mock
+        model: mock-1
+        mock: {latency_ms: 5, tokens_per_second: 200, reply_tokens: 12}
+  - alias: slow
+    deployments:
+      - {provider: openai, model: fake-slow, timeout: {read: 0.5}}
+  - alias: embed
+    deployments:
+      - {provider: openai, model: fake-embed}
+"""
+ALIASES = ("chat", "tools", "demo", "slow", "embed")
+
+
+@pytest.fixture(scope="session")
+def e2e_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session")
+def fake_upstream(e2e_dir: Path) -> Iterator[FakeUpstream]:
+    fake = start_fake_upstream(e2e_dir / "logs")
+    try:
+        yield fake
+    finally:
+        fake.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_config(e2e_dir: Path) -> Path:
+    path = e2e_dir / "gateway.yaml"
+    path.write_text(GATEWAY_CONFIG)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gateway_proc(
+    e2e_dir: Path, fake_upstream: FakeUpstream, gateway_config: Path
+) -> Iterator[GatewayProc]:
+    """The main gateway: OpenAI (the fake) plus the config's aliases (mock included)."""
+    gw = start_gateway(
+        e2e_dir / "logs",
+        {
+            "OPENAI_API_KEY": PROVIDER_KEY,
+            "OPENAI_BASE_URL": fake_upstream.url,
+            "GATEWAY_CONFIG": str(gateway_config),
+        },
+        name="gateway-main",
+    )
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+GatewayFactory = Callable[..., GatewayProc]
+
+
+@pytest.fixture(scope="session")
+def gateway_factory(e2e_dir: Path) -> Iterator[GatewayFactory]:
+    """``gateway_factory(env, workers=1, name=..., ready_path=..., ready_statuses=...)``
+    starts an extra gateway with exactly ``env`` on top of a clean environment; all of
+    them are stopped at the end of the session (or earlier via ``.stop()``)."""
+    started: list[GatewayProc] = []
+
+    def make(env: dict[str, str | None], **kw: Any) -> GatewayProc:
+        gw = start_gateway(e2e_dir / "logs", env, **kw)
+        started.append(gw)
+        return gw
+
+    try:
+        yield make
+    finally:
+        for gw in started:
+            gw.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_gateway(gateway_factory: GatewayFactory) -> GatewayProc:
+    """No provider key and no config: only the built-in mock provider."""
+    return gateway_factory({}, name="gateway-mock")
+
+
+@pytest.fixture
+def client(gateway_proc: GatewayProc) -> Iterator[Any]:
+    import openai
+
+    c = openai.OpenAI(base_url=gateway_proc.api, api_key="anything", max_retries=0, timeout=10)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def http(gateway_proc: GatewayProc) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway_proc.url, timeout=10) as c:
+        yield c

@@ -1,0 +1,1 @@
+"""End-to-end tests: real gateway processes over real sockets, a fake upstream."""
