@@ -1,0 +1,244 @@
+"""Metrics on METRICS_PORT (one listener aggregating every worker) and JSON access logs:
+the documented names exist, labels are bounded, and no prompt text or key shows up."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import GatewayFactory
+from tests.harness import PROVIDER_KEY, GatewayProc, metric_sum, parse_metrics
+
+pytestmark = pytest.mark.e2e
+
+URL = "/v1/chat/completions"
+REQUIRED = (
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "llm_provider_requests_total",
+    "llm_provider_errors_total",
+    "llm_provider_latency_seconds",
+    "llm_tokens_total",
+    "llm_time_to_first_token_seconds",
+    "gateway_speedups_info",
+)
+ROUTES = {
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "other",
+}
+
+
+def secret_prompt() -> str:
+    return f"my private prompt {uuid.uuid4().hex}"
+
+
+def exercise(client: openai.OpenAI, text: str) -> None:
+    """A plain chat, a stream with usage, an embedding and an upstream error, all carrying
+    ``text`` in their content."""
+    client.chat.completions.create(model="chat", messages=[{"role": "user", "content": text}])
+    list(
+        client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": text}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    client.embeddings.create(model="embed", input=text)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model="openai/fake-500", messages=[{"role": "user", "content": text}]
+        )
+
+
+def test_metrics_exposed_with_bounded_labels(
+    client: openai.OpenAI, gateway_proc: GatewayProc
+) -> None:
+    text = secret_prompt()
+    exercise(client, text)
+    metrics = gateway_proc.metrics()
+
+    for name in REQUIRED:
+        assert re.search(rf"^# TYPE {name} (counter|histogram|gauge)$", metrics, re.M), name
+        assert re.search(rf"^# HELP {name} \S", metrics, re.M), name
+
+    samples = parse_metrics(metrics)
+    assert text not in metrics and text.split()[-1] not in metrics
+    assert PROVIDER_KEY not in metrics
+    for _name, labels, _value in samples:
+        if "route" in labels:
+            assert labels["route"] in ROUTES, labels
+        if "status" in labels:
+            assert re.fullmatch(r"[1-5]\d\d", labels["status"]), labels
+
+    assert metric_sum(metrics, "http_requests_total", route=URL, status="200") >= 2
+    assert metric_sum(metrics, "http_requests_total", route=URL, status="502") >= 1
+    assert metric_sum(metrics, "llm_provider_requests_total", model="chat", outcome="success") >= 2
+    assert (
+        metric_sum(metrics, "llm_provider_errors_total", model="openai/fake-500", kind="status_5xx")
+        >= 1
+    )
+    assert metric_sum(metrics, "llm_tokens_total", model="chat", kind="prompt") > 0
+    assert metric_sum(metrics, "llm_tokens_total", model="chat", kind="completion") > 0
+    assert metric_sum(metrics, "llm_tokens_total", model="embed", kind="prompt") > 0
+    assert metric_sum(metrics, "llm_time_to_first_token_seconds_count", model="chat") >= 1
+    assert metric_sum(metrics, "llm_provider_latency_seconds_count", model="chat") >= 2
+    assert metric_sum(metrics, "http_request_duration_seconds_count", route=URL) >= 3
+
+    health = httpx.get(gateway_proc.url + "/health", timeout=5).json()
+    speedups = {
+        labels["kernel"]: labels["implementation"]
+        for name, labels, value in samples
+        if name == "gateway_speedups_info" and value == 1
+    }
+    assert speedups == health["speedups"]
+    assert set(speedups.values()) <= {"c", "py"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "gateway bug: with PROMETHEUS_MULTIPROC_DIR (always set by `serve`) a labelled metric "
+        "that has no child yet is not exported at all, so llm_rate_limit_exceeded_total (and "
+        "llm_provider_errors_total / llm_time_to_first_token_seconds before their first "
+        "sample) have no HELP/TYPE line; dashboards and alerts see the metric as missing. "
+        "Pre-create the known label sets at start-up."
+    ),
+)
+def test_rate_limit_metric_is_declared(gateway_proc: GatewayProc) -> None:
+    assert "# TYPE llm_rate_limit_exceeded_total counter" in gateway_proc.metrics()
+
+
+def test_metrics_sum_across_two_workers(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
+    """Requests served by either worker all add up on the one /metrics listener."""
+    mp_dir = tmp_path / "multiproc"
+    gw = gateway_factory({"PROMETHEUS_MULTIPROC_DIR": str(mp_dir)}, workers=2, name="gateway-2w")
+    try:
+        body = {"model": "mock-1", "messages": [{"role": "user", "content": "count me"}]}
+
+        def one(_: int) -> int:
+            # a fresh connection each time, so the kernel may hand it to either worker
+            return httpx.post(gw.url + URL, json=body, timeout=10).status_code
+
+        def serving_pids() -> set[str]:
+            return {
+                m.group(1)
+                for f in os.listdir(mp_dir)
+                if (m := re.fullmatch(r"counter_(\d+)\.db", f))
+            }
+
+        sent = 0
+        with ThreadPoolExecutor(8) as pool:
+            while sent < 20 or (len(serving_pids()) < 2 and sent < 200):
+                statuses = list(pool.map(one, range(10)))
+                assert statuses == [200] * 10
+                sent += 10
+        metrics = gw.metrics()
+        assert metric_sum(metrics, "http_requests_total", route=URL) == sent
+        assert metric_sum(metrics, "http_requests_total", route=URL, status="200") == sent
+        assert metric_sum(metrics, "llm_provider_requests_total", outcome="success") == sent
+        assert metric_sum(metrics, "http_request_duration_seconds_count", route=URL) == sent
+        # a max-mode gauge does not add up across workers
+        assert all(v == 1 for n, _l, v in parse_metrics(metrics) if n == "gateway_speedups_info")
+        assert len(serving_pids()) == 2, f"only one worker served {sent} requests"
+    finally:
+        gw.stop()
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def test_access_log_lines(
+    client: openai.OpenAI, http: httpx.Client, gateway_proc: GatewayProc
+) -> None:
+    text = secret_prompt()
+    rid_ok, rid_stream, rid_err = (f"log-{k}-{uuid.uuid4().hex[:8]}" for k in ("ok", "st", "err"))
+    msg = [{"role": "user", "content": text}]
+    assert (
+        http.post(
+            URL, json={"model": "chat", "messages": msg}, headers={"x-request-id": rid_ok}
+        ).status_code
+        == 200
+    )
+    with http.stream(
+        "POST",
+        URL,
+        json={"model": "demo", "messages": msg, "stream": True},
+        headers={"x-request-id": rid_stream},
+    ) as r:
+        r.read()
+    assert (
+        http.post(
+            URL,
+            json={"model": "openai/fake-429", "messages": msg},
+            headers={"x-request-id": rid_err},
+        ).status_code
+        == 429
+    )
+
+    ok = gateway_proc.wait_for_access(rid_ok)
+    assert {k: ok[k] for k in ("method", "route", "status", "model", "provider")} == {
+        "method": "POST",
+        "route": URL,
+        "status": 200,
+        "model": "chat",
+        "provider": "openai",
+    }
+    assert isinstance(ok["duration_ms"], (int, float)) and ok["duration_ms"] >= 0
+    assert ok["level"] == "info" and isinstance(ok["ts"], (int, float))
+    assert "error" not in ok
+
+    st = gateway_proc.wait_for_access(rid_stream)
+    assert (st["status"], st["model"], st["provider"]) == (200, "demo", "mock")
+    assert st["duration_ms"] >= 5  # the mock's configured latency, the whole stream included
+
+    err = gateway_proc.wait_for_access(rid_err)
+    assert (err["status"], err["provider"], err["error"]) == (429, "openai", "rate_limit_exceeded")
+
+    for rid in (rid_ok, rid_stream, rid_err):
+        assert len(gateway_proc.access_lines(rid)) == 1
+
+    out = gateway_proc.proc.stdout() + gateway_proc.proc.stderr()
+    assert text not in out and text.split()[-1] not in out
+    assert PROVIDER_KEY not in out
+    assert "Traceback" not in out
+
+
+def test_gateway_log_lines_are_json(gateway_proc: GatewayProc) -> None:
+    ours = [line for line in gateway_proc.log_lines() if line.startswith("{")]
+    assert ours
+    for line in ours:
+        obj = json.loads(line)
+        assert {"ts", "level", "logger", "msg"} <= set(obj), obj
+    started = [o for o in gateway_proc.json_logs() if o["msg"] == "gateway started"]
+    assert started and started[0]["providers"] == ["mock", "openai"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "gateway bug: `serve` lets Granian log its own plain-text lines ('[INFO] Starting "
+        "granian ...', '[INFO] Spawning worker-1 ...') to stdout, so stdout is not JSON lines "
+        "as documented (pass Granian a log_dictconfig with the JSON formatter)"
+    ),
+)
+def test_every_stdout_line_is_json(gateway_proc: GatewayProc) -> None:
+    lines = [line for line in gateway_proc.log_lines() if line.strip()]
+    assert lines
+    for line in lines:
+        json.loads(line)
