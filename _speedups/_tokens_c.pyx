@@ -7,9 +7,17 @@ Same contract as ``_tokens_py`` (read its docstring), different machinery, all i
   written pre-tokenizer per pattern that follows tiktoken's regex alternation by
   alternation (comments below quote each one), classifying code points with the shipped
   table (``_tokens_data.class_table()``: one byte per code point);
-* each piece is looked up in an open-addressing hash table over the shipped rank blob
-  (no Python objects per piece); pieces that are not one token run the same merge loop
-  as tiktoken over a small array, or a heap for pieces longer than ``SMALL`` bytes.
+* each piece is looked up in an open-addressing hash table built from the shipped rank
+  blob (no Python objects per piece): a byte array of 7-bit tags answers most misses,
+  16-byte slots hold tokens of up to 12 bytes inline, and 2-byte strings index a direct
+  65536-entry table;
+* a piece that is not one token runs tiktoken's merge loop (lowest rank, leftmost on
+  ties) over small arrays, or over a heap and a linked list when it is longer than
+  ``SMALL`` bytes; a direct-mapped cache remembers the counts of recent such pieces.
+
+Memory per encoding once loaded: the blob (0.6 / 1.4 MB), offsets, the slots (4 / 8 MB),
+tags, the pair table (256 KB) and the piece cache (256 KB). Texts of ``NOGIL_MIN`` bytes
+or more are counted without the GIL.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -31,8 +39,18 @@ cdef extern from *:
     """
     enum {CLS_OTHER, CLS_LU, CLS_LL, CLS_LMO, CLS_M, CLS_N, CLS_WS};
     #define NO_RANK 0xFFFFFFFFu
-    #define SMALL 256         /* merge pieces up to this many bytes in stack arrays */
+    #define SMALL 64          /* merge pieces up to this many bytes in stack arrays */
     #define NOGIL_MIN 4096    /* release the GIL for texts of at least this many bytes */
+    #define CACHE_BITS 11     /* piece cache: 2048 entries per encoding, direct mapped */
+    #define CACHE_PIECE 112   /* longest piece (bytes) the cache remembers */
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static int gw_try_lock(volatile long* l) { return _InterlockedExchange(l, 1) == 0; }
+    static void gw_unlock(volatile long* l) { _InterlockedExchange(l, 0); }
+    #else
+    static int gw_try_lock(volatile long* l) { return __atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE) == 0; }
+    static void gw_unlock(volatile long* l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+    #endif
     #define M_LETTER ((1 << CLS_LU) | (1 << CLS_LL) | (1 << CLS_LMO))  /* \\p{L} */
     #define M_UPPER ((1 << CLS_LU) | (1 << CLS_LMO) | (1 << CLS_M))    /* Lu Lt Lm Lo M */
     #define M_LOWER ((1 << CLS_LL) | (1 << CLS_LMO) | (1 << CLS_M))    /* Ll Lm Lo M */
@@ -48,19 +66,44 @@ cdef extern from *:
         CLS_WS
         SMALL
         NOGIL_MIN
+        CACHE_BITS
+        CACHE_PIECE
         M_LETTER
         M_UPPER
         M_LOWER
         M_PUNCT
     const uint32_t NO_RANK
+    int gw_try_lock(volatile long* lock) nogil
+    void gw_unlock(volatile long* lock) nogil
+
+
+ctypedef struct CacheEntry:
+    uint64_t hash
+    uint32_t length
+    uint32_t count
+    uint8_t data[CACHE_PIECE]
+
+
+ctypedef struct Slot:
+    uint64_t k0  # token bytes 0..7, zero padded
+    uint32_t k1  # token bytes 8..11, zero padded
+    uint32_t meta  # (rank + 1) << 8 | length; 0 = empty
 
 
 ctypedef struct Table:
     uint32_t n
     const uint8_t* blob
     uint32_t* offs  # n + 1 offsets into blob, by rank
-    uint64_t* slots  # (hash >> 32) << 32 | (rank + 1); 0 = empty
+    Slot* slots  # open addressing, linear probing; tokens up to 12 bytes compare in the slot
+    # One byte per slot, 0 = empty, else 0x80 | 7 bits of the hash: most lookups of absent
+    # strings (common while merging) end in this small array without touching ``slots``.
+    uint8_t* tags
     uint64_t mask
+    uint32_t* pair2  # rank of each 2-byte token by its two bytes, or NO_RANK
+    # Counts of recent pieces that needed merging (words repeat). Whoever holds cache_lock
+    # for a whole _count call may use it; a call that finds it taken runs without it.
+    CacheEntry* cache
+    volatile long cache_lock
 
 
 ctypedef struct HeapItem:
@@ -77,69 +120,131 @@ _keep = {}  # Python objects whose buffers the C tables point into
 # --- the rank table ------------------------------------------------------------------------
 
 
-cdef inline uint64_t _hash(const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    cdef uint64_t h = <uint64_t>n * 0x9E3779B97F4A7C15ULL
+cdef inline uint64_t _load_le(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """``p[:n]`` (0 <= n <= 8) as a little-endian integer, reading only inside ``p[:n]``."""
+    cdef uint32_t lo, hi
     cdef uint64_t w
-    while n >= 8:
+    if n >= 8:
         memcpy(&w, p, 8)
-        h = (h ^ w) * 0xFF51AFD7ED558CCDULL
-        h ^= h >> 29
-        p += 8
-        n -= 8
-    if n:
-        w = 0
-        memcpy(&w, p, n)
-        h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL
+        return w
+    if n >= 4:
+        memcpy(&lo, p, 4)
+        memcpy(&hi, p + n - 4, 4)
+        return <uint64_t>lo | (<uint64_t>hi << ((n - 4) * 8))
+    if n == 0:
+        return 0
+    return <uint64_t>p[0] | (<uint64_t>p[n >> 1] << ((n >> 1) * 8)) | (<uint64_t>p[n - 1] << ((n - 1) * 8))
+
+
+cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
     h ^= h >> 32
-    h *= 0x9E3779B97F4A7C15ULL
-    h ^= h >> 29
+    h *= 0xD6E8FEB86659FD93ULL
+    h ^= h >> 32
     return h
 
 
-cdef inline uint32_t _rank(const Table* t, const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    """Rank of the token ``p[:n]``, or NO_RANK."""
-    cdef uint64_t h = _hash(p, n)
-    cdef uint64_t tag = h >> 32
+cdef inline uint64_t _hash(const uint8_t* p, Py_ssize_t n, uint64_t k0, uint64_t k1) noexcept nogil:
+    """Hash of ``p[:n]`` whose first 12 bytes are ``k0``, ``k1`` (see _keys)."""
+    cdef uint64_t h = (k0 ^ 0x9E3779B97F4A7C15ULL) * 0xFF51AFD7ED558CCDULL
+    cdef uint64_t w
+    cdef Py_ssize_t i = 12
+    h = _mix(h ^ (k1 | (<uint64_t>n << 32))) * 0xC4CEB9FE1A85EC53ULL
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        h = _mix(h ^ w) * 0xFF51AFD7ED558CCDULL
+        i += 8
+    if i < n:
+        h = _mix(h ^ _load_le(p + i, n - i)) * 0xC4CEB9FE1A85EC53ULL
+    return _mix(h)
+
+
+cdef inline void _keys(const uint8_t* p, Py_ssize_t n, uint64_t* k0, uint64_t* k1) noexcept nogil:
+    cdef uint32_t w
+    if n <= 8:
+        k0[0] = _load_le(p, n)
+        k1[0] = 0
+    else:
+        memcpy(k0, p, 8)
+        if n >= 12:
+            memcpy(&w, p + 8, 4)
+            k1[0] = w
+        else:
+            k1[0] = _load_le(p + 8, n - 8)
+
+
+cdef inline uint32_t _find(
+    const Table* t, const uint8_t* p, Py_ssize_t n, uint64_t k0, uint64_t k1, uint64_t h
+) noexcept nogil:
     cdef uint64_t i = h & t.mask
-    cdef uint64_t slot
-    cdef uint32_t r, off
+    cdef uint8_t tag = <uint8_t>((h >> 57) | 0x80)
+    cdef uint8_t got
+    cdef const Slot* slot
+    cdef uint32_t meta = <uint32_t>n
+    cdef uint32_t r
     while True:
-        slot = t.slots[i]
-        if slot == 0:
+        got = t.tags[i]
+        if got == 0:
             return NO_RANK
-        if (slot >> 32) == tag:
-            r = <uint32_t>slot - 1
-            off = t.offs[r]
-            if t.offs[r + 1] - off == n and memcmp(t.blob + off, p, n) == 0:
-                return r
+        if got == tag:
+            slot = &t.slots[i]
+            if (slot.meta & 0xFF) == meta and slot.k0 == k0 and slot.k1 == k1:
+                r = (slot.meta >> 8) - 1
+                if n <= 12 or memcmp(t.blob + t.offs[r] + 12, p + 12, n - 12) == 0:
+                    return r
         i = (i + 1) & t.mask
 
 
+cdef inline uint32_t _rank(const Table* t, const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Rank of the token ``p[:n]`` (n >= 2), or NO_RANK."""
+    cdef uint64_t k0, k1
+    if n == 2:
+        return t.pair2[p[0] | (<uint32_t>p[1] << 8)]
+    _keys(p, n, &k0, &k1)
+    return _find(t, p, n, k0, k1, _hash(p, n, k0, k1))
+
+
 cdef int _build(Table* t, uint32_t n, const uint8_t* lengths, const uint8_t* blob) except -1:
-    cdef uint64_t cap = 1, h, i
-    cdef uint32_t r, off = 0
+    cdef uint64_t cap = 1, i, k0, k1, h
+    cdef uint32_t r, off = 0, length
+    cdef const uint8_t* p
     while cap < 2 * <uint64_t>n:
         cap <<= 1
-    cap <<= 1  # load factor at most 1/4: short probe runs
     t.offs = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
-    t.slots = <uint64_t*>calloc(cap, sizeof(uint64_t))
-    if t.offs == NULL or t.slots == NULL:
+    t.slots = <Slot*>calloc(cap, sizeof(Slot))
+    t.tags = <uint8_t*>calloc(cap, 1)
+    t.pair2 = <uint32_t*>malloc(65536 * sizeof(uint32_t))
+    t.cache = <CacheEntry*>calloc(1 << CACHE_BITS, sizeof(CacheEntry))
+    t.cache_lock = 0
+    if t.offs == NULL or t.slots == NULL or t.tags == NULL or t.pair2 == NULL or t.cache == NULL:
         free(t.offs)
         free(t.slots)
+        free(t.tags)
+        free(t.pair2)
+        free(t.cache)
         raise MemoryError()
     t.n = n
     t.blob = blob
     t.mask = cap - 1
+    for i in range(65536):
+        t.pair2[i] = NO_RANK
     for r in range(n):
         t.offs[r] = off
         off += lengths[r]
     t.offs[n] = off
     for r in range(n):
-        h = _hash(blob + t.offs[r], lengths[r])
+        p = blob + t.offs[r]
+        length = lengths[r]
+        if length == 2:
+            t.pair2[p[0] | (<uint32_t>p[1] << 8)] = r
+        _keys(p, length, &k0, &k1)
+        h = _hash(p, length, k0, k1)
         i = h & t.mask
-        while t.slots[i] != 0:
+        while t.tags[i] != 0:
             i = (i + 1) & t.mask
-        t.slots[i] = ((h >> 32) << 32) | (<uint64_t>r + 1)
+        t.tags[i] = <uint8_t>((h >> 57) | 0x80)
+        t.slots[i].k0 = k0
+        t.slots[i].k1 = <uint32_t>k1
+        t.slots[i].meta = ((r + 1) << 8) | length
     return 0
 
 
@@ -283,12 +388,36 @@ cdef Py_ssize_t _merge_heap(const Table* t, const uint8_t* p, Py_ssize_t n) noex
     return parts
 
 
-cdef inline Py_ssize_t _piece(const Table* t, const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    if n == 1 or _rank(t, p, n) != NO_RANK:
-        return 1
+cdef inline Py_ssize_t _merge(const Table* t, const uint8_t* p, Py_ssize_t n) noexcept nogil:
     if n <= SMALL:
         return _merge_small(t, p, n)
     return _merge_heap(t, p, n)
+
+
+cdef inline Py_ssize_t _piece(Table* t, const uint8_t* p, Py_ssize_t n, bint cached) noexcept nogil:
+    """Tokens in the piece ``p[:n]``; -1 when out of memory."""
+    cdef uint64_t h, k0, k1
+    cdef CacheEntry* e
+    cdef Py_ssize_t got
+    if n == 1:
+        return 1
+    if n == 2:
+        return 1 if t.pair2[p[0] | (<uint32_t>p[1] << 8)] != NO_RANK else 2
+    _keys(p, n, &k0, &k1)
+    h = _hash(p, n, k0, k1)
+    if _find(t, p, n, k0, k1, h) != NO_RANK:
+        return 1
+    if not cached or n > CACHE_PIECE:
+        return _merge(t, p, n)
+    e = &t.cache[(h >> 17) & ((1 << CACHE_BITS) - 1)]
+    if e.hash == h and e.length == n and memcmp(e.data, p, n) == 0:
+        return e.count
+    got = _merge(t, p, n)
+    e.hash = h
+    e.length = <uint32_t>n
+    e.count = <uint32_t>got
+    memcpy(e.data, p, n)
+    return got
 
 
 # --- pre-tokenization ----------------------------------------------------------------------
@@ -503,17 +632,21 @@ cdef Py_ssize_t _next_o200k(const uint8_t* s, Py_ssize_t i, Py_ssize_t n, const 
     return _whitespace(s, i, j, n, ct, False)
 
 
-cdef Py_ssize_t _count(const Table* t, const uint8_t* s, Py_ssize_t n, bint cl100k) noexcept nogil:
+cdef Py_ssize_t _count(Table* t, const uint8_t* s, Py_ssize_t n, bint cl100k) noexcept nogil:
     """Token count of UTF-8 ``s[:n]``, or -1 when out of memory."""
     cdef const uint8_t* ct = _ctab
     cdef Py_ssize_t i = 0, e, total = 0, got
+    cdef bint cached = gw_try_lock(&t.cache_lock)
     while i < n:
         e = _next_cl100k(s, i, n, ct) if cl100k else _next_o200k(s, i, n, ct)
-        got = _piece(t, s + i, e - i)
+        got = _piece(t, s + i, e - i, cached)
         if got < 0:
-            return -1
+            total = -1
+            break
         total += got
         i = e
+    if cached:
+        gw_unlock(&t.cache_lock)
     return total
 
 

@@ -52,17 +52,22 @@ _HEAP_MIN = 200  # pieces longer than this (bytes) merge with a heap: O(n log n)
 _NO_RANK = 1 << 62
 
 
-def _class_body(name: str) -> str:
+def _class_body(name: str, limit: int) -> str:
     def esc(cp: int) -> str:
         return f"\\U{cp:08x}"
 
     return "".join(
-        esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in _tokens_data.class_ranges(name)
+        esc(a) if a == b else f"{esc(a)}-{esc(min(b, limit))}"
+        for a, b in _tokens_data.class_ranges(name)
+        if a <= limit
     )
 
 
-def translate(pattern: str) -> str:
-    """tiktoken's ``pat_str`` as an equivalent :mod:`re` pattern (only the syntax it uses)."""
+def translate(pattern: str, limit: int = _tokens_data.MAX_CODE_POINT) -> str:
+    """tiktoken's ``pat_str`` as an equivalent :mod:`re` pattern (only the syntax it uses).
+
+    Classes keep only code points up to ``limit``.
+    """
     out: list[str] = []
     in_class = False
     depth = 0
@@ -74,12 +79,12 @@ def translate(pattern: str) -> str:
             code = pattern[i + 1]
             if code == "p":
                 end = pattern.index("}", i)
-                body = _class_body(pattern[i + 3 : end])
+                body = _class_body(pattern[i + 3 : end], limit)
                 out.append(body if in_class else f"[{body}]")
                 i = end + 1
                 continue
             if code in "sS":
-                body = _class_body("s")
+                body = _class_body("s", limit)
                 if in_class:
                     if code == "S":
                         raise ValueError("\\S inside a class is not supported")
@@ -125,11 +130,33 @@ def translate(pattern: str) -> str:
     return "".join(out)
 
 
+# re tests a class's ranges above U+FFFF one by one (below, it has a bitmap), which made
+# matching ten times slower. So the compiled patterns cover the BMP only, and characters
+# above it are first replaced by a BMP stand-in of the same class: one that is in exactly
+# the same pattern classes and is none of the pattern's literal characters.
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+_STAND_IN = {
+    _tokens_data.CLS_OTHER: "!",
+    _tokens_data.CLS_LU: "B",
+    _tokens_data.CLS_LL: "b",
+    _tokens_data.CLS_LMO: "\u00aa",
+    _tokens_data.CLS_M: "\u0300",
+    _tokens_data.CLS_N: "0",
+    _tokens_data.CLS_WS: "\u2000",
+}
+
+
+def _stand_in(match: re.Match[str]) -> str:
+    return _STAND_IN[_tokens_data.class_table()[ord(match.group())]]
+
+
 class _Encoder:
     __slots__ = ("cache", "findall", "ranks")
 
     def __init__(self, encoding: str) -> None:
-        self.findall: Callable[[str], list[str]] = re.compile(translate(PATTERNS[encoding])).findall
+        _tokens_data.class_table()
+        pattern = re.compile(translate(PATTERNS[encoding], limit=0xFFFF))
+        self.findall: Callable[[str], list[str]] = pattern.findall
         self.ranks: dict[bytes, int] = _tokens_data.rank_dict(encoding)
         self.cache: dict[str, int] = {}
 
@@ -205,11 +232,25 @@ def _merge_count_heap(piece: bytes, ranks: dict[bytes, int]) -> int:
     return parts
 
 
+def _pieces(text: str, enc: _Encoder) -> list[str]:
+    if text.isascii():
+        return enc.findall(text)
+    bmp, astral = _ASTRAL.subn(_stand_in, text)
+    pieces = enc.findall(bmp)
+    if astral:  # same lengths, original characters
+        pos = 0
+        for i, piece in enumerate(pieces):
+            end = pos + len(piece)
+            pieces[i] = text[pos:end]
+            pos = end
+    return pieces
+
+
 def _count(text: str, enc: _Encoder) -> int:
     cache = enc.cache
     ranks = enc.ranks
     total = 0
-    for piece in enc.findall(text):
+    for piece in _pieces(text, enc):
         n = cache.get(piece)
         if n is None:
             data = piece.encode("utf-8")

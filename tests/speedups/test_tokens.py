@@ -9,8 +9,10 @@ OpenAI's published files. Nothing is downloaded.
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from unittest import mock
@@ -152,6 +154,21 @@ def test_every_code_point_in_context(tokens_impl: ModuleType, reference, encodin
     assert tokens_impl.count_tokens(text, encoding) == expected(reference, text, encoding)
 
 
+def test_threads(tokens_impl: ModuleType, reference) -> None:
+    """Concurrent counts (the C twin drops the GIL for long texts and shares a piece cache)."""
+    rng = random.Random(7)
+    letters = "abcdefghijklmnopqrstuvwxyzéß日本語"
+    texts = [
+        " ".join("".join(rng.choices(letters, k=rng.randint(1, 14))) for _ in range(1500))
+        for _ in range(6)
+    ]
+    want = {(t, e): expected(reference, t, e) for t in texts for e in ENCODINGS}
+    jobs = [(t, e) for t in texts for e in ENCODINGS] * 3
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda job: tokens_impl.count_tokens(*job), jobs))
+    assert got == [want[job] for job in jobs]
+
+
 def test_api(tokens_impl: ModuleType) -> None:
     assert tokens_impl.ENCODINGS == ENCODINGS
     assert tokens_impl.IMPLEMENTATION in ("py", "c")
@@ -220,16 +237,27 @@ def test_heap_merge_equals_list_merge(piece: bytes) -> None:
 # --- which twin loads ----------------------------------------------------------------------
 
 
-def _loaded(no_extensions: bool) -> str:
+def _run(code: str, no_extensions: bool) -> str:
     env = {k: v for k, v in os.environ.items() if k != "GATEWAY_NO_EXTENSIONS"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if no_extensions:
         env["GATEWAY_NO_EXTENSIONS"] = "1"
-    code = "from _speedups import tokens; print(tokens.IMPLEMENTATION)"
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )
     return proc.stdout.strip()
+
+
+def _loaded(no_extensions: bool) -> str:
+    return _run("from _speedups import tokens; print(tokens.IMPLEMENTATION)", no_extensions)
+
+
+def test_rank_tables_load_lazily_per_encoding() -> None:
+    code = (
+        "from _speedups import _tokens_data as d, tokens; "
+        "a = sorted(d._raw); tokens.count_tokens('x', 'o200k_base'); print(a, sorted(d._raw))"
+    )
+    assert _run(code, no_extensions=NO_EXTENSIONS) == "[] ['o200k_base']"
 
 
 def test_pure_twin_when_forced() -> None:
