@@ -64,6 +64,10 @@ def _adapter_for(provider: str) -> Adapter:
         from gateway.providers.anthropic import AnthropicAdapter
 
         return AnthropicAdapter()
+    if provider == "azure":
+        from gateway.providers.azure import AzureAdapter
+
+        return AzureAdapter()
     if provider == "gemini":
         from gateway.providers.gemini import GeminiAdapter
 
