@@ -21,7 +21,7 @@ or more are counted without the GIL.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_GET_LENGTH
+from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_GET_LENGTH
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memmove
@@ -29,6 +29,7 @@ from libc.string cimport memcmp, memcpy, memmove
 from . import _tokens_data
 
 cdef extern from "Python.h":
+    int PyUnicode_READY(object o) except -1
     int PyUnicode_IS_ASCII(object o)
     void* PyUnicode_DATA(object o)
 
@@ -252,7 +253,7 @@ cdef int _load(int idx) except -1:
     global _ctab
     cdef Table t
     if _ctab == NULL:
-        table = _tokens_data.class_table()
+        table = _tokens_data.class_table()  # the same object on every call
         _keep["classes"] = table
         _ctab = <const uint8_t*>PyBytes_AS_STRING(table)
     name = ENCODINGS[idx]
@@ -653,7 +654,7 @@ cdef Py_ssize_t _count(Table* t, const uint8_t* s, Py_ssize_t n, bint cl100k) no
 # --- entry point ---------------------------------------------------------------------------
 
 
-def count_tokens(str text not None, str encoding not None):
+def count_tokens(text, encoding):
     """``len(enc.encode_ordinary(text))`` for tiktoken encoding ``encoding``."""
     cdef int idx
     cdef const uint8_t* s
@@ -665,16 +666,19 @@ def count_tokens(str text not None, str encoding not None):
         idx = 0
     else:
         raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
     if not _ready[idx]:
         _load(idx)
+    PyUnicode_READY(text)  # legacy (pre-PEP 393) strings; a no-op since Python 3.12
     if PyUnicode_IS_ASCII(text):
         s = <const uint8_t*>PyUnicode_DATA(text)
         n = PyUnicode_GET_LENGTH(text)
     else:
         try:
-            data = text.encode("utf-8")
+            data = PyUnicode_AsUTF8String(text)
         except UnicodeEncodeError:  # surrogates: tiktoken's own fix-up
-            data = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+            data = str.encode(text, "utf-16", "surrogatepass").decode("utf-16", "replace").encode()
         s = <const uint8_t*>PyBytes_AS_STRING(data)
         n = PyBytes_GET_SIZE(data)
     if n >= NOGIL_MIN:

@@ -56,7 +56,7 @@ CLS_WS = 6  # \s
 _COLLAPSE = bytes((CLS_OTHER, CLS_LU, CLS_LU, CLS_LL, CLS_LMO, CLS_LMO, CLS_M, CLS_N, CLS_WS))
 MAX_CODE_POINT = 0x10FFFF
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _raw: dict[str, tuple[int, bytes, bytes]] = {}
 _dicts: dict[str, dict[bytes, int]] = {}
 _class_table: bytes | None = None
@@ -119,13 +119,14 @@ def verify(encoding: str) -> bool:
 def class_runs() -> list[tuple[int, int, int]]:
     """``[(first, last, category), ...]`` covering ``0..0x10FFFF`` in order."""
     global _class_runs
-    if _class_runs is None:
-        data = zlib.decompress((DATA_DIR / "unicode_classes.zlib").read_bytes())
-        words = struct.unpack(f"<{len(data) // 4}I", data)
-        starts = [w >> 4 for w in words]
-        ends = [s - 1 for s in starts[1:]] + [MAX_CODE_POINT]
-        _class_runs = [(s, e, w & 15) for s, e, w in zip(starts, ends, words, strict=True)]
-    return _class_runs
+    with _lock:
+        if _class_runs is None:
+            data = zlib.decompress((DATA_DIR / "unicode_classes.zlib").read_bytes())
+            words = struct.unpack(f"<{len(data) // 4}I", data)
+            starts = [w >> 4 for w in words]
+            ends = [s - 1 for s in starts[1:]] + [MAX_CODE_POINT]
+            _class_runs = [(s, e, w & 15) for s, e, w in zip(starts, ends, words, strict=True)]
+        return _class_runs
 
 
 def class_ranges(name: str) -> list[tuple[int, int]]:
@@ -144,10 +145,11 @@ def class_ranges(name: str) -> list[tuple[int, int]]:
 def class_table() -> bytes:
     """One byte per code point ``0..0x10FFFF``: its scanner class ``CLS_*``."""
     global _class_table
-    if _class_table is None:
-        table = bytearray(MAX_CODE_POINT + 1)
-        for first, last, cat in class_runs():
-            if cat:
-                table[first : last + 1] = _COLLAPSE[cat : cat + 1] * (last + 1 - first)
-        _class_table = bytes(table)
-    return _class_table
+    with _lock:  # one object for every caller: the C twin points into it
+        if _class_table is None:
+            table = bytearray(MAX_CODE_POINT + 1)
+            for first, last, cat in class_runs():
+                if cat:
+                    table[first : last + 1] = _COLLAPSE[cat : cat + 1] * (last + 1 - first)
+            _class_table = bytes(table)
+        return _class_table

@@ -266,6 +266,8 @@ def _count(text: str, enc: _Encoder) -> int:
 def count_tokens(text: str, encoding: str) -> int:
     """``len(enc.encode_ordinary(text))`` for tiktoken encoding ``encoding``."""
     enc = _encoders.get(encoding) or _encoder(encoding)
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
     try:
         return _count(text, enc)
     except UnicodeEncodeError:  # surrogates: tiktoken's own fix-up, then count again

@@ -176,6 +176,13 @@ def test_api(tokens_impl: ModuleType) -> None:
         tokens_impl.count_tokens("x", "p50k_base")
     with pytest.raises(TypeError):
         tokens_impl.count_tokens(b"bytes", "o200k_base")
+    with pytest.raises(TypeError):
+        tokens_impl.count_tokens(None, "cl100k_base")
+
+    class Text(str):
+        pass
+
+    assert tokens_impl.count_tokens(Text("hello world"), "o200k_base") == 2
 
 
 # --- properties ----------------------------------------------------------------------------
