@@ -35,6 +35,24 @@ def _check_config(path: str) -> int:
     return 0
 
 
+# Granian's own lines (start, workers, shutdown) as JSON like ours, so stdout stays
+# one JSON object per line.
+GRANIAN_LOGGING = {
+    "formatters": {"json": {"()": "gateway.telemetry.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "loggers": {
+        "_granian": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "granian.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}
+
+
 def _metrics_dir() -> str:
     """A fresh multiprocess directory, so every worker's values add up on one /metrics."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -96,6 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
             loop=Loops.uvloop,
             log_access=False,
             log_level=settings.log_level if settings.log_level != "critical" else "error",  # type: ignore[arg-type]
+            log_dictconfig=GRANIAN_LOGGING,
             backlog=2048,
             respawn_failed_workers=True,
         ).serve()

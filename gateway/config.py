@@ -170,8 +170,12 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str]) -> None:
                 if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d.api_key_env):
                     raise ConfigError(f"{dwhere}.api_key_env: not a valid variable name")
                 if not environ.get(d.api_key_env):
+                    # Name the variable only if it looks like a name: a key pasted here
+                    # by mistake must not be printed.
+                    shown = d.api_key_env if _looks_like_name(d.api_key_env) else "(hidden)"
                     raise ConfigError(
-                        f"{dwhere}.api_key_env: environment variable {d.api_key_env} is not set"
+                        f"{dwhere}.api_key_env: environment variable {shown} is not set"
+                        + ("" if shown != "(hidden)" else "; api_key_env takes a variable's name")
                     )
             if d.mock is not None and d.provider != "mock":
                 raise ConfigError(f"{dwhere}.mock: only valid with provider: mock")
@@ -182,6 +186,15 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str]) -> None:
             if fb not in aliases:
                 raise ConfigError(f"models[{i}].fallbacks[{k}]: unknown alias {fb!r}")
     _check_fallback_cycles(cfg)
+
+
+def _looks_like_name(value: str) -> bool:
+    """OPENAI_API_KEY yes; a hex or base64 secret no."""
+    return (
+        bool(re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", value))
+        and ("_" in value or len(value) <= 12)
+        and not re.search(r"[0-9]{5}", value)
+    )
 
 
 def _check_fallback_cycles(cfg: Config) -> None:

@@ -98,9 +98,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         env = dict(os.environ if environ is None else environ)
         config_path = env.get("GATEWAY_CONFIG") or None
         config = load_config(config_path, environ=env) if config_path else Config()
+        level_var = "LOG_LEVEL" if env.get("LOG_LEVEL") else "RUST_LOG"
         level = (env.get("LOG_LEVEL") or _rust_log_level(env.get("RUST_LOG")) or "info").lower()
         if level not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigError(f"LOG_LEVEL: unknown level {level!r} (debug|info|warning|error)")
+            raise ConfigError(
+                f"{level_var}: unknown level {level[:20]!r} (debug|info|warning|error)"
+            )
         transport = env.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp")
         if transport not in ("aiohttp", "httpx"):
             raise ConfigError("GATEWAY_UPSTREAM_TRANSPORT: expected aiohttp or httpx")

@@ -280,15 +280,6 @@ def test_key_value_with_dashes_in_api_key_env_is_not_echoed() -> None:
     assert DASH_SECRET not in msg and "Secr3t" not in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: config._check_semantics echoes api_key_env verbatim ('environment "
-        "variable <value> is not set'); when a user pastes the key itself there and the key "
-        "is a valid identifier (e.g. an Azure hex key starting with a letter) the secret is "
-        "printed"
-    ),
-)
 def test_key_value_pasted_into_api_key_env_is_not_echoed() -> None:
     data = {"models": [alias(deployments=[dep(provider="azure", api_key_env=HEX_SECRET)])]}
     environ = {"AZURE_API_KEY": HEX_SECRET, "AZURE_API_BASE": "https://x.openai.azure.com"}
@@ -386,13 +377,6 @@ def test_log_level_wins_over_rust_log() -> None:
     assert Settings.from_env({"RUST_LOG": "debug", "LOG_LEVEL": "error"}).log_level == "error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: a bad RUST_LOG (used when LOG_LEVEL is unset) is reported as "
-        "'LOG_LEVEL: unknown level ...', naming a variable the user did not set"
-    ),
-)
 def test_bad_rust_log_names_rust_log() -> None:
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"RUST_LOG": "gateway=loud"})

@@ -39,7 +39,7 @@ class _ChoiceView(msgspec.Struct):
 class _ChunkView(msgspec.Struct):
     choices: list[_ChoiceView] | None = None
     usage: Usage | None = None
-    error: msgspec.Raw | None = None
+    error: msgspec.Raw = msgspec.Raw()  # empty unless the event carries an error
 
 
 _chunk_decoder = msgspec.json.Decoder(_ChunkView)
@@ -74,7 +74,7 @@ class OpenAIStream:
                     f"provider {self._provider} sent a stream event that is not valid JSON",
                     provider=self._provider,
                 ) from None
-            if view.error is not None:
+            if view.error:
                 raise stream_error(self._provider, view.error)
             if view.choices:
                 for c in view.choices:

@@ -83,6 +83,24 @@ class LabelGuard:
         return "other"
 
 
+RATE_LIMIT_SCOPES = ("key", "model", "deployment")
+
+
+def declare_series(groups: list[tuple[str, str]]) -> None:
+    """Create known label sets at start-up so every metric shows up in /metrics at once.
+
+    In multiprocess mode a labelled metric with no sample has no HELP/TYPE line;
+    dashboards and alerts then see "no data" instead of zero. ``groups`` holds
+    the configured (provider, alias) pairs.
+    """
+    for scope in RATE_LIMIT_SCOPES:
+        llm_rate_limit_exceeded_total.labels(scope)
+    for provider, alias in groups:
+        llm_provider_requests_total.labels(provider, alias, "success")
+        llm_provider_errors_total.labels(provider, alias, "timeout")
+        llm_time_to_first_token_seconds.labels(provider, alias)
+
+
 def record_speedups(impls: dict[str, str]) -> None:
     for kernel, impl in impls.items():
         gateway_speedups_info.labels(kernel, impl).set(1)

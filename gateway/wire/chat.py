@@ -103,11 +103,3 @@ class UsageView(msgspec.Struct):
     """Just the usage of an OpenAI response or chunk; the rest is skipped unparsed."""
 
     usage: Usage | None = None
-
-
-class ChunkView(msgspec.Struct):
-    """What the relay needs to know about one streamed chunk."""
-
-    choices: list[msgspec.Raw] | None = None
-    usage: Usage | None = None
-    error: msgspec.Raw | None = None

@@ -325,15 +325,6 @@ def test_wrong_method_is_405_envelope(http: httpx.Client) -> None:
         assert r.headers.get("allow")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: app-level middleware (request id, access log, http metrics) only wraps "
-        "matched routes; Litestar's router answers unknown paths (404) and wrong methods "
-        "(405) outside it, so those responses have no x-request-id, no access line and no "
-        "http_requests_total sample"
-    ),
-)
 def test_routing_errors_carry_a_request_id(http: httpx.Client) -> None:
     assert (
         http.get("/v1/nope", headers={"x-request-id": "rid-404"}).headers.get("x-request-id")

@@ -88,15 +88,6 @@ def test_stream_error_event_sdk_raises(client: openai.OpenAI) -> None:
     assert exc.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: providers/openai.py _ChunkView declares `error: msgspec.Raw | None`; "
-        "msgspec cannot decode an object into that union, so every upstream in-stream error "
-        "event is reported as 'provider openai sent a stream event that is not valid JSON' "
-        "and the upstream's message/type are lost"
-    ),
-)
 def test_stream_error_event_keeps_the_upstream_message(http: httpx.Client) -> None:
     _r, events = raw_stream(http, "openai/fake-stream-error")
     err = assert_error_tail(events)
