@@ -10,6 +10,7 @@ from gateway.api.chat import chat_completions
 from gateway.api.embeddings import embeddings
 from gateway.api.handlers import exception_handlers
 from gateway.api.health import health, live, ready
+from gateway.api.messages import count_tokens, messages
 from gateway.api.middleware import gateway_middleware
 from gateway.api.models import list_models
 from gateway.lifespan import lifespan
@@ -44,7 +45,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         speedups=speedups,
     )
     return Litestar(
-        route_handlers=[chat_completions, embeddings, list_models, health, live, ready],
+        route_handlers=[
+            chat_completions,
+            embeddings,
+            list_models,
+            messages,
+            count_tokens,
+            health,
+            live,
+            ready,
+        ],
         exception_handlers=exception_handlers,
         middleware=[gateway_middleware],
         lifespan=[lifespan],

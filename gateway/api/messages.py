@@ -1,0 +1,223 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's API in front of every provider.
+
+Reads top to bottom as the pipeline, like ``api/chat.py``:
+1 parse and validate   body -> dict (forwarded or translated) + MessagesRequest (checked)
+4 route                model -> group -> deployments in order
+5 adapt                an Anthropic deployment gets the body as it came (``messages_request``:
+                       only ``model`` replaced; the client's ``anthropic-version`` and
+                       ``anthropic-beta`` forwarded, never its key); any other provider gets
+                       it translated to OpenAI chat (``translate/messages.py``) and then to
+                       its own format by its adapter
+6 relay                send; whole body, or a stream committed at its first event
+7 settle               usage, latency and outcome -> metrics
+
+Answers come back as Anthropic JSON or a valid Anthropic event sequence. Errors use
+Anthropic's shape ``{"type":"error","error":{"type","message"}}``; a stream that breaks
+after its first byte ends with ``event: error``.
+
+count_tokens is passed through to an Anthropic upstream; for other providers it is the
+gateway's own count of the translated request (``gateway.tokencount``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.exceptions import HTTPException
+from litestar.response import Stream
+
+from gateway.api.body import decode_object, read_body, validate
+from gateway.api.chat import _headers
+from gateway.api.handlers import http_exception_handler, internal_error_handler
+from gateway.errors import GatewayError
+from gateway.pipeline import relay, settle
+from gateway.state import Gateway
+from gateway.telemetry import metrics
+from gateway.tokencount import count_chat_tokens
+from gateway.translate.common import encode
+from gateway.translate.messages import (
+    AnthropicEventStream,
+    chat_messages,
+    chat_to_message,
+    chat_tools,
+    error_body,
+    error_event,
+    messages_to_chat,
+)
+from gateway.wire.anthropic import CountTokensRequest, ErrorObject, ErrorResponse, MessagesRequest
+
+_JSON = "application/json"
+_FORWARDED = ("anthropic-version", "anthropic-beta")
+
+
+# -- errors in Anthropic's shape ----------------------------------------------------------
+
+
+def _gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
+    info: Any = request.scope.get("gw")
+    if info is not None:
+        info.error = exc.code or exc.type
+    return Response(
+        error_body(exc), status_code=exc.status, media_type=_JSON, headers=exc.headers or None
+    )
+
+
+def _reshaped(resp: Response[bytes]) -> Response[bytes]:
+    """An OpenAI-shaped error response from the app's handlers, in Anthropic's shape."""
+    from gateway.translate.messages import _STATUS_TYPES
+
+    try:
+        message = msgspec.json.decode(resp.content)["error"]["message"]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        message = "error"
+    status = resp.status_code or 500
+    etype = _STATUS_TYPES.get(status, "api_error")
+    body = encode(ErrorResponse(error=ErrorObject(type=etype, message=message)))
+    return Response(body, status_code=status, media_type=_JSON, headers=resp.headers)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    return _reshaped(http_exception_handler(request, exc))
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    return _reshaped(internal_error_handler(request, exc))
+
+
+_ERROR_HANDLERS: dict[Any, Any] = {
+    GatewayError: _gateway_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}
+
+
+def _client_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
+    return {k: v for k in _FORWARDED if (v := request.headers.get(k))}
+
+
+async def _anthropic_frames(r: relay.StreamRelay) -> AsyncIterator[bytes]:
+    """The relay's frames, its closing error frame replaced by Anthropic's ``event: error``."""
+    frames = r.frames()
+    try:
+        async for frame in frames:
+            # The relay sets ``error`` just before it yields the frame that reports it.
+            yield error_event(r.error) if r.error is not None else frame
+    finally:
+        aclose = getattr(frames, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+# -- POST /v1/messages ----------------------------------------------------------------------
+
+
+@post("/v1/messages", status_code=200, exception_handlers=_ERROR_HANDLERS)
+async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
+    gw: Gateway = request.app.state.gw
+    info = request.scope["gw"]  # type: ignore[typeddict-item]
+    settings = gw.settings
+
+    body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
+    req = validate(body, MessagesRequest)
+    group = gw.registry.resolve(req.model)
+    info.model = group.label
+    dep = gw.router.plan(group)[0]
+    info.provider = dep.provider
+    stream = bool(req.stream)
+    native = getattr(dep.adapter, "messages_request", None)
+    if native is not None:
+        upstream_request = native(dep, body, stream, _client_headers(request))
+    else:
+        upstream_request = dep.adapter.chat_request(
+            dep, messages_to_chat(body, stream, dep.provider), stream
+        )
+
+    if not stream:
+        t_sent = time.perf_counter()
+        try:
+            _resp, content = await relay.complete(dep, upstream_request)
+            if native is not None:
+                out, usage = dep.adapter.messages_response(dep, content)  # type: ignore[attr-defined]
+            else:
+                chat, usage = dep.adapter.chat_response(dep, content)
+                out = chat_to_message(chat, req.model, dep.provider)
+        except GatewayError as err:
+            settle.record_failure(dep, err)
+            raise
+        upstream_s = time.perf_counter() - t_sent
+        info.upstream_s = upstream_s
+        settle.record_success(dep, upstream_s, usage)
+        overhead = time.perf_counter() - info.start - upstream_s
+        return Response(out, media_type=_JSON, headers=_headers(dep.provider, overhead, upstream_s))
+
+    if native is not None:
+        translator = dep.adapter.messages_stream(dep)  # type: ignore[attr-defined]
+    else:
+        translator = AnthropicEventStream(
+            dep.adapter.chat_stream(dep, True), req.model, dep.provider
+        )
+    t_sent = time.perf_counter()
+
+    def on_close(r: relay.StreamRelay) -> None:
+        total = time.perf_counter() - t_sent
+        info.upstream_s = total
+        if r.error is not None:
+            settle.record_failure(dep, r.error, mid_stream=True)
+            if r.usage is not None:
+                settle.record_usage(dep, r.usage)
+        elif r.completed:
+            settle.record_success(dep, total, r.usage)
+        else:
+            info.error = "client_disconnected"
+            settle.record_cancelled(dep, r.usage)
+
+    try:
+        stream_relay, ttft = await relay.open_stream(dep, upstream_request, translator, on_close)
+    except GatewayError as err:
+        settle.record_failure(dep, err)
+        raise
+    metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
+    overhead = time.perf_counter() - info.start - ttft
+    headers = _headers(dep.provider, overhead, ttft)
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+    return Stream(_anthropic_frames(stream_relay), media_type="text/event-stream", headers=headers)
+
+
+# -- POST /v1/messages/count_tokens ---------------------------------------------------------
+
+
+@post("/v1/messages/count_tokens", status_code=200, exception_handlers=_ERROR_HANDLERS)
+async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
+    gw: Gateway = request.app.state.gw
+    info = request.scope["gw"]  # type: ignore[typeddict-item]
+    settings = gw.settings
+
+    body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
+    req = validate(body, CountTokensRequest)
+    group = gw.registry.resolve(req.model)
+    info.model = group.label
+    dep = gw.router.plan(group)[0]
+    info.provider = dep.provider
+    passthrough = getattr(dep.adapter, "count_tokens_request", None)
+    if passthrough is not None:
+        t_sent = time.perf_counter()
+        _resp, content = await relay.complete(dep, passthrough(dep, body, _client_headers(request)))
+        info.upstream_s = time.perf_counter() - t_sent
+        return Response(content, media_type=_JSON, headers={"x-gateway-provider": dep.provider})
+    # Not an Anthropic upstream: the gateway counts the request as it would send it.
+    n = count_chat_tokens(
+        chat_messages(body, dep.provider), dep.model, chat_tools(body, dep.provider)
+    )
+    return Response(
+        encode({"input_tokens": n}),
+        media_type=_JSON,
+        headers={"x-gateway-provider": dep.provider, "x-gateway-token-count": "estimated"},
+    )
+
+
+__all__ = ["count_tokens", "messages"]
