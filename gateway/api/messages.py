@@ -47,6 +47,7 @@ from gateway.translate.messages import (
     error_body,
     error_event,
     messages_to_chat,
+    status_error_type,
 )
 from gateway.wire.anthropic import CountTokensRequest, ErrorObject, ErrorResponse, MessagesRequest
 
@@ -68,14 +69,12 @@ def _gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Respon
 
 def _reshaped(resp: Response[bytes]) -> Response[bytes]:
     """An OpenAI-shaped error response from the app's handlers, in Anthropic's shape."""
-    from gateway.translate.messages import _STATUS_TYPES
-
     try:
         message = msgspec.json.decode(resp.content)["error"]["message"]
     except (msgspec.DecodeError, KeyError, TypeError):
         message = "error"
     status = resp.status_code or 500
-    etype = _STATUS_TYPES.get(status, "api_error")
+    etype = status_error_type(status)
     body = encode(ErrorResponse(error=ErrorObject(type=etype, message=message)))
     return Response(body, status_code=status, media_type=_JSON, headers=resp.headers)
 

@@ -539,6 +539,11 @@ def error_type(err: GatewayError) -> str:
     return _STATUS_TYPES.get(err.status) or (err.type if err.type in ERROR_TYPES else "api_error")
 
 
+def status_error_type(status: int) -> str:
+    """Anthropic's error type for an HTTP status the gateway itself answers with."""
+    return _STATUS_TYPES.get(status, "api_error")
+
+
 def error_body(err: GatewayError) -> bytes:
     return encode(ErrorResponse(error=ErrorObject(type=error_type(err), message=err.message)))
 
@@ -558,4 +563,5 @@ __all__ = [
     "error_event",
     "error_type",
     "messages_to_chat",
+    "status_error_type",
 ]
