@@ -21,7 +21,7 @@ from gateway.state import Gateway
 from gateway.store.base import StateBackend
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import logging as gwlog
-from gateway.telemetry.metrics import record_speedups
+from gateway.telemetry.metrics import declare_series, record_speedups
 
 
 def _store(settings: Settings) -> StateBackend:
@@ -37,14 +37,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     gwlog.configure(settings.log_level)
     speedups = _speedups.implementations()
     record_speedups(speedups)
+    registry = Registry(settings)
+    declare_series([(d.provider, g.label) for g in registry.groups.values() for d in g.deployments])
     gw = Gateway(
         settings=settings,
-        registry=Registry(settings),
+        registry=registry,
         router=Router(),
         store=_store(settings),
         speedups=speedups,
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             chat_completions,
             embeddings,
@@ -56,10 +58,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
         ],
         exception_handlers=exception_handlers,
-        middleware=[gateway_middleware],
         lifespan=[lifespan],
         state=State({"gw": gw}),
         debug=False,
         openapi_config=None,
         logging_config=None,
     )
+    # Outermost, around Litestar's router: 404/405 answers get a request id, a
+    # metric and an access line too (route-level middleware would miss them).
+    app.asgi_handler = gateway_middleware(app.asgi_handler)
+    return app
