@@ -7,6 +7,7 @@ rather than failing the whole listing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from gateway.wire.models import ModelCard, ModelList, UpstreamModelList
 
 log = logging.getLogger("gateway.models")
 _TTL = 300.0
+_LIST_TIMEOUT = 5.0  # a slow provider must not hold the whole listing
 _decoder = msgspec.json.Decoder(UpstreamModelList)
 _encode = msgspec.json.Encoder().encode
 
@@ -39,13 +41,17 @@ async def _provider_models(gw: Gateway, provider: str) -> list[ModelCard]:
             dep = gw.registry.provider_deployment(provider)
             models_request = getattr(dep.adapter, "models_request", None)
             if models_request is not None:
-                _resp, content = await relay.complete(dep, models_request(dep))
+                async with asyncio.timeout(_LIST_TIMEOUT):
+                    _resp, content = await relay.complete(dep, models_request(dep))
+                to_openai = getattr(dep.adapter, "models_response", None)
+                if to_openai is not None:
+                    content = to_openai(dep, content)
                 listed = _decoder.decode(content).data
                 cards = [
                     ModelCard(id=f"{provider}/{c.id}", owned_by=provider, created=c.created)
                     for c in listed
                 ]
-        except (GatewayError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (GatewayError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning(
                 "cannot list models",
                 extra={"fields": {"provider": provider, "error": type(exc).__name__}},
@@ -58,6 +64,7 @@ async def _provider_models(gw: Gateway, provider: str) -> list[ModelCard]:
 async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     gw: Gateway = request.app.state.gw
     cards = [ModelCard(id=alias, owned_by="gateway") for alias in gw.registry.groups]
-    for provider in gw.registry.enabled():
-        cards.extend(await _provider_models(gw, provider))
+    listings = await asyncio.gather(*(_provider_models(gw, p) for p in gw.registry.enabled()))
+    for listed in listings:
+        cards.extend(listed)
     return Response(_encode(ModelList(data=cards)), media_type="application/json")
