@@ -108,8 +108,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if transport not in ("aiohttp", "httpx"):
             raise ConfigError("GATEWAY_UPSTREAM_TRANSPORT: expected aiohttp or httpx")
         redis_url = env.get("REDIS_URL") or None
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL: expected a redis://, rediss:// or unix:// URL")
+        if redis_url and not redis_url.startswith(
+            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        ):
+            raise ConfigError(
+                "REDIS_URL: expected a redis://, rediss://, unix:// or redis+cluster:// URL"
+            )
         master = env.get("GATEWAY_MASTER_KEY") or None
         return cls(
             server_host=env.get("SERVER_HOST", "0.0.0.0"),

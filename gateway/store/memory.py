@@ -1,10 +1,42 @@
-"""In-process state: the default when REDIS_URL is unset (one process, same semantics)."""
+"""In-process state: the default when REDIS_URL is unset (one process, same semantics).
+
+The same GCRA math as the Lua scripts (``_speedups.bucket``, the kernel the
+scripts are tested against), on a dict of ``key -> (tat_us, tat_frac)``. An
+operation runs without awaiting, so it is atomic within the event loop. The
+clock is monotonic (a wall-clock step would mint tokens). It also serves as
+the local fallback limiter while Redis is unreachable.
+
+Keys whose bucket is full again are dropped by a sweep every ``SWEEP_EVERY``
+writes, so open-mode tenants (one per presented key) cannot grow it forever.
+"""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from _speedups import bucket as gcra
+from gateway.store.base import Bucket, Reservation, Take
+
+SWEEP_EVERY = 10_000
+
+
+def _monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
 
 
 class MemoryBackend:
     kind = "memory"
+    client = None  # no Redis: the response cache keeps its own in-process store
+
+    def __init__(self, clock: Callable[[], int] = _monotonic_us) -> None:
+        self._clock = clock
+        self._state: dict[str, tuple[int, int]] = {}
+        self._writes = 0
+
+    @property
+    def healthy(self) -> bool:
+        return True
 
     async def start(self) -> None:
         return None
@@ -14,3 +46,75 @@ class MemoryBackend:
 
     async def aclose(self) -> None:
         return None
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def reserve_now(
+        self, buckets: Sequence[Bucket], amounts: Sequence[int], now_us: int | None = None
+    ) -> Reservation:
+        """``reserve`` without the coroutine (the fallback path calls it directly)."""
+        now = self._clock() if now_us is None else now_us
+        state = self._state
+        results = []
+        allowed = True
+        for b, n in zip(buckets, amounts, strict=True):
+            old = state.get(b.key, gcra.FULL_STATE)
+            ok, new, remaining, retry, reset = gcra.take(old, now, b.capacity, b.period_us, n)
+            results.append((ok, new, remaining, retry, reset))
+            allowed = allowed and ok
+        takes = []
+        for b, (ok, new, remaining, retry, reset) in zip(buckets, results, strict=True):
+            if allowed:
+                state[b.key] = new
+                takes.append(Take(True, remaining, 0, reset))
+            elif ok:  # could have given its share, but nothing is taken: report it as it is
+                _, _, before, _, reset_before = gcra.take(
+                    state.get(b.key, gcra.FULL_STATE), now, b.capacity, b.period_us, 0
+                )
+                takes.append(Take(True, before, 0, reset_before))
+            else:
+                takes.append(Take(False, remaining, retry, reset))
+        if allowed:
+            self._wrote(now, len(buckets))
+        return Reservation(allowed, takes)
+
+    def settle_now(
+        self,
+        buckets: Sequence[Bucket],
+        reserved: Sequence[int],
+        actual: Sequence[int],
+        now_us: int | None = None,
+    ) -> list[int]:
+        now = self._clock() if now_us is None else now_us
+        state = self._state
+        new_states = [
+            gcra.settle(state.get(b.key, gcra.FULL_STATE), now, b.capacity, b.period_us, res, act)
+            for b, res, act in zip(buckets, reserved, actual, strict=True)
+        ]  # computed first: an error leaves every bucket as it was
+        for b, (new, _) in zip(buckets, new_states, strict=True):
+            state[b.key] = new
+        self._wrote(now, len(buckets))
+        return [remaining for _, remaining in new_states]
+
+    async def reserve(
+        self, buckets: Sequence[Bucket], amounts: Sequence[int], *, now_us: int | None = None
+    ) -> Reservation:
+        return self.reserve_now(buckets, amounts, now_us)
+
+    async def settle(
+        self,
+        buckets: Sequence[Bucket],
+        reserved: Sequence[int],
+        actual: Sequence[int],
+        *,
+        now_us: int | None = None,
+    ) -> list[int]:
+        return self.settle_now(buckets, reserved, actual, now_us)
+
+    def _wrote(self, now: int, count: int) -> None:
+        self._writes += count
+        if self._writes >= SWEEP_EVERY:
+            self._writes = 0
+            # A bucket whose TAT has passed is full: the same as no key at all.
+            self._state = {k: v for k, v in self._state.items() if v[0] > now}

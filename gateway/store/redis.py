@@ -1,40 +1,241 @@
-"""Redis (standalone or cluster) as the shared state backend."""
+"""Redis (standalone or Cluster) as the shared state backend.
+
+URLs: ``redis://``, ``rediss://`` and ``unix://`` for one server; a cluster is
+``redis+cluster://host:port`` (``rediss+cluster://`` with TLS) or any of the
+former with ``?cluster=true``. One seed node is enough: the client discovers
+the others.
+
+Every hot-path call is one ``EVALSHA`` (``scripts.py``) bounded by ``timeout``
+(default 50 ms) with no client-side retries, over a pool of ``POOL_SIZE``
+connections (a request waits for a free one within the same timeout). A
+timeout or a connection error raises ``StateUnavailable`` and marks the
+backend unhealthy: from then on calls
+fail at once (reason ``down``) instead of each waiting for the timeout, and a
+background probe sends ``PING`` every ``probe_interval`` seconds; the first
+answer marks it healthy again, so the gateway returns to Redis by itself about
+a second after Redis is back. Script errors (a bug, bad arguments) are not
+outages: they propagate as ``redis.exceptions.ResponseError``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import RedisError
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.store import scripts
+from gateway.store.base import Bucket, Reservation, StateUnavailable, Take
+from gateway.telemetry import metrics
+
+log = logging.getLogger("gateway.store")
+
+_OUTAGE = (RedisError, OSError, TimeoutError)
+POOL_SIZE = 512  # connections per process (per node on a cluster)
+
+
+def parse_url(url: str) -> tuple[str, bool]:
+    """``(url for redis-py, is_cluster)``: strips the ``+cluster`` scheme and the
+    ``cluster=true`` query parameter."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    cluster = False
+    if scheme.endswith("+cluster"):
+        scheme = scheme[: -len("+cluster")]
+        cluster = True
+    query = []
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k == "cluster":
+            cluster = cluster or v.lower() in ("1", "true", "yes")
+        else:
+            query.append((k, v))
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment)), cluster
+
+
+def is_redis_url(url: str) -> bool:
+    scheme = urlsplit(url).scheme
+    return scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 class RedisBackend:
     kind = "redis"
 
-    def __init__(self, url: str, *, timeout: float = 0.05) -> None:
-        self._url = url
-        self._timeout = timeout
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.05,
+        probe_interval: float = 1.0,
+        connect_timeout: float = 0.5,
+    ) -> None:
+        self._url, self.cluster = parse_url(url)
+        if self.cluster:
+            self.kind = "redis-cluster"
+        self.timeout = timeout
+        self.probe_interval = probe_interval
+        self._connect_timeout = connect_timeout
         self.client: Redis | RedisCluster | None = None
+        self._scripts: dict[str, Any] = {}
+        self._healthy = True
+        self._probe: asyncio.Task[None] | None = None
+        self.down_since: float | None = None
+        metrics.gateway_state_backend_up.set(1)
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
 
     async def start(self) -> None:
-        cluster = "cluster=true" in self._url or self._url.startswith("redis+cluster://")
-        url = self._url.replace("redis+cluster://", "redis://")
-        kwargs = {"socket_timeout": self._timeout, "socket_connect_timeout": 0.5}
-        if cluster:
-            url = url.replace("?cluster=true", "").replace("&cluster=true", "")
-            self.kind = "redis-cluster"
-            self.client = RedisCluster.from_url(url, **kwargs)
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self._connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "max_connections": POOL_SIZE,
+        }
+        if self.cluster:
+            self.client = RedisCluster.from_url(self._url, **kwargs)
         else:
-            self.client = Redis.from_url(url, **kwargs)
+            # Blocking: a burst beyond the pool waits (within the call's timeout) for a
+            # connection instead of failing at once with "too many connections".
+            pool = BlockingConnectionPool.from_url(self._url, timeout=self.timeout, **kwargs)
+            self.client = Redis(connection_pool=pool)
+        self._scripts = scripts.register(self.client, scripts.RATELIMIT_SCRIPTS)
+        try:  # a cluster client learns its nodes here; load the scripts while at it
+            async with asyncio.timeout(max(2.0, self._connect_timeout)):
+                if isinstance(self.client, RedisCluster):
+                    await self.client.initialize()
+                await scripts.preload(self.client, self._scripts)
+        except _OUTAGE as exc:
+            # Start anyway: limits fail over (open or closed, by config) until it answers.
+            log.warning(
+                "state backend not answering at start-up",
+                extra={"fields": {"backend": self.kind, "error": type(exc).__name__}},
+            )
+            self._mark_down("error")
 
     async def ping(self) -> bool:
         if self.client is None:
             return False
         try:
-            return bool(await asyncio.wait_for(self.client.ping(), 1.0))
-        except (RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                return bool(await self.client.ping())
+        except _OUTAGE:
             return False
 
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
         if self.client is not None:
-            await self.client.aclose()
+            with contextlib.suppress(*_OUTAGE):
+                await self.client.aclose()
+
+    # -- the two operations -------------------------------------------------------------
+
+    async def reserve(
+        self, buckets: Sequence[Bucket], amounts: Sequence[int], *, now_us: int | None = None
+    ) -> Reservation:
+        args: list[int | str] = ["" if now_us is None else now_us]
+        for b, n in zip(buckets, amounts, strict=True):
+            args += (b.capacity, b.period_us, n)
+        reply = await self.run("ratelimit_reserve", [b.key for b in buckets], args)
+        takes = [
+            Take(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3])
+            for i in range(1, len(reply), 6)
+        ]
+        return Reservation(reply[0] == 1, takes)
+
+    async def settle(
+        self,
+        buckets: Sequence[Bucket],
+        reserved: Sequence[int],
+        actual: Sequence[int],
+        *,
+        now_us: int | None = None,
+    ) -> list[int]:
+        args: list[int | str] = ["" if now_us is None else now_us]
+        for b, res, act in zip(buckets, reserved, actual, strict=True):
+            args += (b.capacity, b.period_us, res, act)
+        reply = await self.run("ratelimit_settle", [b.key for b in buckets], args)
+        return [reply[i] for i in range(0, len(reply), 3)]
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""
+        if not self._healthy:
+            raise StateUnavailable("down")
+        script = self._scripts[name]
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await script(keys=keys, args=args)
+        except ResponseError as exc:
+            if _is_outage_reply(exc):
+                self._mark_down("error")
+                raise StateUnavailable("error") from None
+            raise
+        except TimeoutError:
+            self._mark_down("timeout")
+            raise StateUnavailable("timeout") from None
+        except _OUTAGE:
+            self._mark_down("error")
+            raise StateUnavailable("error") from None
+
+    # -- health -------------------------------------------------------------------------
+
+    def _mark_down(self, reason: str) -> None:
+        if not self._healthy:
+            return
+        self._healthy = False
+        self.down_since = time.monotonic()
+        metrics.gateway_state_backend_up.set(0)
+        log.warning(
+            "state backend unavailable; using the fallback policy",
+            extra={"fields": {"backend": self.kind, "reason": reason}},
+        )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            if await self._answers():
+                down_s = time.monotonic() - (self.down_since or time.monotonic())
+                self._healthy = True
+                self.down_since = None
+                metrics.gateway_state_backend_up.set(1)
+                log.warning(
+                    "state backend is back",
+                    extra={"fields": {"backend": self.kind, "down_s": round(down_s, 3)}},
+                )
+                return
+
+    async def _answers(self) -> bool:
+        client = self.client
+        if client is None:
+            return False
+        try:
+            async with asyncio.timeout(max(self.timeout * 4, 0.2)):
+                if isinstance(client, RedisCluster):
+                    # Every primary must answer: a request may hash to any of them.
+                    await client.ping(target_nodes=RedisCluster.PRIMARIES)
+                else:
+                    await client.ping()
+            return True
+        except _OUTAGE:
+            return False
+
+
+def _is_outage_reply(exc: ResponseError) -> bool:
+    """Error replies that mean "not now" rather than "wrong": loading, cluster down,
+    a primary that became a replica, a busy script."""
+    msg = str(exc)
+    return msg.startswith(("LOADING", "CLUSTERDOWN", "READONLY", "BUSY", "MASTERDOWN", "TRYAGAIN"))

@@ -104,3 +104,21 @@ def declare_series(groups: list[tuple[str, str]]) -> None:
 def record_speedups(impls: dict[str, str]) -> None:
     for kernel, impl in impls.items():
         gateway_speedups_info.labels(kernel, impl).set(1)
+
+
+# -- shared state and rate limits (store/, pipeline/ratelimit.py) ------------------------
+gateway_state_backend_up = Gauge(
+    "gateway_state_backend_up",
+    "1 while the shared state backend (Redis) answers; 0 while limits run on the fallback",
+    multiprocess_mode="livemin",
+)
+gateway_state_fallbacks_total = Counter(
+    "gateway_state_fallbacks_total",
+    "Rate-limit decisions made without the shared state (timeout, error, down)",
+    ["reason"],
+)
+gateway_ratelimit_seconds = Histogram(
+    "gateway_ratelimit_seconds",
+    "Time the rate limiter added to a request (reservation, fallback included)",
+    buckets=_FAST_BUCKETS,
+)

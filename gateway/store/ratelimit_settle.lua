@@ -1,0 +1,185 @@
+-- Rate limit settlement: correct reservations to the real usage, in one call.
+--
+-- KEYS[i]        bucket i's state, a string "<tat_us> <tat_frac>" (missing = a full bucket),
+--                all in one hash slot (the caller's hash tag)
+-- ARGV[1]        now in microseconds, or "" to use the server clock (TIME). Only tests pin it;
+--                a pinned call also writes without expiry.
+-- ARGV[4i-2..4i+1]  capacity_i, period_us_i, reserved_i, actual_i for bucket i
+--
+-- Reply: per bucket i: remaining_i, tat_us_i, tat_frac_i
+--   actual < reserved refunds the difference (never above capacity); actual > reserved
+--   charges it, never refused: the bucket may go into debt, and later takes wait.
+--   remaining is whole tokens after the correction (0 while in debt).
+-- Errors: "ValueError: ..." / "TypeError: ..." for arguments out of range, or a charge
+-- whose debt would pass MAX_TAT_US, raised before anything is written.
+--
+-- The math is _speedups/_bucket_py.py's settle(); see ratelimit_reserve.lua for the
+-- exact-integer rules the shared block below follows.
+
+-- BEGIN gcra: identical in ratelimit_reserve.lua and ratelimit_settle.lua (tested)
+local MAX_SAFE = 9007199254740991 -- 2^53 - 1
+local MAX_CAP = 1099511627775 -- 2^40 - 1
+local MAX_PERIOD = 1099511627775 -- 2^40 - 1
+local MAX_TIME = 4503599627370496 -- 2^52
+local MAX_TAT = 9002801208229888 -- 2^53 - 2^42
+local floor = math.floor
+local fmod = math.fmod
+
+local function fail(kind, msg)
+  error({err = kind .. ': ' .. msg})
+end
+
+-- (x // d, x % d) for integers 0 <= x < 2^53, d >= 1: fmod is exact, so is the rest.
+local function divmod(x, d)
+  local r = fmod(x, d)
+  return (x - r) / d, r
+end
+
+local function int(v, name, lo, hi)
+  local x = tonumber(v)
+  if x == nil or x ~= floor(x) then
+    fail('TypeError', name .. ' must be an int')
+  end
+  if x < lo or x > hi then
+    fail('ValueError', name .. ' must be in [' .. string.format('%.0f', lo) .. ', '
+      .. string.format('%.0f', hi) .. ']')
+  end
+  return x
+end
+
+-- (a * b // d, a * b % d) without an intermediate reaching 2^53; (-1, 0) on overflow.
+local function muldiv(b, a, d)
+  if b <= divmod(MAX_SAFE, a) then
+    return divmod(a * b, d)
+  end
+  local q, r = 0, 0
+  local shift = 48
+  while shift >= 0 do
+    local x = r * 4096 + a * fmod(floor(b / 2 ^ shift), 4096)
+    local hi, rr = divmod(x, d)
+    if q > floor((MAX_SAFE - hi) / 4096) then
+      return -1, 0
+    end
+    q = q * 4096 + hi
+    r = rr
+    shift = shift - 12
+  end
+  return q, r
+end
+
+-- The stored state of KEYS[i] for capacity c, tat_frac carried if written under a
+-- smaller capacity. Missing key = (0, 0) = full.
+local function load(key, c)
+  local raw = redis.call('GET', key)
+  if not raw then
+    return 0, 0
+  end
+  local sp = string.find(raw, ' ', 1, true)
+  if not sp then
+    fail('TypeError', 'state must be a (tat_us, tat_frac) pair')
+  end
+  local tu = int(string.sub(raw, 1, sp - 1), 'state tat_us', 0, MAX_TAT)
+  local tf = int(string.sub(raw, sp + 1), 'state tat_frac', 0, MAX_SAFE)
+  if tf >= c then
+    local q, r = divmod(tf, c)
+    tu = tu + q
+    tf = r
+    if tu > MAX_TAT then
+      fail('ValueError', 'state tat_us out of range after carrying tat_frac')
+    end
+  end
+  return tu, tf
+end
+
+-- Whole tokens at now for TAT = su + sf/c >= now, clamped at 0.
+local function tokens(su, sf, now, c, p)
+  local du = now + p - su
+  if du <= 0 then
+    return 0
+  end
+  local q, r = muldiv(du - 1, c, p)
+  return q + divmod(r + c - sf, p)
+end
+
+local function store(key, tu, tf, now, pinned)
+  local v = string.format('%.0f %.0f', tu, tf)
+  if pinned then
+    redis.call('SET', key, v)
+  else
+    -- Gone once full again (a missing key is a full bucket); 1 s of slack.
+    local ahead = tu - now
+    if ahead < 0 then
+      ahead = 0
+    end
+    redis.call('SET', key, v, 'PX', string.format('%.0f', floor(ahead / 1000) + 1000))
+  end
+end
+
+local function clock()
+  if ARGV[1] ~= nil and ARGV[1] ~= '' then
+    return int(ARGV[1], 'now_us', 0, MAX_TIME), true
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2]), false
+end
+-- END gcra
+
+-- settle(): _bucket_py.settle. Returns nu, nf.
+local function settle(tu, tf, now, c, p, res, act)
+  local nu, nf
+  if tu < now then
+    nu, nf = now, 0
+  else
+    nu, nf = tu, tf
+  end
+  if act > res then
+    local q, r = muldiv(act - res, p, c)
+    local carry = (nf + r >= c) and 1 or 0
+    if q < 0 or q > MAX_TAT - nu - carry then
+      fail('ValueError', 'settle: the charge would put the debt beyond MAX_TAT_US')
+    end
+    nu = nu + q + carry
+    nf = nf + r - carry * c
+  elseif res > act then
+    local q, r = muldiv(res - act, p, c)
+    if q < 0 or q > nu then
+      nu, nf = now, 0
+    else
+      nu = nu - q
+      nf = nf - r
+      if nf < 0 then
+        nf = nf + c
+        nu = nu - 1
+      end
+      if nu < now then
+        nu, nf = now, 0
+      end
+    end
+  end
+  return nu, nf
+end
+
+local n = #KEYS
+if #ARGV ~= 1 + 4 * n then
+  fail('ValueError', 'expected 1 + 4 * #KEYS arguments')
+end
+local now, pinned = clock()
+local rows = {}
+for i = 1, n do
+  local c = int(ARGV[4 * i - 2], 'capacity', 1, MAX_CAP)
+  local p = int(ARGV[4 * i - 1], 'period_us', 1, MAX_PERIOD)
+  local res = int(ARGV[4 * i], 'reserved', 0, MAX_SAFE)
+  local act = int(ARGV[4 * i + 1], 'actual', 0, MAX_SAFE)
+  local tu, tf = load(KEYS[i], c)
+  local nu, nf = settle(tu, tf, now, c, p, res, act)
+  rows[i] = {nu, nf, tokens(nu, nf, now, c, p)}
+end
+local reply = {}
+for i = 1, n do
+  local row = rows[i]
+  store(KEYS[i], row[1], row[2], now, pinned)
+  reply[#reply + 1] = row[3]
+  reply[#reply + 1] = row[1]
+  reply[#reply + 1] = row[2]
+end
+return reply

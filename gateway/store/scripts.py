@@ -1,0 +1,42 @@
+"""The Lua scripts of the state backend: one per ``*.lua`` file beside this module.
+
+Each file opens with a comment naming its KEYS, ARGV and reply. They are read
+with ``importlib.resources`` (package data, so they ship in the wheel) and
+registered once per client at start-up as redis-py ``AsyncScript`` handles:
+a call is ``EVALSHA``, and on ``NOSCRIPT`` (after ``SCRIPT FLUSH``, a restart
+or a failover to a replica that never saw the script) the handle loads the
+source and retries once, so no caller ever sees the error. ``preload`` sends
+``SCRIPT LOAD`` at start-up (to every primary on a cluster) so the first
+request does not pay for it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RATELIMIT_SCRIPTS", "preload", "register", "source"]
+
+RATELIMIT_SCRIPTS = ("ratelimit_reserve", "ratelimit_settle")
+
+
+@cache
+def source(name: str) -> str:
+    """The text of ``<name>.lua``."""
+    return resources.files("gateway.store").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def register(client: Redis | RedisCluster, names: tuple[str, ...]) -> dict[str, AsyncScript]:
+    """An ``AsyncScript`` per name, bound to ``client`` (no I/O: the SHA is computed here)."""
+    return {name: client.register_script(source(name)) for name in names}
+
+
+async def preload(client: Redis | RedisCluster, scripts: dict[str, AsyncScript]) -> None:
+    """``SCRIPT LOAD`` every script (cluster: on every primary)."""
+    for script in scripts.values():
+        await client.script_load(script.script)
