@@ -14,6 +14,8 @@ from gateway.api.messages import count_tokens, messages
 from gateway.api.middleware import gateway_middleware
 from gateway.api.models import list_models
 from gateway.lifespan import lifespan
+from gateway.pipeline.auth import Keyring
+from gateway.pipeline.ratelimit import Limiter
 from gateway.pipeline.routing import Router
 from gateway.providers.registry import Registry
 from gateway.settings import Settings
@@ -28,7 +30,8 @@ def _store(settings: Settings) -> StateBackend:
     if settings.redis_url:
         from gateway.store.redis import RedisBackend
 
-        return RedisBackend(settings.redis_url)
+        timeout = settings.config.limits.redis_timeout_ms / 1000
+        return RedisBackend(settings.redis_url, timeout=timeout)
     return MemoryBackend()
 
 
@@ -39,12 +42,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     record_speedups(speedups)
     registry = Registry(settings)
     declare_series([(d.provider, g.label) for g in registry.groups.values() for d in g.deployments])
+    store = _store(settings)
     gw = Gateway(
         settings=settings,
         registry=registry,
         router=Router(),
-        store=_store(settings),
+        store=store,
         speedups=speedups,
+        auth=Keyring(settings.config),
+        limiter=Limiter(settings.config, registry, store),
     )
     app = Litestar(
         route_handlers=[

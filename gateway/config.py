@@ -42,8 +42,13 @@ class Timeouts(_Base):
 
 
 class Limits(_Base):
+    """Requests and tokens per minute. A limit is a token bucket whose capacity is its
+    burst (default: one minute's worth) and which refills at ``rpm``/``tpm`` per minute."""
+
     rpm: Annotated[int, Meta(ge=1)] | None = None
     tpm: Annotated[int, Meta(ge=1)] | None = None
+    rpm_burst: Annotated[int, Meta(ge=1)] | None = None
+    tpm_burst: Annotated[int, Meta(ge=1)] | None = None
 
 
 class Price(_Base):
@@ -92,11 +97,24 @@ class ModelAlias(_Base):
 class GlobalLimits(_Base):
     default_key: Limits | None = None
     on_redis_error: Literal["open", "closed"] = "open"
+    local_share: Annotated[float, Meta(gt=0, le=1)] = 0.34  # of each limit, while failing open
+    default_max_tokens: Annotated[int, Meta(ge=1)] = 1024  # reserved when a request sets none
+    redis_timeout_ms: Annotated[float, Meta(gt=0, le=10_000)] = 50.0  # per hot-path call
+
+
+class ApiKey(_Base):
+    """A virtual key: only its SHA-256 is in the file (``printf %s "$KEY" | sha256sum``)."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+    key_sha256: Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")]
+    limits: Limits | None = None  # field by field over limits.default_key
+    models: list[Annotated[str, Meta(min_length=1)]] | None = None  # aliases or provider/model
 
 
 class Config(_Base):
     models: list[ModelAlias] = []
     limits: GlobalLimits = GlobalLimits()
+    keys: list[ApiKey] = []
 
 
 _PATH = re.compile(r"\s*-\s*at\s*`\$(.*)`$")
@@ -186,6 +204,100 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str]) -> None:
             if fb not in aliases:
                 raise ConfigError(f"models[{i}].fallbacks[{k}]: unknown alias {fb!r}")
     _check_fallback_cycles(cfg)
+    _check_limits(cfg)
+    _check_keys(cfg)
+
+
+# A bucket's capacity and period must fit _speedups.bucket's ranges.
+_MAX_BUCKET = (1 << 40) - 1
+
+
+def _check_one_limits(lim: Limits | None, where: str) -> None:
+    if lim is None:
+        return
+    for kind in ("rpm", "tpm"):
+        rate: int | None = getattr(lim, kind)
+        burst: int | None = getattr(lim, f"{kind}_burst")
+        if burst is not None and rate is None:
+            raise ConfigError(f"{where}.{kind}_burst: needs {kind}")
+        if rate is None:
+            continue
+        capacity = burst if burst is not None else rate
+        if capacity > _MAX_BUCKET:
+            raise ConfigError(f"{where}.{kind}: must be at most {_MAX_BUCKET}")
+        if -(-capacity * 60_000_000 // rate) > _MAX_BUCKET:
+            raise ConfigError(f"{where}.{kind}_burst: more than 18,000 minutes' worth")
+
+
+def _check_limits(cfg: Config) -> None:
+    _check_one_limits(cfg.limits.default_key, "limits.default_key")
+    seen: dict[tuple[str, str, str, str], tuple[str, Limits]] = {}
+    for i, m in enumerate(cfg.models):
+        _check_one_limits(m.limits, f"models[{i}].limits")
+        for j, d in enumerate(m.deployments):
+            where = f"models[{i}].deployments[{j}].limits"
+            _check_one_limits(d.limits, where)
+            if d.limits is None:
+                continue
+            # The provider's quota belongs to the upstream account and model, whichever
+            # aliases use it: one bucket, so its limits must agree wherever it appears.
+            ident = (d.provider, d.base_url or "", d.model, d.api_key_env or "")
+            prev = seen.setdefault(ident, (where, d.limits))
+            if prev[1] != d.limits:
+                raise ConfigError(f"{where}: differs from {prev[0]} for the same deployment")
+
+
+def _check_keys(cfg: Config) -> None:
+    names: set[str] = set()
+    digests: set[str] = set()
+    for i, k in enumerate(cfg.keys):
+        if k.name in names:
+            raise ConfigError(f"keys[{i}].name: duplicate name {k.name!r}")
+        if k.key_sha256.lower() in digests:
+            raise ConfigError(f"keys[{i}].key_sha256: duplicate key (same digest as another)")
+        names.add(k.name)
+        digests.add(k.key_sha256.lower())
+        _check_one_limits(k.limits, f"keys[{i}].limits")
+
+
+def _check_routing(cfg: Config, aliases: dict[str, int]) -> None:
+    for i, m in enumerate(cfg.models):
+        where = f"models[{i}]"
+        if m.strategy == "lowest-cost":
+            for j, d in enumerate(m.deployments):
+                if d.price is None:
+                    raise ConfigError(
+                        f"{where}.deployments[{j}].price: required by strategy lowest-cost"
+                    )
+        if m.hedge is not None and len(m.deployments) < 2:
+            raise ConfigError(f"{where}.hedge: needs at least two deployments to hedge across")
+        if m.context_fallback is not None:
+            if m.context_fallback not in aliases:
+                raise ConfigError(
+                    f"{where}.context_fallback: unknown alias {m.context_fallback!r}"
+                )
+            if m.context_fallback == m.alias:
+                raise ConfigError(f"{where}.context_fallback: an alias cannot fall back to itself")
+    # context fallbacks chain (a -> b -> c); a chain that comes back is a cycle
+    ctx = {m.alias: m.context_fallback for m in cfg.models}
+    for i, m in enumerate(cfg.models):
+        path, node = [m.alias], ctx[m.alias]
+        while node is not None:
+            if node in path:
+                cycle = " -> ".join([*path[path.index(node) :], node])
+                raise ConfigError(f"models[{i}].context_fallback: fallback cycle {cycle}")
+            path.append(node)
+            node = ctx[node]
+    r = cfg.routing
+    if r.breaker.max_ejection < r.breaker.ejection:
+        raise ConfigError("routing.breaker.max_ejection: must be at least routing.breaker.ejection")
+    for where, pol in [("routing.retry", r.retry)] + [
+        (f"models[{i}].retry", m.retry) for i, m in enumerate(cfg.models) if m.retry is not None
+    ]:
+        if pol.max_backoff < pol.backoff:
+            raise ConfigError(f"{where}.max_backoff: must be at least {where}.backoff")
+
+
 
 
 def _looks_like_name(value: str) -> bool:

@@ -33,4 +33,5 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         await gw.registry.aclose()
+        await gw.limiter.aclose()  # pending settles, before the backend closes
         await gw.store.aclose()

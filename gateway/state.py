@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gateway.pipeline.auth import Keyring
+    from gateway.pipeline.ratelimit import Limiter
     from gateway.pipeline.routing import Router
     from gateway.providers.registry import Registry
     from gateway.settings import Settings
@@ -20,5 +22,7 @@ class Gateway:
     router: Router
     store: StateBackend
     speedups: dict[str, str]
+    auth: Keyring
+    limiter: Limiter
     started_at: float = field(default_factory=time.time)
     models_cache: dict[str, Any] = field(default_factory=dict)

@@ -1,11 +1,15 @@
 """POST /v1/chat/completions: reads top to bottom as the pipeline.
 
 1 parse and validate   body -> dict (forwarded) + ChatRequest (checked)
+1 auth                 caller key -> Principal (tenant, limits, allowed models): 401/403
 4 route                model -> group -> deployments in order
 5 adapt                OpenAI request -> the provider's httpx.Request
+2 rate limit           reserve RPM+TPM on every scope in one atomic call, else 429; after
+                       3-5 so a cache hit costs no quota and the routed deployment is known
 6 relay                send; whole body, or a stream committed at its first event
-7 settle               usage, latency and outcome -> metrics; headers for the client
-(Stages 1 auth, 2 rate limit and 3 cache slot in between as they land.)
+7 settle               usage, latency and outcome -> metrics; headers for the client;
+                       the reservation settled to the real usage
+(Stage 3 cache slots in before 4 as it lands.)
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
 
     body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
     req = validate(body, ChatRequest)
+    principal = gw.auth.authenticate(request, req.model, gw.registry.resolve)  # 1 auth
     group = gw.registry.resolve(req.model)
     info.model = group.label
     dep = gw.router.plan(group)[0]
     info.provider = dep.provider
     stream = bool(req.stream)
     upstream_request = dep.adapter.chat_request(dep, body, stream)
+    lease = await gw.limiter.reserve(principal, group, dep, body)  # 2 rate limit: 429 here
 
     if not stream:
         t_sent = time.perf_counter()
@@ -56,18 +62,23 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
             out, usage = dep.adapter.chat_response(dep, content)
         except GatewayError as err:
             settle.record_failure(dep, err)
+            lease.fail(err)  # refund the tokens; the error carries the x-ratelimit headers
             raise
         upstream_s = time.perf_counter() - t_sent
         info.upstream_s = upstream_s
         settle.record_success(dep, upstream_s, usage)
+        lease.settle(usage)  # reserved tokens -> real usage
         overhead = time.perf_counter() - info.start - upstream_s
-        return Response(out, media_type=_JSON, headers=_headers(dep.provider, overhead, upstream_s))
+        headers = _headers(dep.provider, overhead, upstream_s)
+        lease.apply(headers)
+        return Response(out, media_type=_JSON, headers=headers)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     translator = dep.adapter.chat_stream(dep, include_usage)
     t_sent = time.perf_counter()
 
     def on_close(r: relay.StreamRelay) -> None:
+        lease.settle_stream(r)  # usage, or what was relayed before an early end
         total = time.perf_counter() - t_sent
         info.upstream_s = total
         if r.error is not None:
@@ -84,10 +95,13 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
         stream_relay, ttft = await relay.open_stream(dep, upstream_request, translator, on_close)
     except GatewayError as err:
         settle.record_failure(dep, err)
+        lease.fail(err)
         raise
     settle.metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
     overhead = time.perf_counter() - info.start - ttft
     headers = _headers(dep.provider, overhead, ttft)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
-    return Stream(stream_relay.frames(), media_type="text/event-stream", headers=headers)
+    lease.apply(headers)
+    frames = lease.metered(stream_relay.frames())  # counts relayed events for settle_stream
+    return Stream(frames, media_type="text/event-stream", headers=headers)

@@ -23,21 +23,25 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
 
     body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
     req = validate(body, EmbeddingsRequest)
+    principal = gw.auth.authenticate(request, req.model, gw.registry.resolve)  # 1 auth
     group = gw.registry.resolve(req.model)
     info.model = group.label
     dep = gw.router.plan(group)[0]
     info.provider = dep.provider
+    lease = await gw.limiter.reserve(principal, group, dep, body, "embeddings")  # 2 rate limit
     t_sent = time.perf_counter()
     try:
         _resp, content = await relay.complete(dep, dep.adapter.embeddings_request(dep, body))
         out, usage = dep.adapter.embeddings_response(dep, content)
     except GatewayError as err:
         settle.record_failure(dep, err)
+        lease.fail(err)
         raise
     upstream_s = time.perf_counter() - t_sent
     info.upstream_s = upstream_s
     settle.record_success(dep, upstream_s, usage)
+    lease.settle(usage)
     overhead = time.perf_counter() - info.start - upstream_s
-    return Response(
-        out, media_type="application/json", headers=_headers(dep.provider, overhead, upstream_s)
-    )
+    headers = _headers(dep.provider, overhead, upstream_s)
+    lease.apply(headers)
+    return Response(out, media_type="application/json", headers=headers)

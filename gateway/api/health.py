@@ -37,6 +37,12 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
     gw: Gateway = request.app.state.gw
     store_ok = await gw.store.ping()
+    # healthy=False: a hot-path call failed and limits run on the local fallback until
+    # the backend's probe sees it answer again (ping alone may already succeed).
+    fallback = not gw.store.healthy
+    limits_mode = "in-process" if gw.store.kind == "memory" else "shared"
+    if fallback:
+        limits_mode = "local-fallback" if gw.limiter.policy == "open" else "closed-503"
     providers: dict[str, Any] = {}
     for name in gw.registry.enabled():
         deployments = sum(
@@ -45,10 +51,11 @@ async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
         providers[name] = {"state": "enabled", "configured_deployments": deployments}
     return _json(
         {
-            "status": "ok" if store_ok else "degraded",
+            "status": "ok" if store_ok and not fallback else "degraded",
             "version": __version__,
             "uptime_s": round(time.time() - gw.started_at, 1),
             "state_backend": {"kind": gw.store.kind, "ok": store_ok},
+            "rate_limits": limits_mode,
             "providers": providers,
             "models": sorted(gw.registry.groups),
             "speedups": gw.speedups,

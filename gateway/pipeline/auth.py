@@ -1,0 +1,140 @@
+"""Stage 1: the caller's API key -> a ``Principal`` (tenant id, limits, allowed models).
+
+Keys come from ``Authorization: Bearer <key>``, or ``x-api-key`` (Anthropic
+clients). The config's ``keys:`` holds only SHA-256 digests: the presented key
+is hashed, looked up by digest, and the stored digest compared with
+``hmac.compare_digest`` (the dict lookup only ever sees a digest, never the
+key). The key itself is never stored, logged, echoed or put in a Redis key.
+
+* ``keys:`` configured: a missing or unknown key is 401 ``invalid_api_key``; a
+  key with a ``models:`` list asking for another model is 403 ``model_not_allowed``.
+  The tenant id is the key's ``name``.
+* no ``keys:``: the gateway is open. The tenant is the first 16 hex characters
+  of the presented key's digest, or ``anonymous`` without one, so
+  ``limits.default_key`` still applies per presented key.
+
+The tenant id is plain ``[A-Za-z0-9_.-]`` text: safe as a Redis hash tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from gateway.config import Config, Limits
+from gateway.errors import AuthenticationFailed, PermissionDenied
+
+__all__ = ["ANONYMOUS", "Keyring", "Principal", "merge_limits"]
+
+ANONYMOUS = "anonymous"
+_MAX_KEY_BYTES = 4096  # longer is no key of ours; do not hash megabytes
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    name: str
+    limits: Limits | None = None
+    models: frozenset[str] | None = None  # None = every model
+
+
+def merge_limits(default: Limits | None, override: Limits | None) -> Limits | None:
+    """A key's limits field by field over ``limits.default_key``."""
+    if override is None or default is None:
+        return override or default
+    return Limits(
+        rpm=override.rpm if override.rpm is not None else default.rpm,
+        tpm=override.tpm if override.tpm is not None else default.tpm,
+        rpm_burst=override.rpm_burst if override.rpm is not None else default.rpm_burst,
+        tpm_burst=override.tpm_burst if override.tpm is not None else default.tpm_burst,
+    )
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The caller's key from ``Authorization: Bearer`` or ``x-api-key``; None if absent."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+class Keyring:
+    """The configured virtual keys, by digest."""
+
+    def __init__(self, config: Config) -> None:
+        default = config.limits.default_key
+        self.default_limits = default
+        self.closed = bool(config.keys)
+        self._aliases = frozenset(m.alias for m in config.models)
+        self._by_digest: dict[str, tuple[str, Principal]] = {}
+        for k in config.keys:
+            digest = k.key_sha256.lower()
+            principal = Principal(
+                tenant=k.name,
+                name=k.name,
+                limits=merge_limits(default, k.limits),
+                models=frozenset(k.models) if k.models is not None else None,
+            )
+            self._by_digest[digest] = (digest, principal)
+        self._anonymous = Principal(tenant=ANONYMOUS, name=ANONYMOUS, limits=default)
+        self._open: dict[str, Principal] = {}
+
+    def authenticate(
+        self,
+        request: Any,
+        model: str,
+        resolve: Callable[[str], Any] | None = None,
+    ) -> Principal:
+        """The request's Principal, left on ``request.scope["principal"]`` for later
+        stages; 401 / 403 as the module docstring says. ``resolve(model)`` gives the
+        model's group (its ``name`` is the canonical ``provider/model`` of bare names)."""
+        principal = self.principal(request.headers)
+        if principal.models is not None and model not in principal.models:
+            canonical = model
+            if resolve is not None and model not in self._aliases:
+                dep = resolve(model).deployments[0]  # an ad-hoc group: one deployment
+                canonical = f"{dep.provider}/{dep.model}"
+            if canonical not in principal.models:
+                raise PermissionDenied(
+                    f"This API key is not allowed to use the model {model[:100]!r}.",
+                    param="model",
+                    code="model_not_allowed",
+                )
+        request.scope["principal"] = principal
+        return principal
+
+    def principal(self, headers: Mapping[str, str]) -> Principal:
+        key = presented_key(headers)
+        if key is not None and len(key) > _MAX_KEY_BYTES:
+            key = ""  # never matches; and do not hash it
+        if not self.closed:
+            if not key:
+                return self._anonymous
+            tenant = _digest(key)[:16]
+            p = self._open.get(tenant)
+            if p is None:
+                if len(self._open) >= 100_000:
+                    self._open.clear()
+                p = self._open[tenant] = Principal(
+                    tenant=tenant, name=tenant, limits=self.default_limits
+                )
+            return p
+        if not key:
+            raise AuthenticationFailed(
+                "Missing API key. Send it as 'Authorization: Bearer <key>'.", code="invalid_api_key"
+            )
+        digest = _digest(key)
+        entry = self._by_digest.get(digest)
+        if entry is None or not hmac.compare_digest(entry[0], digest):
+            raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+        return entry[1]

@@ -1,0 +1,425 @@
+"""Stage 2: reserve requests and tokens per minute before the upstream call; settle after.
+
+Scopes and buckets
+------------------
+A request meets up to three scopes, each with an RPM and a TPM limit:
+``key`` (the caller's tenant: ``limits.default_key``, field by field under
+``keys[].limits``), ``model`` (``models[].limits``, across all replicas) and
+``deployment`` (``models[].deployments[].limits``: the provider's own quota,
+one bucket per upstream account and model whichever aliases use it).
+
+Each limit is a ``_speedups.bucket`` GCRA bucket. Its capacity is the burst
+(``rpm_burst``/``tpm_burst``, default one minute's worth: ``rpm``) and it refills
+at ``rpm`` per minute: ``period_us = ceil(burst * 60e6 / rpm)``, rounded up so
+the rate is never above the configured one. Over any window of T seconds a
+bucket admits at most ``burst + rpm * T / 60``.
+
+Reserve, then settle
+--------------------
+Before the upstream call ``reserve()`` takes 1 from every RPM bucket and the
+estimate from every TPM bucket in one atomic call (one Lua script on Redis):
+all or nothing. The estimate is exact prompt tokens (``gateway.tokencount``)
+plus ``max_completion_tokens``/``max_tokens`` (times ``n``), else
+``limits.default_max_tokens``. A prompt larger than a TPM burst can never fit:
+429 at once. An estimate larger than a burst is capped at it (the request
+waits for a full bucket; settle charges the rest as debt). After the answer,
+``Lease.settle`` corrects every TPM bucket to the real usage in the
+background (not on the client's path): a refund, or a charge into debt.
+Streams settle when the relay closes: with the provider's usage, else the
+prompt plus one token per relayed event (a client that left early). A
+failed upstream call refunds its tokens; requests stay counted.
+
+Redis Cluster: every key of one call must hash to one slot. With no model or
+deployment limits configured, a request only touches its tenant's buckets,
+tagged ``{<tenant>}``, so tenants spread over the cluster. With any shared
+(model or deployment) limit, all limiter keys carry the one tag ``{rl}``:
+one slot, one primary, still one atomic call per request and zero
+over-admission. The cost is that the limiter's load (one small script per
+request) is not spread over the cluster.
+
+When Redis fails
+----------------
+A timeout (``limits.redis_timeout_ms``, default 50 ms) or a connection error
+counts in ``gateway_state_fallbacks_total{reason}`` and then, with
+``on_redis_error: open`` (default), the request is decided by an in-process
+limiter holding ``limits.local_share`` (default 0.34, for three replicas) of
+every bucket's capacity and rate; with ``closed`` it is a 503. The backend
+marks itself down after a failure and probes every second, so later requests
+go straight to the fallback and the gateway returns to Redis by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from gateway.config import Config, Limits
+from gateway.errors import GatewayError, RateLimited, ServiceUnavailable
+from gateway.store.base import Bucket, Reservation, StateBackend, StateUnavailable
+from gateway.store.memory import MemoryBackend
+from gateway.telemetry import metrics
+from gateway.tokencount import count_chat_tokens, count_text_tokens
+
+if TYPE_CHECKING:
+    from gateway.pipeline.auth import Principal
+    from gateway.pipeline.relay import StreamRelay
+    from gateway.providers.base import Deployment
+    from gateway.providers.registry import ModelGroup, Registry
+    from gateway.wire.chat import Usage
+
+__all__ = ["NO_LEASE", "Lease", "Limiter", "bucket_shape", "duration"]
+
+MINUTE_US = 60_000_000
+_SCOPE_WORDS = {"key": "this API key", "model": "model {}", "deployment": "the deployment of {}"}
+_KIND_WORDS = {"r": "requests per minute", "t": "tokens per minute"}
+
+
+def bucket_shape(rate_per_minute: int, burst: int | None) -> tuple[int, int]:
+    """``(capacity, period_us)`` of a limit: capacity = burst, refilled at the rate."""
+    capacity = burst if burst is not None else rate_per_minute
+    return capacity, -(-capacity * MINUTE_US // rate_per_minute)
+
+
+def duration(us: int) -> str:
+    """OpenAI-style reset durations: ``120ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
+    if us <= 0:
+        return "0s"
+    ms = -(-us // 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, frac = divmod(rest, 1000)
+    sec = f"{s}.{frac:03d}".rstrip("0") + "s" if frac else f"{s}s"
+    if h:
+        return f"{h}h{m}m{sec}"
+    if m:
+        return f"{m}m{sec}"
+    return sec
+
+
+class _Limit(NamedTuple):
+    """One bucket of a plan, with what its headers and messages need."""
+
+    bucket: Bucket
+    local: Bucket  # the same bucket for the fallback limiter: local_share of it
+    scope: str  # key | model | deployment
+    kind: str  # r (requests) | t (tokens)
+    per_minute: int
+    label: str  # the alias, for messages (never a key)
+
+
+class _Plan(NamedTuple):
+    limits: tuple[_Limit, ...]
+    tokens: bool  # any TPM bucket: the request's tokens must be counted
+
+
+class Limiter:
+    """The rate limits of one gateway process, over a shared backend with a local fallback."""
+
+    def __init__(self, config: Config, registry: Registry, store: StateBackend) -> None:
+        lim = config.limits
+        self.store = store
+        self.local = MemoryBackend()
+        self.policy = lim.on_redis_error
+        self.share = lim.local_share
+        self.default_max_tokens = lim.default_max_tokens
+        self._models: dict[str, Limits] = {
+            m.alias: m.limits for m in config.models if m.limits is not None
+        }
+        # Runtime deployments are built from the config in order: pair them up.
+        self._deployments: dict[int, tuple[str, Limits]] = {}
+        for m in config.models:
+            group = registry.groups.get(m.alias)
+            if group is None:
+                continue
+            for cfg, dep in zip(m.deployments, group.deployments, strict=False):
+                if cfg.limits is not None:
+                    ident = f"{cfg.provider}|{cfg.base_url or ''}|{cfg.model}|{cfg.api_key_env}"
+                    dep_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
+                    self._deployments[id(dep)] = (dep_id, cfg.limits)
+        self.shared = bool(self._models or self._deployments)
+        self._plans: dict[tuple[str, str, int], _Plan | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        for reason in ("timeout", "error", "down"):
+            metrics.gateway_state_fallbacks_total.labels(reason)
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _plan(self, principal: Principal, group: ModelGroup, dep: Deployment) -> _Plan | None:
+        dep_entry = self._deployments.get(id(dep))
+        cache_key = (principal.tenant, group.name, id(dep) if dep_entry else 0)
+        try:
+            return self._plans[cache_key]
+        except KeyError:
+            pass
+        tag = "rl" if self.shared else principal.tenant
+        scopes: list[tuple[str, str, Limits | None]] = [
+            ("key", principal.tenant, principal.limits),
+            ("model", group.name, self._models.get(group.name)),
+        ]
+        if dep_entry is not None:
+            scopes.append(("deployment", dep_entry[0], dep_entry[1]))
+        out: list[_Limit] = []
+        for scope, ident, limits in scopes:
+            if limits is None:
+                continue
+            for kind, rate, burst in (
+                ("r", limits.rpm, limits.rpm_burst),
+                ("t", limits.tpm, limits.tpm_burst),
+            ):
+                if rate is None:
+                    continue
+                capacity, period = bucket_shape(rate, burst)
+                key = f"gw:{{{tag}}}:rl:{scope}:{ident}:{kind}"
+                local_cap = max(1, int(capacity * self.share))
+                out.append(
+                    _Limit(
+                        Bucket(key, capacity, period),
+                        Bucket(key, local_cap, period),
+                        scope,
+                        kind,
+                        rate,
+                        group.label,
+                    )
+                )
+        plan = _Plan(tuple(out), any(x.kind == "t" for x in out)) if out else None
+        if len(self._plans) >= 10_000:
+            self._plans.clear()
+        self._plans[cache_key] = plan
+        return plan
+
+    def estimate(self, body: Mapping[str, Any], dep: Deployment, kind: str) -> tuple[int, int]:
+        """``(prompt, completion)`` tokens the request may use."""
+        if kind == "embeddings":
+            return count_text_tokens(body.get("input") or "", dep.model), 0
+        tools = body.get("tools") or body.get("functions")
+        prompt = count_chat_tokens(body.get("messages") or [], dep.model, tools)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            limit = self.default_max_tokens
+        n = body.get("n")
+        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        return prompt, limit * choices
+
+    # -- stage 2 ------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        principal: Principal,
+        group: ModelGroup,
+        dep: Deployment,
+        body: Mapping[str, Any],
+        kind: str = "chat",
+    ) -> Lease:
+        """Reserve across every scope, or raise 429 (503 when Redis fails and policy is
+        closed). The Lease settles, and puts the x-ratelimit headers on the response."""
+        plan = self._plan(principal, group, dep)
+        if plan is None:
+            return NO_LEASE
+        t0 = time.perf_counter()
+        prompt, completion = self.estimate(body, dep, kind) if plan.tokens else (0, 0)
+        estimate = prompt + completion
+        for lim in plan.limits:
+            if lim.kind == "t" and prompt > lim.bucket.capacity:
+                self._refuse_too_large(lim, prompt, time.perf_counter() - t0)
+        amounts = [1 if x.kind == "r" else min(estimate, x.bucket.capacity) for x in plan.limits]
+        backend: StateBackend = self.store
+        try:
+            res = await self.store.reserve([x.bucket for x in plan.limits], amounts)
+        except StateUnavailable as exc:
+            metrics.gateway_state_fallbacks_total.labels(exc.reason).inc()
+            if self.policy == "closed":
+                raise ServiceUnavailable(
+                    "Rate limits cannot be checked right now; try again shortly.",
+                    code="rate_limiter_unavailable",
+                    headers={"retry-after": "1"},
+                ) from None
+            backend = self.local
+            amounts = [1 if x.kind == "r" else min(estimate, x.local.capacity) for x in plan.limits]
+            res = self.local.reserve_now([x.local for x in plan.limits], amounts)
+        elapsed = time.perf_counter() - t0
+        metrics.gateway_ratelimit_seconds.observe(elapsed)
+        headers = _headers(plan, res)
+        headers["server-timing"] = f"ratelimit;dur={elapsed * 1000:.3f}"
+        if not res.allowed:
+            self._refuse(plan, res, headers)
+        buckets, reserved = [], []
+        for lim, amount in zip(plan.limits, amounts, strict=True):
+            if lim.kind == "t":
+                buckets.append(lim.local if backend is self.local else lim.bucket)
+                reserved.append(amount)
+        return Lease(self, backend, buckets, reserved, prompt, headers)
+
+    def _refuse(self, plan: _Plan, res: Reservation, headers: dict[str, str]) -> None:
+        worst = max(
+            (i for i, t in enumerate(res.takes) if not t.ok),
+            key=lambda i: res.takes[i].retry_after_us,
+        )
+        lim = plan.limits[worst]
+        retry_us = max(t.retry_after_us for t in res.takes if not t.ok)
+        headers["retry-after"] = str(max(1, -(-retry_us // 1_000_000)))
+        headers["retry-after-ms"] = str(-(-retry_us // 1000))
+        metrics.llm_rate_limit_exceeded_total.labels(lim.scope).inc()
+        where = _SCOPE_WORDS[lim.scope].format(repr(lim.label))
+        raise RateLimited(
+            f"Rate limit reached for {where}: {lim.per_minute} {_KIND_WORDS[lim.kind]}. "
+            f"Please try again in {duration(retry_us)}.",
+            headers=headers,
+        )
+
+    def _refuse_too_large(self, lim: _Limit, prompt: int, elapsed: float) -> None:
+        metrics.llm_rate_limit_exceeded_total.labels(lim.scope).inc()
+        where = _SCOPE_WORDS[lim.scope].format(repr(lim.label))
+        raise RateLimited(
+            f"Request too large for {where}: {prompt} prompt tokens exceed the burst of "
+            f"{lim.bucket.capacity} tokens of its {lim.per_minute} tokens per minute.",
+            headers={"server-timing": f"ratelimit;dur={elapsed * 1000:.3f}"},
+        )
+
+    # -- stage 7 ------------------------------------------------------------------------
+
+    def _settle(self, lease: Lease, actual: int) -> None:
+        lease.settled = True
+        todo = [(b, r) for b, r in zip(lease.buckets, lease.reserved, strict=True) if r != actual]
+        if not todo:
+            return
+        buckets = [b for b, _ in todo]
+        reserved = [r for _, r in todo]
+        actuals = [actual] * len(todo)
+        if isinstance(lease.backend, MemoryBackend):  # in-process: no I/O, settle now
+            lease.backend.settle_now(buckets, reserved, actuals)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - no loop: nothing to settle with
+            return
+        task = loop.create_task(self._settle_remote(buckets, reserved, actuals))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_remote(
+        self, buckets: list[Bucket], reserved: list[int], actual: list[int]
+    ) -> None:
+        # A lost settle only keeps a reservation as it was (never over-admits).
+        with contextlib.suppress(StateUnavailable):
+            await self.store.settle(buckets, reserved, actual)
+
+    async def aclose(self) -> None:
+        """Let pending settles finish (briefly) before the backend closes."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+
+class Lease:
+    """An admitted request's reservation: its response headers, then its settlement."""
+
+    __slots__ = (
+        "backend",
+        "buckets",
+        "headers",
+        "limiter",
+        "prompt",
+        "relayed",
+        "reserved",
+        "settled",
+    )
+
+    def __init__(
+        self,
+        limiter: Limiter | None,
+        backend: StateBackend | None,
+        buckets: list[Bucket],
+        reserved: list[int],
+        prompt: int,
+        headers: dict[str, str],
+    ) -> None:
+        self.limiter = limiter
+        self.backend = backend
+        self.buckets = buckets
+        self.reserved = reserved
+        self.prompt = prompt
+        self.headers = headers
+        self.relayed = 0  # SSE events relayed: the estimate when a stream has no usage
+        self.settled = False
+
+    def apply(self, headers: dict[str, str]) -> dict[str, str]:
+        """Add the x-ratelimit headers (and the limiter's time to ``server-timing``)."""
+        for k, v in self.headers.items():
+            if k == "server-timing":
+                headers[k] = f"{headers[k]}, {v}" if k in headers else v
+            else:
+                headers[k] = v
+        return headers
+
+    def settle(self, usage: Usage | None) -> None:
+        """The answer is complete: correct the TPM reservation to its real usage."""
+        if self.settled or self.limiter is None or not self.buckets:
+            return
+        if usage is None:  # nothing reported: the estimate stands
+            self.settled = True
+            return
+        self.limiter._settle(self, _total(usage))
+
+    def fail(self, err: GatewayError) -> None:
+        """No answer (upstream error): refund the tokens; the error response gets the headers."""
+        for k, v in self.headers.items():
+            if k != "server-timing":
+                err.headers.setdefault(k, v)
+        if not self.settled and self.limiter is not None and self.buckets:
+            self.limiter._settle(self, 0)
+
+    def settle_stream(self, relay: StreamRelay) -> None:
+        """From the stream's ``on_close``: provider usage, else prompt + relayed events."""
+        if self.settled or self.limiter is None or not self.buckets:
+            return
+        usage = relay.usage
+        if usage is not None:
+            self.limiter._settle(self, _total(usage))
+        else:
+            self.limiter._settle(self, self.prompt + self.relayed)
+
+    def metered(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The frames, counted (about one token each) for ``settle_stream``'s estimate."""
+        if self.limiter is None or not self.buckets:
+            return frames
+        return self._count(frames)
+
+    async def _count(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async with aclosing(frames) as inner:  # type: ignore[type-var]
+            async for frame in inner:
+                self.relayed += frame.count(b"data: ")
+                yield frame
+
+
+def _total(usage: Usage) -> int:
+    return usage.total_tokens or (usage.prompt_tokens + usage.completion_tokens)
+
+
+NO_LEASE = Lease(None, None, [], [], 0, {})
+
+
+def _headers(plan: _Plan, res: Reservation) -> dict[str, str]:
+    """The x-ratelimit trio per kind, from the most restrictive bucket of that kind: a
+    refusing one (longest wait) if any, else the one with the fewest tokens left."""
+    out: dict[str, str] = {}
+    for kind, suffix in (("r", "requests"), ("t", "tokens")):
+        best: tuple[tuple[int, int, int, int], int] | None = None
+        for i, (lim, take) in enumerate(zip(plan.limits, res.takes, strict=True)):
+            if lim.kind != kind:
+                continue
+            rank = (int(take.ok), -take.retry_after_us, take.remaining, -take.reset_us)
+            if best is None or rank < best[0]:
+                best = (rank, i)
+        if best is None:
+            continue
+        lim, take = plan.limits[best[1]], res.takes[best[1]]
+        out[f"x-ratelimit-limit-{suffix}"] = str(lim.per_minute)
+        out[f"x-ratelimit-remaining-{suffix}"] = str(take.remaining)
+        out[f"x-ratelimit-reset-{suffix}"] = duration(take.reset_us)
+    return out
