@@ -15,6 +15,7 @@ from gateway.api.middleware import gateway_middleware
 from gateway.api.models import list_models
 from gateway.lifespan import lifespan
 from gateway.pipeline.auth import Keyring
+from gateway.pipeline.cache import ResponseCache, release_on_error
 from gateway.pipeline.ratelimit import Limiter
 from gateway.pipeline.routing import Router
 from gateway.providers.registry import Registry
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         router=Router(),
         store=store,
         speedups=speedups,
+        cache=ResponseCache(settings),
         auth=Keyring(settings.config),
         limiter=Limiter(settings.config, registry, store),
     )
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
         ],
         exception_handlers=exception_handlers,
+        after_exception=[release_on_error],  # a failed cache fill releases its waiters
         lifespan=[lifespan],
         state=State({"gw": gw}),
         debug=False,

@@ -17,6 +17,7 @@ log = logging.getLogger("gateway")
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     gw: Gateway = app.state.gw
     await gw.store.start()
+    await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
     log.info(
         "gateway started",
@@ -33,5 +34,6 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         await gw.registry.aclose()
+        await gw.cache.aclose()
         await gw.limiter.aclose()  # pending settles, before the backend closes
         await gw.store.aclose()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.pipeline.auth import Keyring
+    from gateway.pipeline.cache import ResponseCache
     from gateway.pipeline.ratelimit import Limiter
     from gateway.pipeline.routing import Router
     from gateway.providers.registry import Registry
@@ -22,6 +23,7 @@ class Gateway:
     router: Router
     store: StateBackend
     speedups: dict[str, str]
+    cache: ResponseCache
     auth: Keyring
     limiter: Limiter
     started_at: float = field(default_factory=time.time)

@@ -2,6 +2,7 @@
 
 1 parse and validate   body -> dict (forwarded) + ChatRequest (checked)
 1 auth                 caller key -> Principal (tenant, limits, allowed models): 401/403
+3 cache                exact match per tenant: a HIT returns here; a MISS is stored at 7
 4 route                model -> group -> deployments in order
 5 adapt                OpenAI request -> the provider's httpx.Request
 2 rate limit           reserve RPM+TPM on every scope in one atomic call, else 429; after
@@ -9,7 +10,6 @@
 6 relay                send; whole body, or a stream committed at its first event
 7 settle               usage, latency and outcome -> metrics; headers for the client;
                        the reservation settled to the real usage
-(Stage 3 cache slots in before 4 as it lands.)
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     principal = gw.auth.authenticate(request, req.model, gw.registry.resolve)  # 1 auth
     group = gw.registry.resolve(req.model)
     info.model = group.label
+    cached = await gw.cache.lookup(request, "chat", body, group)  # 3 cache
+    if cached.entry is not None:
+        return cached.response()
     dep = gw.router.plan(group)[0]
     info.provider = dep.provider
     stream = bool(req.stream)
@@ -68,8 +71,9 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
         info.upstream_s = upstream_s
         settle.record_success(dep, upstream_s, usage)
         lease.settle(usage)  # reserved tokens -> real usage
+        cached.store(out, dep.provider, usage)
         overhead = time.perf_counter() - info.start - upstream_s
-        headers = _headers(dep.provider, overhead, upstream_s)
+        headers = cached.mark(_headers(dep.provider, overhead, upstream_s))
         lease.apply(headers)
         return Response(out, media_type=_JSON, headers=headers)
 
@@ -99,9 +103,10 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
         raise
     settle.metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
     overhead = time.perf_counter() - info.start - ttft
-    headers = _headers(dep.provider, overhead, ttft)
+    headers = cached.mark(_headers(dep.provider, overhead, ttft))
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     lease.apply(headers)
-    frames = lease.metered(stream_relay.frames())  # counts relayed events for settle_stream
+    frames = cached.frames(stream_relay, dep.provider)  # stored once complete
+    frames = lease.metered(frames)  # counts relayed events for settle_stream
     return Stream(frames, media_type="text/event-stream", headers=headers)

@@ -1,4 +1,4 @@
-"""POST /v1/embeddings: validate, route, relay, settle."""
+"""POST /v1/embeddings: validate, cache, route, relay, settle."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     principal = gw.auth.authenticate(request, req.model, gw.registry.resolve)  # 1 auth
     group = gw.registry.resolve(req.model)
     info.model = group.label
+    cached = await gw.cache.lookup(request, "embeddings", body, group)  # 3 cache
+    if cached.entry is not None:
+        return cached.response()
     dep = gw.router.plan(group)[0]
     info.provider = dep.provider
     lease = await gw.limiter.reserve(principal, group, dep, body, "embeddings")  # 2 rate limit
@@ -41,7 +44,8 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     info.upstream_s = upstream_s
     settle.record_success(dep, upstream_s, usage)
     lease.settle(usage)
+    cached.store(out, dep.provider, usage)
     overhead = time.perf_counter() - info.start - upstream_s
-    headers = _headers(dep.provider, overhead, upstream_s)
+    headers = cached.mark(_headers(dep.provider, overhead, upstream_s))
     lease.apply(headers)
     return Response(out, media_type="application/json", headers=headers)

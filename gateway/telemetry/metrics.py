@@ -106,6 +106,27 @@ def record_speedups(impls: dict[str, str]) -> None:
         gateway_speedups_info.labels(kernel, impl).set(1)
 
 
+# -- response cache (pipeline/cache.py) --------------------------------------------------
+llm_cache_requests_total = Counter(
+    "llm_cache_requests_total",
+    "Cache decisions for aliases with caching on: hit, miss, bypass (directives), error",
+    ["model", "result"],
+)
+llm_cache_errors_total = Counter(
+    "llm_cache_errors_total", "Cache store calls that failed or timed out", ["op"]
+)
+llm_cache_coalesced_total = Counter(
+    "llm_cache_coalesced_total",
+    "Requests answered by an identical in-flight request (single-flight)",
+    ["model", "scope"],
+)
+llm_cache_tokens_saved_total = Counter(
+    "llm_cache_tokens_saved_total",
+    "Tokens of cached answers served without a provider call",
+    ["model", "kind"],
+)
+
+
 # -- shared state and rate limits (store/, pipeline/ratelimit.py) ------------------------
 gateway_state_backend_up = Gauge(
     "gateway_state_backend_up",

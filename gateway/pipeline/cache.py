@@ -1,0 +1,842 @@
+"""Stage 3: the response cache. Exact match, per tenant, single-flight.
+
+How the controllers use it (``api/chat.py``, ``api/embeddings.py``)::
+
+    cached = await gw.cache.lookup(request, "chat", body, group)   # after auth + limits
+    if cached.entry is not None:
+        return cached.response()            # HIT: the JSON, or a replayed SSE stream
+    ...route, adapt, relay...
+    cached.store(out, dep.provider, usage)  # a complete 200 answer (no-op unless caching)
+    Stream(cached.frames(stream_relay, dep.provider), ...)  # stored once the stream completes
+    cached.mark(headers)                    # x-gateway-cache: HIT | MISS | BYPASS
+
+**Key.** ``_speedups.cachekey.cache_key(tenant, kind, body)`` over the decoded
+body; it ignores ``stream``, ``stream_options`` and ``user``, so a streamed and a
+plain request share an entry. Redis keys are ``gw:{tenant}:cache:<digest>``
+(and ``gw:{tenant}:lock:<digest>``); the tenant is also hashed into the digest.
+
+**What is stored.** The answer as one non-streamed JSON body (for chat, a
+``chat.completion``), behind a one-line header with the provider that produced
+it and its token usage. A streamed answer is assembled into that JSON (content,
+refusal, tool calls with their whole arguments, logprobs, finish reasons,
+usage) and stored only if the relay completed with no error and every choice
+has a finish reason. A client that streams gets the stored JSON replayed as a
+valid OpenAI SSE stream: a role chunk, a content chunk, one chunk per tool
+call, a finish chunk per choice, the usage chunk only if it asked for
+``stream_options.include_usage``, then ``data: [DONE]``. One format serves both
+kinds of client and is what the non-streamed answer already is.
+
+**When.** Only aliases with ``models[].cache.ttl`` cache; ``x-gateway-cache-ttl:
+<1..86400>`` overrides the TTL per request (anything else is a 400 naming the
+header). ``Cache-Control: no-cache`` skips the lookup and ``no-store`` the
+store. The response says ``x-gateway-cache: HIT`` (served from the cache or from
+an identical concurrent request), ``MISS`` (the provider answered; the cache was
+read or will be written) or ``BYPASS`` (caching off for the alias, both
+directives, or the store failing).
+
+**Single-flight.** Identical requests in one process share one upstream call: the
+first becomes the leader of an in-flight entry, the others await it (streaming
+followers included: they wait for the whole answer, then get a replay). If the
+leader fails (error status, cut stream, client gone), its followers go upstream
+themselves at once, each on its own: an error is not shared, and there is no
+second round of waiting. Across replicas (Redis) the leader's lookup also takes
+a short lock ``gw:{tenant}:lock:<digest>`` in the same script call; a replica
+that finds the lock taken looks again with backoff (5 ms doubling to 100 ms)
+until the entry appears, or the lock is free (the leader failed: it takes the
+lock and goes upstream), or ``GATEWAY_CACHE_LOCK_MS`` passes: then it goes
+upstream itself. Nobody waits longer than that bound.
+
+**Failure.** Every Redis call is bounded by ``limits.redis_timeout_ms`` (50 ms);
+on any error the request goes on without the cache (``BYPASS``), the error is
+counted, and for half a second the cache does not try Redis at all.
+
+**Metrics.** ``llm_cache_requests_total{model,result}`` (hit, miss, bypass,
+error), ``llm_cache_errors_total{op}``, ``llm_cache_coalesced_total{model,scope}``
+and ``llm_cache_tokens_saved_total{model,kind}``. A hit is not a provider
+request: ``llm_provider_*`` and ``llm_tokens_total`` count upstream traffic
+only; the tokens a hit would have cost go to ``llm_cache_tokens_saved_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import time
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+from litestar import Response
+from litestar.response import Stream
+
+from _speedups.cachekey import cache_key
+from _speedups.sse import SSEDecoder
+from gateway.config import ConfigError
+from gateway.errors import InvalidRequest
+from gateway.store.cache import CacheStore, CacheUnavailable, MemoryCacheStore, RedisCacheStore
+from gateway.telemetry import metrics
+
+if TYPE_CHECKING:
+    from litestar import Request
+    from litestar.types import Scope
+
+    from gateway.pipeline.relay import StreamRelay
+    from gateway.providers.registry import ModelGroup
+    from gateway.settings import Settings
+    from gateway.wire.chat import Usage
+
+__all__ = [
+    "ANONYMOUS",
+    "MAX_TTL_S",
+    "Entry",
+    "Lookup",
+    "ResponseCache",
+    "StreamAssembler",
+    "completion_frames",
+    "release_on_error",
+    "tenant_of",
+]
+
+ANONYMOUS = "anonymous"
+MAX_TTL_S = 86_400
+TTL_HEADER = "x-gateway-cache-ttl"
+_TTL_HEADER_B = TTL_HEADER.encode()
+_SCOPE_KEY = "gw_cache"  # the leader's Lookup, for release_on_error
+_WATCH_S = 0.25  # how often a follower checks that its leader is still there
+_MAGIC = b"gwc1 "
+_DONE = b"data: [DONE]\n\n"
+_TAG_SAFE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.decode
+
+HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+
+
+# -- tenant and request directives -----------------------------------------------------
+
+
+def tenant_of(scope: Mapping[str, object]) -> str:
+    """The tenant whose entries a request may read and write.
+
+    Stage 1 (``pipeline/auth.py``) leaves the Principal on ``scope["principal"]``
+    (``scope["gw"].principal`` is accepted too); without one the caller is
+    ``anonymous``. Controllers that hold the Principal can instead pass
+    ``tenant=`` to ``ResponseCache.lookup``.
+    """
+    principal = scope.get("principal")
+    if principal is None:
+        principal = getattr(scope.get("gw"), "principal", None)
+    tenant = getattr(principal, "tenant", None)
+    return tenant if isinstance(tenant, str) and tenant else ANONYMOUS
+
+
+def _tag(tenant: str) -> str:
+    """The Redis Cluster hash tag for a tenant: the id itself when it is plain text."""
+    if _TAG_SAFE.fullmatch(tenant):
+        return tenant
+    return "h-" + hashlib.sha256(tenant.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _parse_ttl(value: bytes) -> int:
+    text = value.strip()
+    if text.isdigit() and len(text) <= 6:
+        ttl = int(text)
+        if 1 <= ttl <= MAX_TTL_S:
+            return ttl
+    raise InvalidRequest(
+        f"Invalid {TTL_HEADER} header: expected whole seconds from 1 to {MAX_TTL_S}",
+        param=TTL_HEADER,
+        code="invalid_header",
+    )
+
+
+def directives(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bool, bool]:
+    """(TTL override, no-cache, no-store) from raw ASGI headers; 400 on a bad TTL."""
+    ttl: int | None = None
+    no_cache = no_store = False
+    for name, value in headers:
+        if name == b"cache-control":
+            for part in value.lower().split(b","):
+                directive = part.split(b"=", 1)[0].strip()
+                if directive == b"no-cache":
+                    no_cache = True
+                elif directive == b"no-store":
+                    no_store = True
+        elif name == _TTL_HEADER_B:
+            ttl = _parse_ttl(value)
+    return ttl, no_cache, no_store
+
+
+# -- stored entries ---------------------------------------------------------------------
+
+
+class Entry:
+    """A stored answer: ``gwc1 <provider> <prompt_tokens> <completion_tokens>\\n<body>``."""
+
+    __slots__ = ("body", "completion_tokens", "prompt_tokens", "provider")
+
+    def __init__(
+        self, provider: str, body: bytes, prompt_tokens: int = 0, completion_tokens: int = 0
+    ) -> None:
+        self.provider = provider
+        self.body = body
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+    def encode(self) -> bytes:
+        head = f"{self.provider} {self.prompt_tokens} {self.completion_tokens}\n".encode()
+        return _MAGIC + head + self.body
+
+    @classmethod
+    def decode(cls, data: bytes) -> Entry | None:
+        """None for anything this version did not write (it is then a miss)."""
+        if not data.startswith(_MAGIC):
+            return None
+        nl = data.find(b"\n", len(_MAGIC))
+        parts = data[len(_MAGIC) : nl].split(b" ") if nl > 0 else []
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        return cls(parts[0].decode(), data[nl + 1 :], int(parts[1]), int(parts[2]))
+
+
+def _usage_ints(usage: Usage | None) -> tuple[int, int]:
+    if usage is None:
+        return 0, 0
+    return usage.prompt_tokens or 0, usage.completion_tokens or 0
+
+
+# -- stream assembly and replay ---------------------------------------------------------
+
+
+class _Choice:
+    __slots__ = (
+        "content",
+        "finish",
+        "function_call",
+        "lp_content",
+        "lp_refusal",
+        "refusal",
+        "tools",
+    )
+
+    def __init__(self) -> None:
+        self.content: str | None = None
+        self.refusal: str | None = None
+        self.tools: dict[int, dict[str, Any]] = {}
+        self.function_call: dict[str, str] | None = None
+        self.lp_content: list[Any] | None = None
+        self.lp_refusal: list[Any] | None = None
+        self.finish: str | None = None
+
+
+def _concat(acc: str | None, piece: Any) -> str | None:
+    """Strings accumulate as the openai SDK does: concatenated."""
+    if isinstance(piece, str):
+        return piece if acc is None else acc + piece
+    return acc
+
+
+class StreamAssembler:
+    """OpenAI chat chunks (the relay's frames) in, the equivalent ``chat.completion`` out."""
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self._base: dict[str, Any] | None = None
+        self._choices: dict[int, _Choice] = {}
+        self.usage: dict[str, Any] | None = None
+        self.ok = True
+
+    def feed(self, frame: bytes) -> None:
+        if not self.ok:
+            return
+        for _etype, data, _id in self._sse.feed(frame):
+            if data == "[DONE]":
+                continue
+            try:
+                obj = _decode(data)
+                self._chunk(obj)
+            except (msgspec.DecodeError, TypeError, AttributeError, ValueError):
+                self.ok = False  # not a stream this code understands: do not store it
+                return
+
+    def _chunk(self, obj: Any) -> None:
+        if not isinstance(obj, dict) or "error" in obj:
+            raise ValueError("not a chat chunk")
+        if self._base is None:
+            self._base = {
+                k: obj[k]
+                for k in ("id", "created", "model", "service_tier", "system_fingerprint")
+                if k in obj
+            }
+        elif obj.get("system_fingerprint") is not None:
+            self._base["system_fingerprint"] = obj["system_fingerprint"]
+        if obj.get("usage"):
+            self.usage = obj["usage"]
+        for c in obj.get("choices") or ():
+            index = c.get("index", 0)
+            ch = self._choices.get(index)
+            if ch is None:
+                ch = self._choices[index] = _Choice()
+            delta = c.get("delta") or {}
+            ch.content = _concat(ch.content, delta.get("content"))
+            ch.refusal = _concat(ch.refusal, delta.get("refusal"))
+            for tc in delta.get("tool_calls") or ():
+                t = ch.tools.get(tc.get("index", 0))
+                if t is None:
+                    t = ch.tools[tc.get("index", 0)] = {"id": None, "type": "function"}
+                    t["function"] = {"name": None, "arguments": None}
+                t["id"] = _concat(t["id"], tc.get("id"))
+                if isinstance(tc.get("type"), str):
+                    t["type"] = tc["type"]
+                fn = tc.get("function") or {}
+                t["function"]["name"] = _concat(t["function"]["name"], fn.get("name"))
+                t["function"]["arguments"] = _concat(
+                    t["function"]["arguments"], fn.get("arguments")
+                )
+            fc = delta.get("function_call")
+            if fc:
+                acc = ch.function_call or {}
+                for k in ("name", "arguments"):
+                    acc[k] = _concat(acc.get(k), fc.get(k)) or ""
+                ch.function_call = acc
+            lp = c.get("logprobs")
+            if isinstance(lp, dict):
+                if isinstance(lp.get("content"), list):
+                    ch.lp_content = (ch.lp_content or []) + lp["content"]
+                if isinstance(lp.get("refusal"), list):
+                    ch.lp_refusal = (ch.lp_refusal or []) + lp["refusal"]
+            if c.get("finish_reason") is not None:
+                ch.finish = c["finish_reason"]
+
+    def result(self, usage: Usage | None = None) -> bytes | None:
+        """The completion JSON, or None if the stream was not a whole, clean answer."""
+        if not self.ok or self._base is None or not self._choices:
+            return None
+        choices = []
+        for index in sorted(self._choices):
+            ch = self._choices[index]
+            if ch.finish is None:
+                return None
+            tools = [ch.tools[k] for k in sorted(ch.tools)]
+            for t in tools:
+                t["function"]["name"] = t["function"]["name"] or ""
+                t["function"]["arguments"] = t["function"]["arguments"] or ""
+            content = ch.content
+            if content == "" and (tools or ch.function_call or ch.refusal):
+                content = None
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            message["refusal"] = ch.refusal or None
+            if tools:
+                message["tool_calls"] = tools
+            if ch.function_call:
+                message["function_call"] = ch.function_call
+            logprobs = None
+            if ch.lp_content is not None or ch.lp_refusal is not None:
+                logprobs = {"content": ch.lp_content, "refusal": ch.lp_refusal}
+            choice = {"index": index, "message": message, "logprobs": logprobs}
+            choice["finish_reason"] = ch.finish
+            choices.append(choice)
+        base = self._base
+        out: dict[str, Any] = {
+            "id": base.get("id"),
+            "object": "chat.completion",
+            "created": base.get("created"),
+            "model": base.get("model"),
+            "choices": choices,
+        }
+        used = self.usage
+        if used is None and usage is not None:
+            used = {k: v for k, v in msgspec.to_builtins(usage).items() if v is not None}
+        if used is not None:
+            out["usage"] = used
+        for k in ("service_tier", "system_fingerprint"):
+            if base.get(k) is not None:
+                out[k] = base[k]
+        return _encode(out)
+
+
+def _frame(obj: Any) -> bytes:
+    return b"data: " + _encode(obj) + b"\n\n"
+
+
+def completion_frames(body: bytes, include_usage: bool) -> bytes:
+    """A stored ``chat.completion`` as the SSE stream OpenAI would have sent for it."""
+    obj = _decode(body)
+    base: dict[str, Any] = {
+        "id": obj.get("id"),
+        "object": "chat.completion.chunk",
+        "created": obj.get("created"),
+        "model": obj.get("model"),
+    }
+    for k in ("service_tier", "system_fingerprint"):
+        if obj.get(k) is not None:
+            base[k] = obj[k]
+    out: list[bytes] = []
+
+    def chunk(index: int, delta: dict[str, Any], **extra: Any) -> None:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+        choice.update(extra)
+        out.append(_frame({**base, "choices": [choice]}))
+
+    for choice in obj.get("choices") or ():
+        index = choice.get("index", 0)
+        msg = choice.get("message") or {}
+        content = msg.get("content")
+        tools = msg.get("tool_calls") or []
+        logprobs = choice.get("logprobs")
+        first = "" if tools or isinstance(content, str) else None
+        chunk(index, {"role": msg.get("role") or "assistant", "content": first})
+        if isinstance(content, str) and content:
+            chunk(index, {"content": content}, logprobs=logprobs)
+            logprobs = None
+        if isinstance(msg.get("refusal"), str) and msg["refusal"]:
+            chunk(index, {"refusal": msg["refusal"]}, logprobs=logprobs)
+            logprobs = None
+        for n, tc in enumerate(tools):
+            call = {
+                "index": n,
+                "id": tc.get("id"),
+                "type": tc.get("type") or "function",
+                "function": tc.get("function") or {"name": "", "arguments": ""},
+            }
+            chunk(index, {"tool_calls": [call]})
+        if msg.get("function_call"):
+            chunk(index, {"function_call": msg["function_call"]})
+        chunk(index, {}, logprobs=logprobs, finish_reason=choice.get("finish_reason") or "stop")
+    if include_usage and obj.get("usage") is not None:
+        out.append(_frame({**base, "choices": [], "usage": obj["usage"]}))
+    out.append(_DONE)
+    return b"".join(out)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+# -- the per-request handle -------------------------------------------------------------
+
+
+class _Flight:
+    """One upstream call that identical requests in this process wait for.
+
+    It keeps the leader's task: a follower that sees the task finished while the
+    flight is still open knows the leader was lost (cancelled, say) without saying
+    so, and releases the flight instead of waiting for the full bound.
+    """
+
+    __slots__ = ("future", "leader", "task")
+
+    def __init__(self, leader: Lookup) -> None:
+        self.future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+        self.leader = weakref.ref(leader)
+        self.task = asyncio.current_task()
+
+    def resolve(self, entry: Entry | None) -> None:
+        if not self.future.done():
+            self.future.set_result(entry)
+
+
+class Lookup:
+    """What stage 3 decided for one request, and what the later stages report back."""
+
+    __slots__ = (
+        "__weakref__",
+        "_cache",
+        "_done",
+        "_flight",
+        "_info",
+        "_lookup_s",
+        "entry",
+        "held",
+        "include_usage",
+        "key",
+        "label",
+        "lock",
+        "status",
+        "storing",
+        "stream",
+        "token",
+        "ttl_ms",
+    )
+
+    def __init__(
+        self,
+        cache: ResponseCache | None,
+        status: str,
+        *,
+        label: str = "",
+        key: str = "",
+        lock: str = "",
+        ttl_ms: int = 0,
+        storing: bool = False,
+    ) -> None:
+        self._cache = cache
+        self.status = status
+        self.label = label
+        self.key = key
+        self.lock = lock
+        self.ttl_ms = ttl_ms
+        self.storing = storing
+        self.token = ""
+        self.held = False  # this request holds the Redis fill lock
+        self.entry: Entry | None = None
+        self.stream = False
+        self.include_usage = False
+        self._flight: _Flight | None = None
+        self._done = cache is None
+        self._info: Any = None
+        self._lookup_s = 0.0
+
+    # -- HIT ------------------------------------------------------------------------
+
+    def response(self) -> Response[Any]:
+        """The cached answer, as JSON or as a replayed SSE stream."""
+        entry = self.entry
+        assert entry is not None
+        info = self._info
+        if info is not None:
+            info.provider = entry.provider
+            total = time.perf_counter() - info.start
+        else:
+            total = self._lookup_s
+        timing = f"gateway;dur={total * 1000:.3f}, cache;dur={self._lookup_s * 1000:.3f}"
+        headers = {"x-gateway-provider": entry.provider, "server-timing": timing}
+        headers["x-gateway-cache"] = HIT
+        if self.stream:
+            headers["cache-control"] = "no-cache"
+            headers["x-accel-buffering"] = "no"
+            return Stream(
+                _once(completion_frames(entry.body, self.include_usage)),
+                media_type="text/event-stream",
+                headers=headers,
+            )
+        return Response(entry.body, media_type="application/json", headers=headers)
+
+    # -- MISS / BYPASS ----------------------------------------------------------------
+
+    def mark(self, headers: dict[str, str]) -> dict[str, str]:
+        """Add ``x-gateway-cache`` (and the lookup's time to ``server-timing``)."""
+        headers["x-gateway-cache"] = self.status
+        if self.status != BYPASS and "server-timing" in headers:
+            headers["server-timing"] += f", cache;dur={self._lookup_s * 1000:.3f}"
+        return headers
+
+    def store(self, body: bytes, provider: str, usage: Usage | None = None) -> None:
+        """A complete 200 answer: share it with waiting requests and store it."""
+        if self._done or self._cache is None:
+            return
+        prompt, completion = _usage_ints(usage)
+        self._cache._finish(self, Entry(provider, body, prompt, completion))
+
+    def frames(self, relay: StreamRelay, provider: str) -> AsyncIterator[bytes]:
+        """The relay's frames, watched: a complete stream is assembled and stored."""
+        if self._done or self._cache is None or not (self.storing or self._flight):
+            return relay.frames()
+        return self._tee(relay, provider)
+
+    async def _tee(self, relay: StreamRelay, provider: str) -> AsyncGenerator[bytes, None]:
+        assembler = StreamAssembler()
+        try:
+            # aclosing: a client that goes away closes the relay (and the upstream) at once
+            async with aclosing(cast("AsyncGenerator[bytes, None]", relay.frames())) as frames:
+                async for frame in frames:
+                    assembler.feed(frame)
+                    yield frame
+            if relay.completed and relay.error is None:
+                body = assembler.result(relay.usage)
+                if body is not None:
+                    self.store(body, provider, relay.usage)
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """No answer to store (error, cut stream, client gone): release waiters and lock."""
+        if not self._done and self._cache is not None:
+            self._cache._abandon(self)
+
+    def __del__(self) -> None:
+        # Last resort: a leader dropped without store() or abandon() must not keep
+        # its followers waiting for the full bound.
+        if not self._done and self._flight is not None and self._cache is not None:
+            try:
+                self._cache._abandon(self)
+            except Exception:  # pragma: no cover - interpreter shutdown, no loop
+                pass
+
+
+_BYPASS = Lookup(None, BYPASS)
+
+
+async def release_on_error(exc: BaseException, scope: Scope) -> None:
+    """Litestar ``after_exception`` hook: a request that failed releases its flight."""
+    lookup = cast("Mapping[str, object]", scope).get(_SCOPE_KEY)
+    if isinstance(lookup, Lookup):
+        lookup.abandon()
+
+
+# -- the cache --------------------------------------------------------------------------
+
+
+def _env_int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+class _Counters:
+    """Metric children cached per label set (``.labels()`` is not free on the hot path)."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._saved: dict[str, tuple[Any, Any]] = {}
+
+    def request(self, label: str, result: str) -> None:
+        child = self._requests.get((label, result))
+        if child is None:
+            child = self._requests[(label, result)] = metrics.llm_cache_requests_total.labels(
+                label, result
+            )
+        child.inc()
+
+    def saved(self, label: str, entry: Entry) -> None:
+        pair = self._saved.get(label)
+        if pair is None:
+            saved = metrics.llm_cache_tokens_saved_total
+            pair = self._saved[label] = (
+                saved.labels(label, "prompt"),
+                saved.labels(label, "completion"),
+            )
+        pair[0].inc(entry.prompt_tokens)
+        pair[1].inc(entry.completion_tokens)
+
+
+class ResponseCache:
+    """Stage 3 for the whole process: TTLs per alias, the store, the in-flight table."""
+
+    def __init__(self, settings: Settings) -> None:
+        env = settings.environ
+        self.ttl_s: dict[str, int] = {
+            m.alias: m.cache.ttl for m in settings.config.models if m.cache is not None
+        }
+        # The same bound as every other hot-path Redis call (the rate limiter's).
+        self.timeout_s = settings.config.limits.redis_timeout_ms / 1000
+        self.lock_ms = _env_int(env, "GATEWAY_CACHE_LOCK_MS", 30_000, 100, 600_000)
+        self.max_entry_bytes = _env_int(
+            env, "GATEWAY_CACHE_MAX_ENTRY_BYTES", 4 * 1024 * 1024, 1024, 512 * 1024 * 1024
+        )
+        self.store: CacheStore = MemoryCacheStore(
+            max_entries=_env_int(env, "GATEWAY_CACHE_MAX_ENTRIES", 10_000, 1, 10_000_000),
+            max_bytes=_env_int(env, "GATEWAY_CACHE_MAX_BYTES", 64 * 1024 * 1024, 1024, 1 << 40),
+        )
+        self._flights: dict[str, _Flight] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._count = _Counters()
+        # Declare the series at start-up so dashboards see zeros, not "no data".
+        for alias in self.ttl_s:
+            for result in ("hit", "miss", "bypass", "error"):
+                metrics.llm_cache_requests_total.labels(alias, result)
+        if self.ttl_s:
+            for op in ("lookup", "store", "unlock"):
+                metrics.llm_cache_errors_total.labels(op)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ttl_s)
+
+    async def start(self, backend: object) -> None:
+        """Use the state backend's Redis client when it has one (lifespan, after it started)."""
+        client = getattr(backend, "client", None)
+        if client is not None:
+            self.store = RedisCacheStore(client, timeout_s=self.timeout_s)
+
+    async def aclose(self) -> None:
+        """Let pending stores finish (briefly) before the Redis client closes."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+    # -- stage 3 ----------------------------------------------------------------------
+
+    async def lookup(
+        self,
+        request: Request[Any, Any, Any],
+        kind: str,
+        body: dict[str, Any],
+        group: ModelGroup,
+        *,
+        tenant: str | None = None,
+    ) -> Lookup:
+        """Decide HIT / MISS / BYPASS; a MISS may make this request the fill's leader."""
+        scope = request.scope
+        ttl, no_cache, no_store = directives(scope["headers"])
+        alias_ttl = self.ttl_s.get(group.name)
+        if alias_ttl is None or (no_cache and no_store):
+            if alias_ttl is not None:
+                self._count.request(group.label, "bypass")
+            return _BYPASS
+        t0 = time.perf_counter()
+        tenant = tenant or tenant_of(scope)
+        try:
+            digest = cache_key(tenant, kind, body)
+        except (TypeError, ValueError):
+            self._count.request(group.label, "bypass")
+            return _BYPASS
+        tag = _tag(tenant)
+        lk = Lookup(
+            self,
+            MISS,
+            label=group.label,
+            key=f"gw:{{{tag}}}:cache:{digest}",
+            lock=f"gw:{{{tag}}}:lock:{digest}",
+            ttl_ms=(ttl or alias_ttl) * 1000,
+            storing=not no_store,
+        )
+        if kind == "chat" and body.get("stream") is True:
+            lk.stream = True
+            opts = body.get("stream_options")
+            lk.include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        lk._info = cast("Mapping[str, object]", scope).get("gw")
+        try:
+            if not no_cache:
+                await self._read(lk, scope)
+        finally:
+            lk._lookup_s = time.perf_counter() - t0
+        self._count.request(group.label, "error" if lk.status == BYPASS else lk.status.lower())
+        if lk.entry is not None:
+            self._count.saved(group.label, lk.entry)
+        return lk
+
+    async def _read(self, lk: Lookup, scope: Scope) -> None:
+        flight = self._flights.get(lk.key)
+        if flight is not None:  # an identical request is on its way upstream: wait for it
+            entry = await self._follow(flight)
+            if entry is not None:
+                self._hit(lk, entry, "process")
+            return  # the leader failed: go upstream ourselves (MISS, no lock)
+        # Register before the first await so that concurrent twins in this process follow.
+        lk._flight = flight = _Flight(lk)
+        self._flights[lk.key] = flight
+        scope[_SCOPE_KEY] = lk  # type: ignore[literal-required]
+        lk.token = os.urandom(12).hex()
+        lock_ms = self.lock_ms if lk.storing else 0
+        try:
+            raw, held = await self.store.lookup(lk.key, lk.lock, lk.token, lock_ms)
+            if raw is None and not held and lock_ms:
+                raw, held = await self._await_fill(lk, lock_ms)
+                if raw is not None:
+                    metrics.llm_cache_coalesced_total.labels(lk.label, "replicas").inc()
+        except CacheUnavailable:
+            metrics.llm_cache_errors_total.labels("lookup").inc()
+            lk.status = BYPASS
+            lk.storing = False
+            self._abandon(lk)
+            return
+        except BaseException:
+            self._abandon(lk)
+            raise
+        lk.held = held and isinstance(self.store, RedisCacheStore)
+        entry = Entry.decode(raw) if raw is not None else None
+        if entry is not None:
+            self._hit(lk, entry, None)
+            lk._done = True
+            self._release(lk, entry)
+
+    def _hit(self, lk: Lookup, entry: Entry, coalesced: str | None) -> None:
+        lk.entry = entry
+        lk.status = HIT
+        if coalesced is not None:
+            metrics.llm_cache_coalesced_total.labels(lk.label, coalesced).inc()
+
+    async def _follow(self, flight: _Flight) -> Entry | None:
+        deadline = time.perf_counter() + self.lock_ms / 1000
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            try:
+                async with asyncio.timeout(min(_WATCH_S, remaining)):
+                    return await asyncio.shield(flight.future)
+            except TimeoutError:
+                task = flight.task
+                if task is not None and task.done() and not flight.future.done():
+                    leader = flight.leader()
+                    if leader is not None:
+                        leader.abandon()
+                    flight.resolve(None)
+
+    async def _await_fill(self, lk: Lookup, lock_ms: int) -> tuple[bytes | None, bool]:
+        """Another replica holds the fill lock: look again until it stored, failed or time's up."""
+        deadline = time.perf_counter() + lock_ms / 1000
+        delay = 0.005
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None, False
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.1)
+            raw, held = await self.store.lookup(lk.key, lk.lock, lk.token, lock_ms)
+            if raw is not None or held:
+                return raw, held
+
+    # -- the fill's end ---------------------------------------------------------------
+
+    def _release(self, lk: Lookup, entry: Entry | None) -> None:
+        flight = lk._flight
+        if flight is not None:
+            flight.resolve(entry)
+            if self._flights.get(lk.key) is flight:
+                del self._flights[lk.key]
+            lk._flight = None
+
+    def _finish(self, lk: Lookup, entry: Entry) -> None:
+        lk._done = True
+        flight = lk._flight
+        if flight is not None:
+            flight.resolve(entry)  # followers go on now; the entry stays in flight until stored
+        if not lk.storing or len(entry.body) > self.max_entry_bytes:
+            self._release(lk, entry)
+            if lk.held:
+                self._spawn(self._unlock(lk))
+            return
+        store = self.store
+        if isinstance(store, MemoryCacheStore):
+            store.put(lk.key, entry.encode(), lk.ttl_ms)
+            self._release(lk, entry)
+            return
+        self._spawn(self._write(lk, entry))
+
+    async def _write(self, lk: Lookup, entry: Entry) -> None:
+        try:
+            await self.store.store(lk.key, entry.encode(), lk.ttl_ms, lk.lock, lk.token)
+        except CacheUnavailable:
+            metrics.llm_cache_errors_total.labels("store").inc()
+        finally:
+            self._release(lk, entry)
+
+    def _abandon(self, lk: Lookup) -> None:
+        lk._done = True
+        self._release(lk, None)
+        if lk.held:
+            lk.held = False
+            self._spawn(self._unlock(lk))
+
+    async def _unlock(self, lk: Lookup) -> None:
+        try:
+            await self.store.unlock(lk.lock, lk.token)
+        except CacheUnavailable:
+            metrics.llm_cache_errors_total.labels("unlock").inc()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,173 @@
+"""Storage for the response cache (pipeline stage 3): an in-process LRU, or Redis.
+
+``CacheStore`` is the small Protocol ``pipeline/cache.py`` needs, kept apart from
+the rate limiter's ``StateBackend`` so each can change on its own:
+
+* ``lookup(key, lock, token, lock_ms)`` -> ``(entry or None, held)``: one round
+  trip that reads the entry and, on a miss, tries to take the fill lock
+  (``lock_ms=0``: only look). ``held`` says the caller now holds the lock and
+  should fill the entry; on Redis another replica may hold it instead.
+* ``store(key, value, ttl_ms, lock, token)``: write with a TTL, release the lock.
+* ``unlock(lock, token)``: release the lock after a failed fill.
+
+Keys are built by the caller: ``gw:{tenant}:cache:<digest>`` and
+``gw:{tenant}:lock:<digest>``; the ``{tenant}`` hash tag puts both in one Redis
+Cluster slot, which the scripts need. Every Redis call is bounded by a short
+timeout; any failure raises ``CacheUnavailable`` and opens a short cool-down in
+which calls fail at once, so a slow or dead Redis costs one timeout, not one per
+request. The caller then serves without the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Protocol
+
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+
+__all__ = ["CacheStore", "CacheUnavailable", "MemoryCacheStore", "RedisCacheStore"]
+
+
+class CacheUnavailable(Exception):
+    """The cache's store did not answer in time (or at all); skip the cache."""
+
+
+class CacheStore(Protocol):
+    kind: str
+
+    async def lookup(
+        self, key: str, lock: str, token: str, lock_ms: int
+    ) -> tuple[bytes | None, bool]: ...
+
+    async def store(self, key: str, value: bytes, ttl_ms: int, lock: str, token: str) -> None: ...
+
+    async def unlock(self, lock: str, token: str) -> None: ...
+
+
+class MemoryCacheStore:
+    """A bounded LRU with per-entry TTL, for one process (REDIS_URL unset).
+
+    Bounded by entry count and by total bytes; the least recently used entries
+    go first. Expired entries are dropped when they are met. There is no lock:
+    within one process the caller's in-flight table already coalesces, so a
+    lookup that asks for the lock always gets it.
+    """
+
+    kind = "memory"
+
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires <= self._clock():
+            del self._data[key]
+            self.bytes -= len(value)
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        size = len(value)
+        if size > self.max_bytes:
+            return  # would evict everything else and still not fit
+        old = self._data.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[1])
+        self._data[key] = (self._clock() + ttl_ms / 1000, value)
+        self.bytes += size
+        while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
+            _, (_, evicted) = self._data.popitem(last=False)
+            self.bytes -= len(evicted)
+
+    async def lookup(
+        self, key: str, lock: str, token: str, lock_ms: int
+    ) -> tuple[bytes | None, bool]:
+        value = self.get(key)
+        return value, value is None and lock_ms > 0
+
+    async def store(self, key: str, value: bytes, ttl_ms: int, lock: str, token: str) -> None:
+        self.put(key, value, ttl_ms)
+
+    async def unlock(self, lock: str, token: str) -> None:
+        return None
+
+
+def _script(name: str) -> str:
+    return resources.files("gateway.store").joinpath(name).read_text(encoding="utf-8")
+
+
+class RedisCacheStore:
+    """The cache in Redis (standalone or Cluster) through three small Lua scripts.
+
+    Scripts are registered once (redis-py's ``AsyncScript``: ``EVALSHA``, and on
+    ``NOSCRIPT`` after a ``SCRIPT FLUSH`` or a restart it loads and retries).
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        timeout_s: float = 0.05,
+        cooldown_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._open_until = 0.0
+        self._lookup = client.register_script(_script("cache_lookup.lua"))
+        self._store = client.register_script(_script("cache_store.lua"))
+        self._unlock = client.register_script(_script("cache_unlock.lua"))
+
+    @property
+    def available(self) -> bool:
+        """False during the cool-down after a failure."""
+        return self._clock() >= self._open_until
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if self._clock() < self._open_until:
+            raise CacheUnavailable("redis failed recently; cooling down")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._open_until = self._clock() + self.cooldown_s
+            raise CacheUnavailable(type(exc).__name__) from None
+
+    async def lookup(
+        self, key: str, lock: str, token: str, lock_ms: int
+    ) -> tuple[bytes | None, bool]:
+        entry, held = await self._call(self._lookup, [key, lock], [token, lock_ms])
+        return entry, held == 1
+
+    async def store(self, key: str, value: bytes, ttl_ms: int, lock: str, token: str) -> None:
+        await self._call(self._store, [key, lock], [value, ttl_ms, token])
+
+    async def unlock(self, lock: str, token: str) -> None:
+        await self._call(self._unlock, [lock], [token])
