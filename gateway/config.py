@@ -85,6 +85,49 @@ class CacheOptions(_Base):
     ttl: Annotated[int, Meta(ge=1)]
 
 
+# -- routing and resilience (pipeline/routing.py, attempts.py, breaker.py) ----------------
+
+
+class RetryPolicy(_Base):
+    """Retries of one alias's group; waits use exponential backoff with full jitter."""
+
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 3  # upstream attempts in the group, 1st included
+    backoff: PositiveFloat = 0.25  # s; retry n waits uniform(0, min(max_backoff, backoff * 2^n))
+    max_backoff: PositiveFloat = 2.0  # s; a longer Retry-After is returned to the client
+    deadline: PositiveFloat | None = None  # s, all attempts and waits; default timeout.total
+
+
+class RetryBudget(_Base):
+    """Retries in flight never exceed ``ratio`` x requests in flight + ``min_retries``."""
+
+    ratio: Annotated[float, Meta(ge=0, le=1)] = 0.2
+    min_retries: NonNegInt = 3
+
+
+class BreakerOptions(_Base):
+    """Per-deployment circuit breaker (outlier detection)."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1)] = 5
+    error_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5  # over ``window``...
+    window: PositiveFloat = 30.0  # s
+    min_requests: Annotated[int, Meta(ge=1)] = 20  # ...once the window holds this many
+    ejection: PositiveFloat = 30.0  # s, first ejection; doubles with each repeat
+    max_ejection: PositiveFloat = 300.0  # s
+    half_open_probes: Annotated[int, Meta(ge=1)] = 1  # concurrent trial requests
+
+
+class HedgeOptions(_Base):
+    delay_ms: PositiveFloat  # no first token by then: same request on another deployment
+
+
+class RoutingOptions(_Base):
+    retry: RetryPolicy = RetryPolicy()  # default for every alias
+    retry_budget: RetryBudget = RetryBudget()
+    breaker: BreakerOptions = BreakerOptions()
+    exploration: Annotated[float, Meta(ge=0, le=1)] = 0.05  # least-latency: share sent elsewhere
+    stream_keepalive: NonNegFloat = 0.0  # s before ': keep-alive' comments commit a stream; 0 off
+
+
 class ModelAlias(_Base):
     alias: Annotated[str, Meta(min_length=1)]
     deployments: Annotated[list[Deployment], Meta(min_length=1)]
@@ -92,6 +135,9 @@ class ModelAlias(_Base):
     fallbacks: list[str] = []
     limits: Limits | None = None
     cache: CacheOptions | None = None
+    retry: RetryPolicy | None = None  # default: routing.retry
+    hedge: HedgeOptions | None = None
+    context_fallback: str | None = None  # alias with a larger context window
 
 
 class GlobalLimits(_Base):
@@ -115,6 +161,7 @@ class Config(_Base):
     models: list[ModelAlias] = []
     limits: GlobalLimits = GlobalLimits()
     keys: list[ApiKey] = []
+    routing: RoutingOptions = RoutingOptions()
 
 
 _PATH = re.compile(r"\s*-\s*at\s*`\$(.*)`$")
@@ -204,6 +251,7 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str]) -> None:
             if fb not in aliases:
                 raise ConfigError(f"models[{i}].fallbacks[{k}]: unknown alias {fb!r}")
     _check_fallback_cycles(cfg)
+    _check_routing(cfg, aliases)
     _check_limits(cfg)
     _check_keys(cfg)
 
@@ -273,9 +321,7 @@ def _check_routing(cfg: Config, aliases: dict[str, int]) -> None:
             raise ConfigError(f"{where}.hedge: needs at least two deployments to hedge across")
         if m.context_fallback is not None:
             if m.context_fallback not in aliases:
-                raise ConfigError(
-                    f"{where}.context_fallback: unknown alias {m.context_fallback!r}"
-                )
+                raise ConfigError(f"{where}.context_fallback: unknown alias {m.context_fallback!r}")
             if m.context_fallback == m.alias:
                 raise ConfigError(f"{where}.context_fallback: an alias cannot fall back to itself")
     # context fallbacks chain (a -> b -> c); a chain that comes back is a cycle
@@ -296,8 +342,6 @@ def _check_routing(cfg: Config, aliases: dict[str, int]) -> None:
     ]:
         if pol.max_backoff < pol.backoff:
             raise ConfigError(f"{where}.max_backoff: must be at least {where}.backoff")
-
-
 
 
 def _looks_like_name(value: str) -> bool:

@@ -58,6 +58,7 @@ async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
             "rate_limits": limits_mode,
             "providers": providers,
             "models": sorted(gw.registry.groups),
+            "routing": gw.router.health(gw.registry.groups),  # breakers per deployment
             "speedups": gw.speedups,
         }
     )

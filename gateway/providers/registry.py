@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from gateway.config import Deployment as DeploymentConfig
-from gateway.config import ModelAlias, Timeouts
+from gateway.config import ModelAlias, RetryPolicy, Timeouts
 from gateway.errors import ModelNotFound
 from gateway.providers.base import Adapter, Deployment
 from gateway.providers.base import Timeouts as ResolvedTimeouts
@@ -55,6 +55,9 @@ class ModelGroup:
     deployments: tuple[Deployment, ...]
     strategy: str = "weighted"
     fallbacks: tuple[str, ...] = ()
+    retry: RetryPolicy | None = None  # None: the routing-wide default
+    hedge_delay: float | None = None  # s; None: no hedging
+    context_fallback: str | None = None  # alias tried on a context-length error
 
 
 def _adapter_for(provider: str) -> Adapter:
@@ -138,7 +141,16 @@ class Registry:
 
     def _group_from_config(self, alias: ModelAlias) -> ModelGroup:
         deps = tuple(self._deployment(d, alias.alias) for d in alias.deployments)
-        return ModelGroup(alias.alias, alias.alias, deps, alias.strategy, tuple(alias.fallbacks))
+        return ModelGroup(
+            alias.alias,
+            alias.alias,
+            deps,
+            alias.strategy,
+            tuple(alias.fallbacks),
+            retry=alias.retry,
+            hedge_delay=alias.hedge.delay_ms / 1000 if alias.hedge is not None else None,
+            context_fallback=alias.context_fallback,
+        )
 
     # -- resolution (hot path) ----------------------------------------------------------
 

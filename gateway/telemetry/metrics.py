@@ -99,6 +99,8 @@ def declare_series(groups: list[tuple[str, str]]) -> None:
         llm_provider_requests_total.labels(provider, alias, "success")
         llm_provider_errors_total.labels(provider, alias, "timeout")
         llm_time_to_first_token_seconds.labels(provider, alias)
+        llm_upstream_attempts_total.labels(provider, alias)
+        llm_breaker_state.labels(provider, alias).set(0)
 
 
 def record_speedups(impls: dict[str, str]) -> None:
@@ -142,4 +144,35 @@ gateway_ratelimit_seconds = Histogram(
     "gateway_ratelimit_seconds",
     "Time the rate limiter added to a request (reservation, fallback included)",
     buckets=_FAST_BUCKETS,
+)
+
+
+# -- routing and resilience (pipeline/attempts.py, routing.py, breaker.py) ----------------
+llm_upstream_attempts_total = Counter(
+    "llm_upstream_attempts_total",
+    "Upstream attempts (first tries, retries, hedges and fallbacks alike)",
+    ["provider", "model"],
+)
+llm_retries_total = Counter(
+    "llm_retries_total", "Attempts that retried a failed one", ["provider", "model"]
+)
+llm_hedges_total = Counter(
+    "llm_hedges_total", "Hedged attempts started because the first was slow", ["provider", "model"]
+)
+llm_fallbacks_total = Counter(
+    "llm_fallbacks_total",
+    "Requests moved to another alias (reason: exhausted | context_length)",
+    ["model", "reason"],
+)
+llm_retry_budget_exhausted_total = Counter(
+    "llm_retry_budget_exhausted_total", "Retries not made because of the retry budget", ["model"]
+)
+llm_breaker_state = Gauge(
+    "llm_breaker_state",
+    "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open (worst of the label set)",
+    ["provider", "model"],
+    multiprocess_mode="livemax",
+)
+llm_breaker_ejections_total = Counter(
+    "llm_breaker_ejections_total", "Times a breaker opened", ["provider", "model"]
 )
