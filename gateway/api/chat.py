@@ -22,7 +22,7 @@ from litestar.response import Stream
 
 from gateway.api.body import decode_object, read_body, validate
 from gateway.errors import GatewayError
-from gateway.pipeline import relay, settle
+from gateway.pipeline import attempts, relay, settle
 from gateway.state import Gateway
 from gateway.wire.chat import ChatRequest
 
@@ -52,21 +52,27 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     cached = await gw.cache.lookup(request, "chat", body, group)  # 3 cache
     if cached.entry is not None:
         return cached.response()
-    dep = gw.router.plan(group)[0]
-    info.provider = dep.provider
     stream = bool(req.stream)
-    upstream_request = dep.adapter.chat_request(dep, body, stream)
+    dep = attempts.first_choice(gw, group, body, stream)  # 4 route: retries/fallbacks in 6
+    info.provider = dep.provider
     lease = await gw.limiter.reserve(principal, group, dep, body)  # 2 rate limit: 429 here
 
     if not stream:
         t_sent = time.perf_counter()
         try:
-            _resp, content = await relay.complete(dep, upstream_request)
-            out, usage = dep.adapter.chat_response(dep, content)
+            served = await attempts.complete(
+                gw,
+                group,
+                body,
+                lambda d: d.adapter.chat_request(d, body, False),
+                lambda d, content: d.adapter.chat_response(d, content),
+                first=dep,
+                info=info,
+            )
         except GatewayError as err:
-            settle.record_failure(dep, err)
             lease.fail(err)  # refund the tokens; the error carries the x-ratelimit headers
             raise
+        dep, (out, usage) = served.dep, served.result
         upstream_s = time.perf_counter() - t_sent
         info.upstream_s = upstream_s
         settle.record_success(dep, upstream_s, usage)
@@ -74,11 +80,11 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
         cached.store(out, dep.provider, usage)
         overhead = time.perf_counter() - info.start - upstream_s
         headers = cached.mark(_headers(dep.provider, overhead, upstream_s))
+        headers["x-gateway-attempts"] = str(served.attempts)
         lease.apply(headers)
         return Response(out, media_type=_JSON, headers=headers)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    translator = dep.adapter.chat_stream(dep, include_usage)
     t_sent = time.perf_counter()
 
     def on_close(r: relay.StreamRelay) -> None:
@@ -86,26 +92,36 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
         total = time.perf_counter() - t_sent
         info.upstream_s = total
         if r.error is not None:
-            settle.record_failure(dep, r.error, mid_stream=True)
+            settle.record_failure(r.dep, r.error, mid_stream=True)
             if r.usage is not None:
-                settle.record_usage(dep, r.usage)
+                settle.record_usage(r.dep, r.usage)
         elif r.completed:
-            settle.record_success(dep, total, r.usage)
+            settle.record_success(r.dep, total, r.usage)
         else:
             info.error = "client_disconnected"
-            settle.record_cancelled(dep, r.usage)
+            settle.record_cancelled(r.dep, r.usage)
 
     try:
-        stream_relay, ttft = await relay.open_stream(dep, upstream_request, translator, on_close)
+        streamed = await attempts.stream(
+            gw,
+            group,
+            body,
+            lambda d: d.adapter.chat_request(d, body, True),
+            lambda d: d.adapter.chat_stream(d, include_usage),
+            on_close,
+            first=dep,
+            info=info,
+        )
     except GatewayError as err:
-        settle.record_failure(dep, err)
         lease.fail(err)
         raise
+    dep, stream_relay, ttft = streamed.dep, streamed.result, streamed.ttft
     settle.metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
     overhead = time.perf_counter() - info.start - ttft
     headers = cached.mark(_headers(dep.provider, overhead, ttft))
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
+    headers["x-gateway-attempts"] = str(streamed.attempts)
     lease.apply(headers)
     frames = cached.frames(stream_relay, dep.provider)  # stored once complete
     frames = lease.metered(frames)  # counts relayed events for settle_stream

@@ -10,7 +10,7 @@ from litestar import Request, Response, post
 from gateway.api.body import decode_object, read_body, validate
 from gateway.api.chat import _headers
 from gateway.errors import GatewayError
-from gateway.pipeline import relay, settle
+from gateway.pipeline import attempts, settle
 from gateway.state import Gateway
 from gateway.wire.embeddings import EmbeddingsRequest
 
@@ -29,17 +29,24 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     cached = await gw.cache.lookup(request, "embeddings", body, group)  # 3 cache
     if cached.entry is not None:
         return cached.response()
-    dep = gw.router.plan(group)[0]
+    dep = attempts.first_choice(gw, group, body, False)  # 4 route: retries/fallbacks in 6
     info.provider = dep.provider
     lease = await gw.limiter.reserve(principal, group, dep, body, "embeddings")  # 2 rate limit
     t_sent = time.perf_counter()
     try:
-        _resp, content = await relay.complete(dep, dep.adapter.embeddings_request(dep, body))
-        out, usage = dep.adapter.embeddings_response(dep, content)
+        served = await attempts.complete(
+            gw,
+            group,
+            body,
+            lambda d: d.adapter.embeddings_request(d, body),
+            lambda d, content: d.adapter.embeddings_response(d, content),
+            first=dep,
+            info=info,
+        )
     except GatewayError as err:
-        settle.record_failure(dep, err)
         lease.fail(err)
         raise
+    dep, (out, usage) = served.dep, served.result
     upstream_s = time.perf_counter() - t_sent
     info.upstream_s = upstream_s
     settle.record_success(dep, upstream_s, usage)
@@ -47,5 +54,6 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     cached.store(out, dep.provider, usage)
     overhead = time.perf_counter() - info.start - upstream_s
     headers = cached.mark(_headers(dep.provider, overhead, upstream_s))
+    headers["x-gateway-attempts"] = str(served.attempts)
     lease.apply(headers)
     return Response(out, media_type="application/json", headers=headers)
