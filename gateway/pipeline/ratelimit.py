@@ -43,7 +43,10 @@ A timeout (``limits.redis_timeout_ms``, default 50 ms) or a connection error
 counts in ``gateway_state_fallbacks_total{reason}`` and then, with
 ``on_redis_error: open`` (default), the request is decided by an in-process
 limiter holding ``limits.local_share`` (default 0.34, for three replicas) of
-every bucket's capacity and rate; with ``closed`` it is a 503. The backend
+every bucket's capacity and rate; with ``closed`` it is a 503. While Redis
+answers, every admitted request is also taken (where it fits) from those local
+buckets, so an outage starts from this process's recent use, not from a fresh
+burst on every replica at once. The backend
 marks itself down after a failure and probes every second, so later requests
 go straight to the fallback and the gateway returns to Redis by itself.
 """
@@ -129,6 +132,7 @@ class Limiter:
         self.policy = lim.on_redis_error
         self.share = lim.local_share
         self.default_max_tokens = lim.default_max_tokens
+        self._shadow = self.policy == "open" and not isinstance(store, MemoryBackend)
         self._models: dict[str, Limits] = {
             m.alias: m.limits for m in config.models if m.limits is not None
         }
@@ -232,6 +236,11 @@ class Limiter:
         backend: StateBackend = self.store
         try:
             res = await self.store.reserve([x.bucket for x in plan.limits], amounts)
+            if res.allowed and self._shadow:
+                self.local.take_available(
+                    [x.local for x in plan.limits],
+                    [min(a, x.local.capacity) for a, x in zip(amounts, plan.limits, strict=True)],
+                )
         except StateUnavailable as exc:
             metrics.gateway_state_fallbacks_total.labels(exc.reason).inc()
             if self.policy == "closed":

@@ -79,6 +79,21 @@ class MemoryBackend:
             self._wrote(now, len(buckets))
         return Reservation(allowed, takes)
 
+    def take_available(self, buckets: Sequence[Bucket], amounts: Sequence[int]) -> None:
+        """Take each amount from each bucket where it is available, each on its own
+        (never all or nothing, never into debt). The fallback limiter's shadow: it
+        mirrors what this process admitted through Redis, so an outage starts from
+        this process's recent use instead of a full burst."""
+        now = self._clock()
+        state = self._state
+        for b, n in zip(buckets, amounts, strict=True):
+            ok, new, _, _, _ = gcra.take(
+                state.get(b.key, gcra.FULL_STATE), now, b.capacity, b.period_us, n
+            )
+            if ok:
+                state[b.key] = new
+        self._wrote(now, len(buckets))
+
     def settle_now(
         self,
         buckets: Sequence[Bucket],

@@ -9,11 +9,12 @@ Every hot-path call is one ``EVALSHA`` (``scripts.py``) bounded by ``timeout``
 (default 50 ms) with no client-side retries, over a pool of ``POOL_SIZE``
 connections (a request waits for a free one within the same timeout). A
 timeout or a connection error raises ``StateUnavailable`` and marks the
-backend unhealthy: from then on calls
-fail at once (reason ``down``) instead of each waiting for the timeout, and a
-background probe sends ``PING`` every ``probe_interval`` seconds; the first
-answer marks it healthy again, so the gateway returns to Redis by itself about
-a second after Redis is back. Script errors (a bug, bad arguments) are not
+backend unhealthy: from then on calls fail at once (reason ``down``) instead
+of each waiting for the timeout, and a background probe sends ``PING`` after
+0.1 s, then doubling up to every ``probe_interval`` (1 s) seconds; the first
+answer marks it healthy again, so a blip costs a fraction of a second and the
+gateway returns to Redis by itself about a second after an outage ends. Script
+errors (a bug, bad arguments) are not
 outages: they propagate as ``redis.exceptions.ResponseError``.
 """
 
@@ -30,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.store import scripts
 from gateway.store.base import Bucket, Reservation, StateUnavailable, Take
@@ -174,9 +175,16 @@ class RedisBackend:
         if not self._healthy:
             raise StateUnavailable("down")
         script = self._scripts[name]
+        client = self.client
+        assert client is not None
         try:
             async with asyncio.timeout(self.timeout):
-                return await script(keys=keys, args=args)
+                try:
+                    return await client.evalsha(script.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    # After SCRIPT FLUSH or a restart: EVAL runs the source and caches it
+                    # again, one round trip where SCRIPT LOAD + EVALSHA would take two.
+                    return await client.eval(script.script, len(keys), *keys, *args)
         except ResponseError as exc:
             if _is_outage_reply(exc):
                 self._mark_down("error")
@@ -205,9 +213,13 @@ class RedisBackend:
             self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
 
     async def _probe_loop(self) -> None:
+        # Soon after a blip (0.1 s, doubling), then every probe_interval while it lasts.
+        delay = min(0.1, self.probe_interval)
         while True:
-            await asyncio.sleep(self.probe_interval)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.probe_interval)
             if await self._answers():
+                await self._drop_stale_connections()
                 down_s = time.monotonic() - (self.down_since or time.monotonic())
                 self._healthy = True
                 self.down_since = None
@@ -217,6 +229,18 @@ class RedisBackend:
                     extra={"fields": {"backend": self.kind, "down_s": round(down_s, 3)}},
                 )
                 return
+
+    async def _drop_stale_connections(self) -> None:
+        """Pooled connections from before the outage may be dead (a restarted server):
+        close them, so requests after the recovery open fresh ones instead of each
+        failing once on a stale socket and flapping the backend down again."""
+        client = self.client
+        with contextlib.suppress(*_OUTAGE):
+            if isinstance(client, RedisCluster):
+                for node in client.get_nodes():
+                    await node.disconnect_free_connections()
+            elif client is not None:
+                await client.connection_pool.disconnect(inuse_connections=False)
 
     async def _answers(self) -> bool:
         client = self.client

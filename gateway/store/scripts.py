@@ -2,12 +2,14 @@
 
 Each file opens with a comment naming its KEYS, ARGV and reply. They are read
 with ``importlib.resources`` (package data, so they ship in the wheel) and
-registered once per client at start-up as redis-py ``AsyncScript`` handles:
-a call is ``EVALSHA``, and on ``NOSCRIPT`` (after ``SCRIPT FLUSH``, a restart
-or a failover to a replica that never saw the script) the handle loads the
-source and retries once, so no caller ever sees the error. ``preload`` sends
-``SCRIPT LOAD`` at start-up (to every primary on a cluster) so the first
-request does not pay for it.
+registered once per client at start-up as redis-py ``AsyncScript`` handles
+(the SHA computed once). A call is ``EVALSHA``; on ``NOSCRIPT`` (after
+``SCRIPT FLUSH``, a restart or a failover to a replica that never saw the
+script) ``RedisBackend.run`` sends ``EVAL`` with the source, which runs it and
+caches it again in one round trip, so no caller ever sees the error. (Calling
+the ``AsyncScript`` itself does the same in two: ``SCRIPT LOAD``, ``EVALSHA``.)
+``preload`` sends ``SCRIPT LOAD`` at start-up (to every primary on a cluster)
+so the first request does not pay for it.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ headers, every scope, settle, open mode, and the Redis-down policies."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -16,8 +17,14 @@ import pytest
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.pipeline.ratelimit import duration
+from gateway.config import parse_config
+from gateway.errors import RateLimited
+from gateway.pipeline.auth import Keyring
+from gateway.pipeline.ratelimit import Limiter, duration
+from gateway.providers.registry import Registry
 from gateway.settings import Settings
+from gateway.store.base import StateUnavailable
+from gateway.store.memory import MemoryBackend
 from gateway.telemetry import metrics
 from tests.harness import closed_port
 
@@ -302,3 +309,42 @@ def test_redis_down_fails_closed_with_503(make_app: AppFactory) -> None:
 )
 def test_reset_duration_format(us: int, text: str) -> None:
     assert duration(us) == text
+
+
+class _FlakyStore:
+    """Answers like Redis for ``ok_calls`` reservations, then fails like a dead one."""
+
+    kind = "redis"
+    healthy = True
+
+    def __init__(self, ok_calls: int) -> None:
+        self.inner = MemoryBackend()
+        self.ok_calls = ok_calls
+
+    async def reserve(self, buckets: Any, amounts: Any, *, now_us: int | None = None) -> Any:
+        if self.ok_calls <= 0:
+            raise StateUnavailable("timeout")
+        self.ok_calls -= 1
+        return await self.inner.reserve(buckets, amounts)
+
+
+def test_fallback_starts_from_this_replicas_recent_use() -> None:
+    config = parse_config({"limits": {"default_key": {"rpm": 10}}})
+    settings = Settings(config=config, providers=Settings.from_env({}).providers)
+    registry = Registry(settings)
+    group = registry.resolve("mock-1")
+    principal = Keyring(config).principal({})
+
+    async def run() -> list[int]:
+        limiter = Limiter(config, registry, _FlakyStore(ok_calls=2))  # type: ignore[arg-type]
+        codes = []
+        for _ in range(4):
+            try:
+                await limiter.reserve(principal, group, group.deployments[0], chat("mock-1"))
+                codes.append(200)
+            except RateLimited:
+                codes.append(429)
+        return codes
+
+    # local share: 0.34 of 10 = 3; two already admitted through "Redis" leave one
+    assert asyncio.run(run()) == [200, 200, 200, 429]

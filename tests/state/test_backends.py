@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from _speedups import bucket as kernel
-from gateway.store.base import Bucket, StateBackend
+from gateway.store.base import Bucket, StateBackend, StateUnavailable
 from gateway.store.redis import RedisBackend, parse_url
 
 pytestmark = pytest.mark.anyio
@@ -171,3 +171,45 @@ async def test_redis_keys_expire_once_full(redis_server: Any) -> None:
 )
 def test_cluster_url_forms(url: str, want: tuple[str, bool]) -> None:
     assert parse_url(url) == want
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+async def test_marked_down_then_probe_brings_it_back(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    fixture = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster")
+    b = RedisBackend(fixture.url, timeout=2.0, probe_interval=0.2)
+    await b.start()
+    try:
+        key = Bucket(f"gw:{{{uuid.uuid4().hex[:8]}}}:rl:key:probe:r", 10, 60_000_000)
+        b._mark_down("timeout")
+        assert not b.healthy
+        with pytest.raises(StateUnavailable) as info:
+            await b.reserve([key], [1])
+        assert info.value.reason == "down"  # not tried: fails at once
+        for _ in range(50):
+            if b.healthy:
+                break
+            await asyncio.sleep(0.05)
+        assert b.healthy
+        assert (await b.reserve([key], [1])).allowed
+    finally:
+        await b.aclose()
+
+
+@pytest.mark.redis
+async def test_unreachable_redis_fails_fast_and_marks_down() -> None:
+    from tests.harness import closed_port
+
+    b = RedisBackend(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.05)
+    await b.start()  # does not raise: limits fail over until Redis answers
+    try:
+        assert not b.healthy
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(StateUnavailable):
+            await b.reserve([RPM], [1])
+        assert asyncio.get_running_loop().time() - t0 < 0.05
+        assert not await b.ping()
+    finally:
+        await b.aclose()
