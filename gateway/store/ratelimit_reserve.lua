@@ -6,8 +6,8 @@
 --                a pinned call also writes without expiry so its keys outlive slow tests.
 -- ARGV[3i-1..3i+1]  capacity_i, period_us_i, n_i for bucket i (integers, as _speedups.bucket)
 --
--- Reply: {allowed, then per bucket i: ok_i, remaining_i, retry_after_us_i, reset_us_i,
---         tat_us_i, tat_frac_i}
+-- Reply: one string of space-separated integers:
+--        "allowed  ok_1 remaining_1 retry_after_us_1 reset_us_1 tat_us_1 tat_frac_1  ..."
 --   allowed   1 if every bucket had n_i tokens: all were taken and written; 0 if any
 --             refused: nothing was written.
 --   ok_i      1 if bucket i alone could take n_i (so a refusal names its buckets)
@@ -122,6 +122,16 @@ local function store(key, tu, tf, now, pinned)
   end
 end
 
+-- One bulk string of space-separated integers: a client parses it in one split,
+-- where a long array reply costs a pure-Python RESP parser a few µs per element.
+local function encode(values)
+  local out = {}
+  for i = 1, #values do
+    out[i] = string.format('%.0f', values[i])
+  end
+  return table.concat(out, ' ')
+end
+
 local function clock()
   if ARGV[1] ~= nil and ARGV[1] ~= '' then
     return int(ARGV[1], 'now_us', 0, MAX_TIME), true
@@ -199,4 +209,4 @@ for i = 1, n do
     reply[#reply + 1] = row[8]
   end
 end
-return reply
+return encode(reply)

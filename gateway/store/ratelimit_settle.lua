@@ -6,7 +6,8 @@
 --                a pinned call also writes without expiry.
 -- ARGV[4i-2..4i+1]  capacity_i, period_us_i, reserved_i, actual_i for bucket i
 --
--- Reply: per bucket i: remaining_i, tat_us_i, tat_frac_i
+-- Reply: one string of space-separated integers, per bucket i:
+--        "remaining_1 tat_us_1 tat_frac_1  remaining_2 ..."
 --   actual < reserved refunds the difference (never above capacity); actual > reserved
 --   charges it, never refused: the bucket may go into debt, and later takes wait.
 --   remaining is whole tokens after the correction (0 while in debt).
@@ -115,6 +116,16 @@ local function store(key, tu, tf, now, pinned)
   end
 end
 
+-- One bulk string of space-separated integers: a client parses it in one split,
+-- where a long array reply costs a pure-Python RESP parser a few µs per element.
+local function encode(values)
+  local out = {}
+  for i = 1, #values do
+    out[i] = string.format('%.0f', values[i])
+  end
+  return table.concat(out, ' ')
+end
+
 local function clock()
   if ARGV[1] ~= nil and ARGV[1] ~= '' then
     return int(ARGV[1], 'now_us', 0, MAX_TIME), true
@@ -182,4 +193,4 @@ for i = 1, n do
   reply[#reply + 1] = row[1]
   reply[#reply + 1] = row[2]
 end
-return reply
+return encode(reply)

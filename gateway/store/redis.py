@@ -149,7 +149,7 @@ class RedisBackend:
         args: list[int | str] = ["" if now_us is None else now_us]
         for b, n in zip(buckets, amounts, strict=True):
             args += (b.capacity, b.period_us, n)
-        reply = await self.run("ratelimit_reserve", [b.key for b in buckets], args)
+        reply = _ints(await self.run("ratelimit_reserve", [b.key for b in buckets], args))
         takes = [
             Take(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3])
             for i in range(1, len(reply), 6)
@@ -167,7 +167,7 @@ class RedisBackend:
         args: list[int | str] = ["" if now_us is None else now_us]
         for b, res, act in zip(buckets, reserved, actual, strict=True):
             args += (b.capacity, b.period_us, res, act)
-        reply = await self.run("ratelimit_settle", [b.key for b in buckets], args)
+        reply = _ints(await self.run("ratelimit_settle", [b.key for b in buckets], args))
         return [reply[i] for i in range(0, len(reply), 3)]
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -256,6 +256,11 @@ class RedisBackend:
             return True
         except _OUTAGE:
             return False
+
+
+def _ints(reply: bytes | str) -> list[int]:
+    """A script's reply: space-separated integers in one string (see the .lua headers)."""
+    return [int(x) for x in reply.split()]
 
 
 def _is_outage_reply(exc: ResponseError) -> bool:

@@ -31,11 +31,13 @@ def r(redis_server: RedisServer) -> Any:
 
 
 def _reserve(r: Any, key: str, now: int, c: int, p: int, n: int) -> list[int]:
-    return r.eval(scripts.source("ratelimit_reserve"), 1, key, now, c, p, n)  # type: ignore[no-any-return]
+    reply = r.eval(scripts.source("ratelimit_reserve"), 1, key, now, c, p, n)
+    return [int(x) for x in reply.split()]
 
 
 def _settle(r: Any, key: str, now: int, c: int, p: int, res: int, act: int) -> list[int]:
-    return r.eval(scripts.source("ratelimit_settle"), 1, key, now, c, p, res, act)  # type: ignore[no-any-return]
+    reply = r.eval(scripts.source("ratelimit_settle"), 1, key, now, c, p, res, act)
+    return [int(x) for x in reply.split()]
 
 
 def _lua_op(r: Any, key: str, cap: int, period: int, op: dict[str, Any]) -> dict[str, Any]:
