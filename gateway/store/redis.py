@@ -13,9 +13,10 @@ backend unhealthy: from then on calls fail at once (reason ``down``) instead
 of each waiting for the timeout, and a background probe sends ``PING`` after
 0.1 s, then doubling up to every ``probe_interval`` (1 s) seconds; the first
 answer marks it healthy again, so a blip costs a fraction of a second and the
-gateway returns to Redis by itself about a second after an outage ends. Script
-errors (a bug, bad arguments) are not
-outages: they propagate as ``redis.exceptions.ResponseError``.
+gateway returns to Redis by itself about a second after an outage ends. A
+script's error reply (a bug, ``CROSSSLOT`` on a misconfigured cluster) raises
+``StateUnavailable("error")`` too, logged once a minute, but does not mark the
+backend down: the caller's policy applies to that request, never a 500.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from gateway.store import scripts
 from gateway.store.base import Bucket, Reservation, StateUnavailable, Take
@@ -88,6 +89,7 @@ class RedisBackend:
         self._healthy = True
         self._probe: asyncio.Task[None] | None = None
         self.down_since: float | None = None
+        self._logged_error = float("-inf")
         metrics.gateway_state_backend_up.set(1)
 
     @property
@@ -185,11 +187,20 @@ class RedisBackend:
                     # After SCRIPT FLUSH or a restart: EVAL runs the source and caches it
                     # again, one round trip where SCRIPT LOAD + EVALSHA would take two.
                     return await client.eval(script.script, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if _is_outage_reply(exc):
+        except (ResponseError, RedisClusterException) as exc:
+            if _is_outage(exc):
                 self._mark_down("error")
                 raise StateUnavailable("error") from None
-            raise
+            # A script that errors (a bug, CROSSSLOT from a misconfigured cluster) is
+            # not an outage: Redis stays "up", but the request must not become a 500.
+            now = time.monotonic()
+            if now - self._logged_error > 60:
+                self._logged_error = now
+                log.error(
+                    "state backend script failed",
+                    extra={"fields": {"script": name, "error": str(exc)[:200]}},
+                )
+            raise StateUnavailable("error") from None
         except TimeoutError:
             self._mark_down("timeout")
             raise StateUnavailable("timeout") from None
@@ -263,8 +274,12 @@ def _ints(reply: bytes | str) -> list[int]:
     return [int(x) for x in reply.split()]
 
 
-def _is_outage_reply(exc: ResponseError) -> bool:
-    """Error replies that mean "not now" rather than "wrong": loading, cluster down,
-    a primary that became a replica, a busy script."""
+def _is_outage(exc: Exception) -> bool:
+    """Errors that mean "not now" rather than "wrong": loading, cluster down, a primary
+    that became a replica, a busy script, or a cluster client with no reachable node.
+    A CROSSSLOT (the cluster client's own "same key slot" check, or the server's) is
+    a bug, not an outage."""
     msg = str(exc)
+    if isinstance(exc, RedisClusterException):
+        return "same key slot" not in msg
     return msg.startswith(("LOADING", "CLUSTERDOWN", "READONLY", "BUSY", "MASTERDOWN", "TRYAGAIN"))
