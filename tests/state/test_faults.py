@@ -134,3 +134,67 @@ async def _scenario(server: RedisServer, gws: list[GatewayProc]) -> None:
 def _flush(server: RedisServer) -> None:
     with server.client() as c:
         c.flushall()
+
+
+def test_cluster_node_paused_fails_open_then_recovers(redis_cluster: Any, state_dir: Path) -> None:
+    """One primary of the cluster paused for 3 s (the one holding this tenant's slot):
+    no 5xx, the fallback takes over, and Redis is used again within 5 s of its return."""
+    import redis as redis_sync
+
+    path = state_dir / "faults-cluster.yaml"
+    path.write_text(CONFIG)
+    env = {"REDIS_URL": redis_cluster.url, "GATEWAY_CONFIG": str(path), "LOG_LEVEL": "warning"}
+    gw = start_gateway(state_dir / "logs", env, name="gw-cfault")
+    nodes = redis_cluster.nodes
+    rc = redis_sync.RedisCluster(host="127.0.0.1", port=nodes[0].port)
+    owner_port = rc.get_node_from_key(BUCKET).port
+    owner = next(n for n in nodes if n.port == owner_port)
+
+    def written() -> bool:
+        return bool(rc.exists(BUCKET))
+
+    async def scenario() -> tuple[list[Any], float, str]:
+        def body(_: Any) -> dict[str, Any]:
+            return {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+
+        load = asyncio.create_task(
+            run_load(
+                [gw.url],
+                9.0,
+                body,
+                clients=10,
+                headers={"authorization": f"Bearer {KEY}"},
+                backoff=(0.01, 0.03),
+            )
+        )
+        await asyncio.sleep(2)
+        owner.pause()
+        await asyncio.sleep(3)
+        owner.resume()
+        back = time.monotonic()
+        await asyncio.to_thread(rc.delete, BUCKET)
+        recovered = float("inf")
+        while time.monotonic() - back < 6:
+            try:
+                if await asyncio.to_thread(written):
+                    recovered = time.monotonic() - back
+                    break
+            except redis_sync.RedisError:
+                pass
+            await asyncio.sleep(0.1)
+        samples = await load
+        return samples, recovered, await asyncio.to_thread(gw.metrics)
+
+    try:
+        samples, recovered, metrics_text = asyncio.run(scenario())
+    finally:
+        owner.resume()
+        gw.stop()
+        rc.close()
+    assert {s.status for s in samples} <= {200, 429}
+    assert recovered <= 5.0, recovered
+    assert metric_sum(metrics_text, "gateway_state_fallbacks_total", reason="timeout") >= 1
+    assert metric_sum(metrics_text, "gateway_state_backend_up") == 1
+    slow = [s.limiter_ms for s in samples if s.limiter_ms is not None and s.limiter_ms > 60]
+    assert len(slow) <= max(3, len(samples) // 100), slow
+    print(f"\ncluster node paused: {len(samples)} requests, recovery {recovered:.2f} s")
