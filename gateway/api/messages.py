@@ -2,14 +2,17 @@
 
 Reads top to bottom as the pipeline, like ``api/chat.py``:
 1 parse and validate   body -> dict (forwarded or translated) + MessagesRequest (checked)
+1 auth                 caller key (Bearer or x-api-key) -> Principal: 401/403
 4 route                model -> group -> deployments in order
+2 rate limit           reserve RPM+TPM, sized by the OpenAI view of the request
 5 adapt                an Anthropic deployment gets the body as it came (``messages_request``:
                        only ``model`` replaced; the client's ``anthropic-version`` and
                        ``anthropic-beta`` forwarded, never its key); any other provider gets
                        it translated to OpenAI chat (``translate/messages.py``) and then to
                        its own format by its adapter
-6 relay                send; whole body, or a stream committed at its first event
-7 settle               usage, latency and outcome -> metrics
+6 relay                the attempt loop: retries, fallbacks, breakers (as for chat);
+                       whole body, or a stream committed at its first content event
+7 settle               usage, latency and outcome -> metrics; the reservation settled
 
 Answers come back as Anthropic JSON or a valid Anthropic event sequence. Errors use
 Anthropic's shape ``{"type":"error","error":{"type","message"}}``; a stream that breaks
@@ -25,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import msgspec
 from litestar import Request, Response, post
 from litestar.exceptions import HTTPException
@@ -34,7 +38,8 @@ from gateway.api.body import decode_object, read_body, validate
 from gateway.api.chat import _headers
 from gateway.api.handlers import http_exception_handler, internal_error_handler
 from gateway.errors import GatewayError
-from gateway.pipeline import relay, settle
+from gateway.pipeline import attempts, relay, settle
+from gateway.providers.base import Deployment, StreamTranslator
 from gateway.state import Gateway
 from gateway.telemetry import metrics
 from gateway.tokencount import count_chat_tokens
@@ -50,6 +55,7 @@ from gateway.translate.messages import (
     status_error_type,
 )
 from gateway.wire.anthropic import CountTokensRequest, ErrorObject, ErrorResponse, MessagesRequest
+from gateway.wire.chat import Usage
 
 _JSON = "application/json"
 _FORWARDED = ("anthropic-version", "anthropic-beta")
@@ -122,69 +128,102 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
 
     body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
     req = validate(body, MessagesRequest)
+    principal = gw.auth.authenticate(request, req.model, gw.registry.resolve)  # 1 auth
     group = gw.registry.resolve(req.model)
     info.model = group.label
-    dep = gw.router.plan(group)[0]
-    info.provider = dep.provider
     stream = bool(req.stream)
-    native = getattr(dep.adapter, "messages_request", None)
-    if native is not None:
-        upstream_request = native(dep, body, stream, _client_headers(request))
-    else:
-        upstream_request = dep.adapter.chat_request(
-            dep, messages_to_chat(body, stream, dep.provider), stream
-        )
+    client_headers = _client_headers(request)
+    # The OpenAI-shaped view of the request: what non-Anthropic deployments are sent,
+    # and what the router and the rate limiter size the request by.
+    chat_view = _chat_view(body, stream)
+    dep = attempts.first_choice(gw, group, chat_view, stream)  # 4 route
+    info.provider = dep.provider
+    lease = await gw.limiter.reserve(principal, group, dep, chat_view)  # 2 rate limit
+
+    def build(d: Deployment) -> httpx.Request:  # 5 adapt, per deployment: groups may mix
+        native = getattr(d.adapter, "messages_request", None)
+        if native is not None:
+            return native(d, body, stream, client_headers)  # type: ignore[no-any-return]
+        return d.adapter.chat_request(d, messages_to_chat(body, stream, d.provider), stream)
 
     if not stream:
+
+        def parse(d: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+            if getattr(d.adapter, "messages_request", None) is not None:
+                return d.adapter.messages_response(d, content)  # type: ignore[attr-defined,no-any-return]
+            chat, usage = d.adapter.chat_response(d, content)
+            return chat_to_message(chat, req.model, d.provider), usage
+
         t_sent = time.perf_counter()
         try:
-            _resp, content = await relay.complete(dep, upstream_request)
-            if native is not None:
-                out, usage = dep.adapter.messages_response(dep, content)  # type: ignore[attr-defined]
-            else:
-                chat, usage = dep.adapter.chat_response(dep, content)
-                out = chat_to_message(chat, req.model, dep.provider)
+            served = await attempts.complete(
+                gw, group, chat_view, build, parse, first=dep, info=info
+            )
         except GatewayError as err:
-            settle.record_failure(dep, err)
+            lease.fail(err)
             raise
+        dep, (out, usage) = served.dep, served.result
         upstream_s = time.perf_counter() - t_sent
         info.upstream_s = upstream_s
         settle.record_success(dep, upstream_s, usage)
+        lease.settle(usage)
         overhead = time.perf_counter() - info.start - upstream_s
-        return Response(out, media_type=_JSON, headers=_headers(dep.provider, overhead, upstream_s))
+        headers = _headers(dep.provider, overhead, upstream_s)
+        headers["x-gateway-attempts"] = str(served.attempts)
+        lease.apply(headers)
+        return Response(out, media_type=_JSON, headers=headers)
 
-    if native is not None:
-        translator = dep.adapter.messages_stream(dep)  # type: ignore[attr-defined]
-    else:
-        translator = AnthropicEventStream(
-            dep.adapter.chat_stream(dep, True), req.model, dep.provider
-        )
+    def translator(d: Deployment) -> StreamTranslator:
+        if getattr(d.adapter, "messages_request", None) is not None:
+            return d.adapter.messages_stream(d)  # type: ignore[attr-defined,no-any-return]
+        return AnthropicEventStream(d.adapter.chat_stream(d, True), req.model, d.provider)
+
     t_sent = time.perf_counter()
 
     def on_close(r: relay.StreamRelay) -> None:
+        lease.settle_stream(r)
         total = time.perf_counter() - t_sent
         info.upstream_s = total
         if r.error is not None:
-            settle.record_failure(dep, r.error, mid_stream=True)
+            settle.record_failure(r.dep, r.error, mid_stream=True)
             if r.usage is not None:
-                settle.record_usage(dep, r.usage)
+                settle.record_usage(r.dep, r.usage)
         elif r.completed:
-            settle.record_success(dep, total, r.usage)
+            settle.record_success(r.dep, total, r.usage)
         else:
             info.error = "client_disconnected"
-            settle.record_cancelled(dep, r.usage)
+            settle.record_cancelled(r.dep, r.usage)
 
     try:
-        stream_relay, ttft = await relay.open_stream(dep, upstream_request, translator, on_close)
+        streamed = await attempts.stream(
+            gw, group, chat_view, build, translator, on_close, first=dep, info=info
+        )
     except GatewayError as err:
-        settle.record_failure(dep, err)
+        lease.fail(err)
         raise
+    dep, stream_relay, ttft = streamed.dep, streamed.result, streamed.ttft
     metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
     overhead = time.perf_counter() - info.start - ttft
     headers = _headers(dep.provider, overhead, ttft)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
-    return Stream(_anthropic_frames(stream_relay), media_type="text/event-stream", headers=headers)
+    headers["x-gateway-attempts"] = str(streamed.attempts)
+    lease.apply(headers)
+    frames = lease.metered(_anthropic_frames(stream_relay))
+    return Stream(frames, media_type="text/event-stream", headers=headers)
+
+
+def _chat_view(body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """The request as OpenAI chat, for sizing; a request only Anthropic can take
+    (server tools, say) is sized by its own fields instead."""
+    try:
+        return messages_to_chat(body, stream, "openai")
+    except GatewayError:
+        return {
+            "model": body.get("model"),
+            "messages": [],
+            "max_tokens": body.get("max_tokens"),
+        }
 
 
 # -- POST /v1/messages/count_tokens ---------------------------------------------------------
@@ -198,6 +237,7 @@ async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
 
     body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
     req = validate(body, CountTokensRequest)
+    gw.auth.authenticate(request, req.model, gw.registry.resolve)
     group = gw.registry.resolve(req.model)
     info.model = group.label
     dep = gw.router.plan(group)[0]
