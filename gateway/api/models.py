@@ -63,8 +63,11 @@ async def _provider_models(gw: Gateway, provider: str) -> list[ModelCard]:
 @get("/v1/models")
 async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     gw: Gateway = request.app.state.gw
+    principal = gw.auth.principal(request.headers)  # 401 when keys are configured
     cards = [ModelCard(id=alias, owned_by="gateway") for alias in gw.registry.groups]
     listings = await asyncio.gather(*(_provider_models(gw, p) for p in gw.registry.enabled()))
     for listed in listings:
         cards.extend(listed)
+    if principal.models is not None:  # a key limited to some models sees only those
+        cards = [c for c in cards if c.id in principal.models]
     return Response(_encode(ModelList(data=cards)), media_type="application/json")

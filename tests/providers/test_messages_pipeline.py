@@ -60,3 +60,12 @@ def test_messages_is_rate_limited_per_key() -> None:
         r = c.post("/v1/messages", json=BODY, headers=headers)
         assert r.json()["error"]["type"] == "rate_limit_error"
         assert int(r.headers["retry-after"]) >= 1
+
+
+def test_models_list_requires_a_key_and_shows_only_allowed_models() -> None:
+    config = _config()
+    config["keys"][0]["models"] = ["demo"]
+    with _client(config) as c:
+        assert c.get("/v1/models").status_code == 401
+        listed = c.get("/v1/models", headers={"authorization": f"Bearer {KEY}"}).json()
+        assert [m["id"] for m in listed["data"]] == ["demo"]
