@@ -27,6 +27,7 @@ import msgspec
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.providers.base import Deployment, StreamTranslator
+from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
 from gateway.wire.errors import ErrorBody, ErrorEnvelope
 
@@ -110,9 +111,41 @@ def idle_timeout(dep: Deployment, idle: float) -> UpstreamTimeout:
 
 async def send(dep: Deployment, request: httpx.Request) -> httpx.Response:
     try:
-        return await dep.transport.handle_async_request(request)
+        resp = await dep.transport.handle_async_request(request)
     except httpx.TransportError as exc:
         raise _transport_error(dep, exc, "before answering") from None
+    record_provider_limits(dep, resp.headers)
+    return resp
+
+
+# What each provider says is left of its own quota: (header, kind).
+_LIMIT_HEADERS: tuple[tuple[str, str], ...] = (
+    ("x-ratelimit-remaining-requests", "requests"),
+    ("x-ratelimit-remaining-tokens", "tokens"),
+    ("anthropic-ratelimit-requests-remaining", "requests"),
+    ("anthropic-ratelimit-tokens-remaining", "tokens"),
+    ("anthropic-ratelimit-input-tokens-remaining", "input_tokens"),
+    ("anthropic-ratelimit-output-tokens-remaining", "output_tokens"),
+)
+
+
+def record_provider_limits(dep: Deployment, headers: httpx.Headers) -> None:
+    """Keep the provider's own rate-limit headers (any status) as gauges, so an
+    operator sees a deployment running out of quota before its 429s start."""
+    if "x-ratelimit-remaining-requests" not in headers and (
+        "anthropic-ratelimit-requests-remaining" not in headers
+    ):
+        return
+    for name, kind in _LIMIT_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            try:
+                remaining = float(value)
+            except ValueError:
+                continue
+            metrics.llm_provider_ratelimit_remaining.labels(dep.provider, dep.label, kind).set(
+                remaining
+            )
 
 
 async def complete(dep: Deployment, request: httpx.Request) -> tuple[httpx.Response, bytes]:

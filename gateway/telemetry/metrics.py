@@ -65,6 +65,14 @@ gateway_speedups_info = Gauge(
 )
 
 
+llm_provider_ratelimit_remaining = Gauge(
+    "llm_provider_ratelimit_remaining",
+    "What a provider's rate-limit headers last said is left (requests or tokens)",
+    ["provider", "model", "kind"],
+    multiprocess_mode="mostrecent",
+)
+
+
 class LabelGuard:
     """Caps how many distinct ad-hoc model labels exist; the rest become ``other``."""
 
