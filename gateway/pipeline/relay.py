@@ -152,7 +152,10 @@ async def complete(dep: Deployment, request: httpx.Request) -> tuple[httpx.Respo
     """Send and read the whole answer; an error status raises the adapter's mapping."""
     resp = await send(dep, request)
     try:
-        content = await resp.aread()
+        # The transport's byte stream directly: Response.aread() adds a decoder and
+        # chunking layer per chunk, and the gateway asks for no content-encoding.
+        chunks = [chunk async for chunk in resp.stream]  # type: ignore[union-attr]
+        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except httpx.TransportError as exc:
         raise _transport_error(dep, exc, "while sending its answer") from None
     finally:

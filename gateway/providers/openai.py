@@ -21,6 +21,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.providers.base import Deployment
+from gateway.providers.transport import post
 from gateway.wire.chat import Usage, UsageView
 from gateway.wire.errors import UpstreamErrorView
 
@@ -145,13 +146,11 @@ class OpenAIAdapter:
 
     def _request(self, dep: Deployment, url_key: str, body: dict[str, Any]) -> httpx.Request:
         c = dep.cache
-        return httpx.Request(
-            "POST",
-            c[url_key],
-            headers=c["headers"],
-            content=_encode(body),
-            extensions=c["extensions"],
-        )
+        url: httpx.URL = c[url_key]
+        headers = c.get("post_headers")
+        if headers is None:  # once per deployment: every URL of it has the same host
+            headers = c["post_headers"] = [(b"host", url.netloc), *c["headers"]]
+        return post(url, headers, _encode(body), c["extensions"])
 
     def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> httpx.Request:
         out = {**body, "model": dep.model}

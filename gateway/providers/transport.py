@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "build_transport"]
+__all__ = ["AiohttpTransport", "build_transport", "post"]
 
 
 class _AiohttpStream(httpx.AsyncByteStream):
@@ -138,6 +138,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None and not self._session.closed:
             await self._session.close()
             await asyncio.sleep(0)
+
+
+def post(
+    url: httpx.URL,
+    headers: list[tuple[bytes, bytes]],
+    content: bytes,
+    extensions: dict[str, Any],
+) -> httpx.Request:
+    """A POST ``httpx.Request`` built the cheap way (about 4 µs instead of 13).
+
+    ``headers`` are precomputed per deployment and must already hold ``host``;
+    passing the body as a ``ByteStream`` skips httpx's body encoding and header
+    merging, and ``read()`` makes ``request.content`` available to transports.
+    """
+    request = httpx.Request(
+        "POST",
+        url,
+        headers=[*headers, (b"content-length", str(len(content)).encode())],
+        stream=httpx.ByteStream(content),
+        extensions=extensions,
+    )
+    request.read()
+    return request
 
 
 def build_transport(

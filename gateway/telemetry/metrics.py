@@ -12,6 +12,7 @@ file and one ``/metrics`` listener on METRICS_PORT aggregates all workers.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -73,6 +74,27 @@ llm_provider_ratelimit_remaining = Gauge(
 )
 
 
+def _memoize_labels(metric: Any) -> None:
+    """Make ``metric.labels(*values)`` a dict lookup after the first call.
+
+    prometheus-client validates and locks on every ``labels()`` call; the hot path
+    calls it about eight times per request with label sets drawn from small
+    closed sets, so the children are kept (bounded by those sets).
+    """
+    resolve = metric.labels
+    children: dict[tuple[str, ...], Any] = {}
+
+    def labels(*values: str, **kw: str) -> Any:
+        if kw:
+            return resolve(*values, **kw)
+        child = children.get(values)
+        if child is None:
+            child = children[values] = resolve(*values)
+        return child
+
+    metric.labels = labels
+
+
 class LabelGuard:
     """Caps how many distinct ad-hoc model labels exist; the rest become ``other``."""
 
@@ -109,6 +131,13 @@ def declare_series(groups: list[tuple[str, str]]) -> None:
         llm_time_to_first_token_seconds.labels(provider, alias)
         llm_upstream_attempts_total.labels(provider, alias)
         llm_breaker_state.labels(provider, alias).set(0)
+
+
+def memoize_all() -> None:
+    """Called once at import: every labelled metric defined above gets cached children."""
+    for value in list(globals().values()):
+        if isinstance(value, Counter | Gauge | Histogram) and value._labelnames:
+            _memoize_labels(value)
 
 
 def record_speedups(impls: dict[str, str]) -> None:
@@ -184,3 +213,6 @@ llm_breaker_state = Gauge(
 llm_breaker_ejections_total = Counter(
     "llm_breaker_ejections_total", "Times a breaker opened", ["provider", "model"]
 )
+
+
+memoize_all()
