@@ -1,15 +1,17 @@
 """POST /v1/chat/completions: reads top to bottom as the pipeline.
 
-1 parse and validate   body -> dict (forwarded) + ChatRequest (checked)
+In the order the code runs (numbers are ARCHITECTURE.md's stage numbers):
+  parse and validate   body -> dict (forwarded) + ChatRequest (checked)
 1 auth                 caller key -> Principal (tenant, limits, allowed models): 401/403
 3 cache                exact match per tenant: a HIT returns here; a MISS is stored at 7
-4 route                model -> group -> deployments in order
-5 adapt                OpenAI request -> the provider's httpx.Request
+4 route                model -> group -> the first deployment to try
 2 rate limit           reserve RPM+TPM on every scope in one atomic call, else 429; after
-                       3-5 so a cache hit costs no quota and the routed deployment is known
-6 relay                send; whole body, or a stream committed at its first event
-7 settle               usage, latency and outcome -> metrics; headers for the client;
-                       the reservation settled to the real usage
+                       3-4 so a cache hit costs no quota and the routed deployment is known
+5+6 adapt and relay    the attempt loop: the adapter builds each upstream request, the relay
+                       sends it; retries, fallbacks, breakers; a stream is committed at its
+                       first content event
+7 settle               usage, latency and outcome -> metrics; headers for the client; the
+                       reservation settled to the real usage (streams: when they close)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from litestar.response import Stream
 
 from gateway.api.body import decode_object, read_body, validate
 from gateway.errors import GatewayError
-from gateway.pipeline import attempts, relay, settle
+from gateway.pipeline import attempts, settle
 from gateway.state import Gateway
 from gateway.wire.chat import ChatRequest
 
@@ -87,19 +89,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     t_sent = time.perf_counter()
 
-    def on_close(r: relay.StreamRelay) -> None:
-        lease.settle_stream(r)  # usage, or what was relayed before an early end
-        total = time.perf_counter() - t_sent
-        info.upstream_s = total
-        if r.error is not None:
-            settle.record_failure(r.dep, r.error, mid_stream=True)
-            if r.usage is not None:
-                settle.record_usage(r.dep, r.usage)
-        elif r.completed:
-            settle.record_success(r.dep, total, r.usage)
-        else:
-            info.error = "client_disconnected"
-            settle.record_cancelled(r.dep, r.usage)
+    on_close = settle.stream_closer(info, lease, t_sent)
 
     try:
         streamed = await attempts.stream(

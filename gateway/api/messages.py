@@ -180,19 +180,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
 
     t_sent = time.perf_counter()
 
-    def on_close(r: relay.StreamRelay) -> None:
-        lease.settle_stream(r)
-        total = time.perf_counter() - t_sent
-        info.upstream_s = total
-        if r.error is not None:
-            settle.record_failure(r.dep, r.error, mid_stream=True)
-            if r.usage is not None:
-                settle.record_usage(r.dep, r.usage)
-        elif r.completed:
-            settle.record_success(r.dep, total, r.usage)
-        else:
-            info.error = "client_disconnected"
-            settle.record_cancelled(r.dep, r.usage)
+    on_close = settle.stream_closer(info, lease, t_sent)
 
     try:
         streamed = await attempts.stream(

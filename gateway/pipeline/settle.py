@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from gateway.errors import GatewayError, UpstreamStatus, UpstreamTimeout
 from gateway.providers.base import Deployment
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
+
+if TYPE_CHECKING:
+    from gateway.pipeline.relay import StreamRelay
 
 
 def record_success(dep: Deployment, latency_s: float, usage: Usage | None) -> None:
@@ -53,3 +60,24 @@ def record_cancelled(dep: Deployment, usage: Usage | None) -> None:
     metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "cancelled").inc()
     if usage is not None:
         record_usage(dep, usage)
+
+
+def stream_closer(info: Any, lease: Any, t_sent: float) -> Callable[[StreamRelay], None]:
+    """What runs once when a relayed stream ends, however it ends: settle the rate-limit
+    reservation (``lease``) and record the outcome on the deployment that served."""
+
+    def on_close(r: StreamRelay) -> None:
+        lease.settle_stream(r)  # usage, or what was relayed before an early end
+        total = time.perf_counter() - t_sent
+        info.upstream_s = total
+        if r.error is not None:
+            record_failure(r.dep, r.error, mid_stream=True)
+            if r.usage is not None:
+                record_usage(r.dep, r.usage)
+        elif r.completed:
+            record_success(r.dep, total, r.usage)
+        else:
+            info.error = "client_disconnected"
+            record_cancelled(r.dep, r.usage)
+
+    return on_close
