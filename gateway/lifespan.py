@@ -13,12 +13,21 @@ from gateway.state import Gateway
 log = logging.getLogger("gateway")
 
 
+def _warm_tokenizers() -> None:
+    """Load both BPE rank tables now (tens of ms) so no request pays for it."""
+    from _speedups.tokens import ENCODINGS, count_tokens
+
+    for encoding in ENCODINGS:
+        count_tokens("warm up", encoding)
+
+
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     gw: Gateway = app.state.gw
     await gw.store.start()
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
+    _warm_tokenizers()
     log.info(
         "gateway started",
         extra={
