@@ -1,6 +1,10 @@
 """The Lua scripts of the state backend: one per ``*.lua`` file beside this module.
 
-Each file opens with a comment naming its KEYS, ARGV and reply. They are read
+Each file opens with a comment naming its KEYS, ARGV and reply. A line
+``-- #include <file>.lua`` is replaced by that file's text when the script is
+read: ``ratelimit_reserve.lua`` and ``ratelimit_settle.lua`` both include
+``ratelimit_gcra.lua``, a prelude (not a script of its own) holding their shared
+GCRA math, so Redis still receives one self-contained script per call. They are read
 with ``importlib.resources`` (package data, so they ship in the wheel) and
 registered once per client at start-up as redis-py ``AsyncScript`` handles
 (the SHA computed once). A call is ``EVALSHA``; on ``NOSCRIPT`` (after
@@ -14,6 +18,7 @@ so the first request does not pay for it.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -27,10 +32,18 @@ __all__ = ["RATELIMIT_SCRIPTS", "preload", "register", "source"]
 RATELIMIT_SCRIPTS = ("ratelimit_reserve", "ratelimit_settle")
 
 
+_INCLUDE = re.compile(r"^-- #include (\w+\.lua)\n", re.MULTILINE)
+
+
+def _read(filename: str) -> str:
+    return resources.files("gateway.store").joinpath(filename).read_text(encoding="utf-8")
+
+
 @cache
 def source(name: str) -> str:
-    """The text of ``<name>.lua``."""
-    return resources.files("gateway.store").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``<name>.lua``, each ``-- #include <file>.lua`` line replaced by
+    that file's text (one level: an included prelude includes nothing)."""
+    return _INCLUDE.sub(lambda m: _read(m.group(1)), _read(f"{name}.lua"))
 
 
 def register(client: Redis | RedisCluster, names: tuple[str, ...]) -> dict[str, AsyncScript]:
