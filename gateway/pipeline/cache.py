@@ -17,14 +17,13 @@ plain request share an entry. Redis keys are ``gw:{tenant}:cache:<digest>``
 
 **What is stored.** The answer as one non-streamed JSON body (for chat, a
 ``chat.completion``), behind a one-line header with the provider that produced
-it and its token usage. A streamed answer is assembled into that JSON (content,
-refusal, tool calls with their whole arguments, logprobs, finish reasons,
-usage) and stored only if the relay completed with no error and every choice
-has a finish reason. A client that streams gets the stored JSON replayed as a
-valid OpenAI SSE stream: a role chunk, a content chunk, one chunk per tool
-call, a finish chunk per choice, the usage chunk only if it asked for
-``stream_options.include_usage``, then ``data: [DONE]``. One format serves both
-kinds of client and is what the non-streamed answer already is.
+it and its token usage. A streamed answer is assembled into that JSON and stored
+only if the relay completed with no error and every choice has a finish reason;
+a client that streams gets the stored JSON replayed as a valid OpenAI SSE
+stream. One format serves both kinds of client and is what the non-streamed
+answer already is. The assembly (``StreamAssembler``) and the replay
+(``completion_frames``) live in ``cache_replay.py``; this module keys, stores,
+coalesces and serves.
 
 **When.** Only aliases with ``models[].cache.ttl`` cache; ``x-gateway-cache-ttl:
 <1..86400>`` overrides the TTL per request (anything else is a 400 naming the
@@ -69,14 +68,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, cast
 
-import msgspec
 from litestar import Response
 from litestar.response import Stream
 
 from _speedups.cachekey import cache_key
-from _speedups.sse import SSEDecoder
 from gateway.config import ConfigError
 from gateway.errors import InvalidRequest
+from gateway.pipeline.cache_replay import StreamAssembler, completion_frames
 from gateway.store.cache import CacheStore, CacheUnavailable, MemoryCacheStore, RedisCacheStore
 from gateway.telemetry import metrics
 
@@ -95,8 +93,6 @@ __all__ = [
     "Entry",
     "Lookup",
     "ResponseCache",
-    "StreamAssembler",
-    "completion_frames",
     "release_on_error",
     "tenant_of",
 ]
@@ -108,10 +104,7 @@ _TTL_HEADER_B = TTL_HEADER.encode()
 _SCOPE_KEY = "gw_cache"  # the leader's Lookup, for release_on_error
 _WATCH_S = 0.25  # how often a follower checks that its leader is still there
 _MAGIC = b"gwc1 "
-_DONE = b"data: [DONE]\n\n"
 _TAG_SAFE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.decode
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 
@@ -207,210 +200,6 @@ def _usage_ints(usage: Usage | None) -> tuple[int, int]:
     if usage is None:
         return 0, 0
     return usage.prompt_tokens or 0, usage.completion_tokens or 0
-
-
-# -- stream assembly and replay ---------------------------------------------------------
-
-
-class _Choice:
-    __slots__ = (
-        "content",
-        "finish",
-        "function_call",
-        "lp_content",
-        "lp_refusal",
-        "refusal",
-        "tools",
-    )
-
-    def __init__(self) -> None:
-        self.content: str | None = None
-        self.refusal: str | None = None
-        self.tools: dict[int, dict[str, Any]] = {}
-        self.function_call: dict[str, str] | None = None
-        self.lp_content: list[Any] | None = None
-        self.lp_refusal: list[Any] | None = None
-        self.finish: str | None = None
-
-
-def _concat(acc: str | None, piece: Any) -> str | None:
-    """Strings accumulate as the openai SDK does: concatenated."""
-    if isinstance(piece, str):
-        return piece if acc is None else acc + piece
-    return acc
-
-
-class StreamAssembler:
-    """OpenAI chat chunks (the relay's frames) in, the equivalent ``chat.completion`` out."""
-
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
-        self._base: dict[str, Any] | None = None
-        self._choices: dict[int, _Choice] = {}
-        self.usage: dict[str, Any] | None = None
-        self.ok = True
-
-    def feed(self, frame: bytes) -> None:
-        if not self.ok:
-            return
-        for _etype, data, _id in self._sse.feed(frame):
-            if data == "[DONE]":
-                continue
-            try:
-                obj = _decode(data)
-                self._chunk(obj)
-            except (msgspec.DecodeError, TypeError, AttributeError, ValueError):
-                self.ok = False  # not a stream this code understands: do not store it
-                return
-
-    def _chunk(self, obj: Any) -> None:
-        if not isinstance(obj, dict) or "error" in obj:
-            raise ValueError("not a chat chunk")
-        if self._base is None:
-            self._base = {
-                k: obj[k]
-                for k in ("id", "created", "model", "service_tier", "system_fingerprint")
-                if k in obj
-            }
-        elif obj.get("system_fingerprint") is not None:
-            self._base["system_fingerprint"] = obj["system_fingerprint"]
-        if obj.get("usage"):
-            self.usage = obj["usage"]
-        for c in obj.get("choices") or ():
-            index = c.get("index", 0)
-            ch = self._choices.get(index)
-            if ch is None:
-                ch = self._choices[index] = _Choice()
-            delta = c.get("delta") or {}
-            ch.content = _concat(ch.content, delta.get("content"))
-            ch.refusal = _concat(ch.refusal, delta.get("refusal"))
-            for tc in delta.get("tool_calls") or ():
-                t = ch.tools.get(tc.get("index", 0))
-                if t is None:
-                    t = ch.tools[tc.get("index", 0)] = {"id": None, "type": "function"}
-                    t["function"] = {"name": None, "arguments": None}
-                t["id"] = _concat(t["id"], tc.get("id"))
-                if isinstance(tc.get("type"), str):
-                    t["type"] = tc["type"]
-                fn = tc.get("function") or {}
-                t["function"]["name"] = _concat(t["function"]["name"], fn.get("name"))
-                t["function"]["arguments"] = _concat(
-                    t["function"]["arguments"], fn.get("arguments")
-                )
-            fc = delta.get("function_call")
-            if fc:
-                acc = ch.function_call or {}
-                for k in ("name", "arguments"):
-                    acc[k] = _concat(acc.get(k), fc.get(k)) or ""
-                ch.function_call = acc
-            lp = c.get("logprobs")
-            if isinstance(lp, dict):
-                if isinstance(lp.get("content"), list):
-                    ch.lp_content = (ch.lp_content or []) + lp["content"]
-                if isinstance(lp.get("refusal"), list):
-                    ch.lp_refusal = (ch.lp_refusal or []) + lp["refusal"]
-            if c.get("finish_reason") is not None:
-                ch.finish = c["finish_reason"]
-
-    def result(self, usage: Usage | None = None) -> bytes | None:
-        """The completion JSON, or None if the stream was not a whole, clean answer."""
-        if not self.ok or self._base is None or not self._choices:
-            return None
-        choices = []
-        for index in sorted(self._choices):
-            ch = self._choices[index]
-            if ch.finish is None:
-                return None
-            tools = [ch.tools[k] for k in sorted(ch.tools)]
-            for t in tools:
-                t["function"]["name"] = t["function"]["name"] or ""
-                t["function"]["arguments"] = t["function"]["arguments"] or ""
-            content = ch.content
-            if content == "" and (tools or ch.function_call or ch.refusal):
-                content = None
-            message: dict[str, Any] = {"role": "assistant", "content": content}
-            message["refusal"] = ch.refusal or None
-            if tools:
-                message["tool_calls"] = tools
-            if ch.function_call:
-                message["function_call"] = ch.function_call
-            logprobs = None
-            if ch.lp_content is not None or ch.lp_refusal is not None:
-                logprobs = {"content": ch.lp_content, "refusal": ch.lp_refusal}
-            choice = {"index": index, "message": message, "logprobs": logprobs}
-            choice["finish_reason"] = ch.finish
-            choices.append(choice)
-        base = self._base
-        out: dict[str, Any] = {
-            "id": base.get("id"),
-            "object": "chat.completion",
-            "created": base.get("created"),
-            "model": base.get("model"),
-            "choices": choices,
-        }
-        used = self.usage
-        if used is None and usage is not None:
-            used = {k: v for k, v in msgspec.to_builtins(usage).items() if v is not None}
-        if used is not None:
-            out["usage"] = used
-        for k in ("service_tier", "system_fingerprint"):
-            if base.get(k) is not None:
-                out[k] = base[k]
-        return _encode(out)
-
-
-def _frame(obj: Any) -> bytes:
-    return b"data: " + _encode(obj) + b"\n\n"
-
-
-def completion_frames(body: bytes, include_usage: bool) -> bytes:
-    """A stored ``chat.completion`` as the SSE stream OpenAI would have sent for it."""
-    obj = _decode(body)
-    base: dict[str, Any] = {
-        "id": obj.get("id"),
-        "object": "chat.completion.chunk",
-        "created": obj.get("created"),
-        "model": obj.get("model"),
-    }
-    for k in ("service_tier", "system_fingerprint"):
-        if obj.get(k) is not None:
-            base[k] = obj[k]
-    out: list[bytes] = []
-
-    def chunk(index: int, delta: dict[str, Any], **extra: Any) -> None:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
-        choice.update(extra)
-        out.append(_frame({**base, "choices": [choice]}))
-
-    for choice in obj.get("choices") or ():
-        index = choice.get("index", 0)
-        msg = choice.get("message") or {}
-        content = msg.get("content")
-        tools = msg.get("tool_calls") or []
-        logprobs = choice.get("logprobs")
-        first = "" if tools or isinstance(content, str) else None
-        chunk(index, {"role": msg.get("role") or "assistant", "content": first})
-        if isinstance(content, str) and content:
-            chunk(index, {"content": content}, logprobs=logprobs)
-            logprobs = None
-        if isinstance(msg.get("refusal"), str) and msg["refusal"]:
-            chunk(index, {"refusal": msg["refusal"]}, logprobs=logprobs)
-            logprobs = None
-        for n, tc in enumerate(tools):
-            call = {
-                "index": n,
-                "id": tc.get("id"),
-                "type": tc.get("type") or "function",
-                "function": tc.get("function") or {"name": "", "arguments": ""},
-            }
-            chunk(index, {"tool_calls": [call]})
-        if msg.get("function_call"):
-            chunk(index, {"function_call": msg["function_call"]})
-        chunk(index, {}, logprobs=logprobs, finish_reason=choice.get("finish_reason") or "stop")
-    if include_usage and obj.get("usage") is not None:
-        out.append(_frame({**base, "choices": [], "usage": obj["usage"]}))
-    out.append(_DONE)
-    return b"".join(out)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

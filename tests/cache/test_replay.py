@@ -19,12 +19,11 @@ from gateway.pipeline.cache import (
     ANONYMOUS,
     Entry,
     ResponseCache,
-    StreamAssembler,
     _tag,
-    completion_frames,
     directives,
     tenant_of,
 )
+from gateway.pipeline.cache_replay import StreamAssembler, completion_frames
 from gateway.settings import Settings
 from gateway.wire.chat import Usage
 from tests.cache.helpers import sse_chunks
