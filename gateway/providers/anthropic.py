@@ -21,11 +21,21 @@ import httpx
 import msgspec
 
 from _speedups.sse import SSEDecoder
-from gateway.errors import GatewayError, UpstreamStatus, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamStatus
 from gateway.providers.base import Deployment
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.translate import anthropic as tr
-from gateway.translate.common import MAX_EVENT_BYTES, encode, scrub, unsupported
+from gateway.translate.common import encode, scrub, unsupported
+from gateway.translate.upstream import (
+    auth_failed,
+    decode_body,
+    decode_event,
+    ended_early,
+    feed_sse,
+    rate_limited,
+    request_rejected,
+    upstream_failed,
+)
 from gateway.wire.anthropic import ErrorView, EventView, ModelListView, UsageView
 from gateway.wire.chat import Usage
 
@@ -71,28 +81,12 @@ class PassthroughStream:
     def feed(self, chunk: bytes) -> list[bytes]:
         if self._error is not None:
             raise self._error
-        frames: list[bytes] = []
-        try:
-            for etype, data, _id in self._sse.feed(chunk):
-                frames.append(self._event(etype, data))
-            if self._sse.buffered > MAX_EVENT_BYTES:
-                raise UpstreamUnavailable(
-                    f"provider {PROVIDER} sent an oversized stream event", provider=PROVIDER
-                )
-        except GatewayError as err:
-            if not frames:
-                raise
-            self._error = err  # deliver the events before it; the next call raises
+        # The events before an error go out first; the next call raises it.
+        frames, self._error = feed_sse(self._sse, chunk, PROVIDER, self._event)
         return frames
 
-    def _event(self, etype: str, data: str) -> bytes:
-        try:
-            ev = _event_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise UpstreamUnavailable(
-                f"provider {PROVIDER} sent a stream event that is not valid JSON",
-                provider=PROVIDER,
-            ) from None
+    def _event(self, etype: str, data: str, frames: list[bytes]) -> None:
+        ev = decode_event(_event_decoder, data, PROVIDER)
         if ev.type == "error":
             raise tr.stream_error(ev.error)
         if ev.type == "message_start" and ev.message is not None:
@@ -102,25 +96,18 @@ class PassthroughStream:
         elif ev.type == "message_stop":
             self.done = True
         name = ev.type if etype == "message" else etype
-        return b"event: " + name.encode() + b"\ndata: " + data.encode() + b"\n\n"
+        frames.append(b"event: " + name.encode() + b"\ndata: " + data.encode() + b"\n\n")
 
     def _merge(self, u: UsageView | None) -> None:
-        if u is None:
-            return
-        for name in UsageView.__struct_fields__:
-            value = getattr(u, name)
-            if value is not None:
-                setattr(self._u, name, value)
-        self.usage = tr.usage_from(self._u)
+        if tr.merge_usage(self._u, u):
+            self.usage = tr.usage_from(self._u)
 
     def finish(self) -> list[bytes]:
         if self._error is not None:
             raise self._error
         if self.done:
             return []
-        raise UpstreamUnavailable(
-            f"provider {PROVIDER} ended the stream before message_stop", provider=PROVIDER
-        )
+        raise ended_early(PROVIDER, "message_stop")
 
 
 class AnthropicAdapter:
@@ -225,13 +212,9 @@ class AnthropicAdapter:
         """Anthropic's model list in OpenAI's shape (``created`` from ``created_at``)."""
         from datetime import datetime
 
-        try:
-            listed = _models_decoder.decode(content).data
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise UpstreamUnavailable(
-                f"provider {PROVIDER} returned a model list that is not valid JSON",
-                provider=PROVIDER,
-            ) from None
+        listed = decode_body(
+            _models_decoder, content, PROVIDER, "returned a model list that is not valid JSON"
+        ).data
         data = []
         for m in listed:
             created = 0
@@ -266,22 +249,9 @@ def map_anthropic_error(
     message = scrub(message[:1000], key) if message else f"status {status}"
     keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
     if status in (401, 403):
-        return UpstreamStatus(
-            f"provider {PROVIDER} rejected the gateway's credentials (status {status})",
-            provider=PROVIDER,
-            upstream_status=status,
-            code="upstream_auth_failed",
-        )
+        return auth_failed(PROVIDER, status)
     if status == 429:
-        return UpstreamStatus(
-            f"provider {PROVIDER} is rate limiting: {message}",
-            provider=PROVIDER,
-            upstream_status=429,
-            status=429,
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            headers=keep,
-        )
+        return rate_limited(PROVIDER, message, keep)
     if status == 529 or etype == "overloaded_error":
         return UpstreamStatus(
             f"provider {PROVIDER} is overloaded: {message}",
@@ -293,22 +263,8 @@ def map_anthropic_error(
             headers=keep,
         )
     if 400 <= status < 500:
-        return UpstreamStatus(
-            message,
-            provider=PROVIDER,
-            upstream_status=status,
-            status=status,
-            type=etype or "invalid_request_error",
-            code=etype,
-        )
-    return UpstreamStatus(
-        f"provider {PROVIDER} failed with status {status}: {message}",
-        provider=PROVIDER,
-        upstream_status=status,
-        status=504 if status == 504 else 502,
-        type=etype or "upstream_error",
-        headers=keep,
-    )
+        return request_rejected(PROVIDER, status, message, etype or "invalid_request_error", etype)
+    return upstream_failed(PROVIDER, status, message, keep, type=etype or "upstream_error")
 
 
 __all__ = ["AnthropicAdapter", "PassthroughStream", "map_anthropic_error"]

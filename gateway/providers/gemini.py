@@ -6,7 +6,9 @@ URLs are ``{base}/models/{model}:generateContent``,
 be one safe segment (``translate.common.path_segment``): a client-chosen
 ``gemini/../x`` or ``gemini/x?y`` is a 400 before anything is sent. The key goes
 only in ``x-goog-api-key``, never in the URL. Translation lives in
-``gateway/translate/gemini.py``.
+``gateway/translate/``: ``gemini_request.py`` (chat requests),
+``gemini_response.py`` (answers, streams, errors) and ``gemini_embeddings.py``
+(embeddings and the model list).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import httpx
 from gateway.errors import GatewayError
 from gateway.providers.base import Deployment
 from gateway.providers.openai import RETRY_HEADERS
-from gateway.translate import gemini as tr
+from gateway.translate import gemini_embeddings, gemini_request, gemini_response
 from gateway.translate.common import encode, path_segment
 from gateway.wire.chat import Usage
 
@@ -59,20 +61,22 @@ class GeminiAdapter:
         )
 
     def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> httpx.Request:
-        return self._post(dep, "stream_url" if stream else "chat_url", tr.chat_to_gemini(body))
+        return self._post(
+            dep, "stream_url" if stream else "chat_url", gemini_request.chat_to_gemini(body)
+        )
 
     def chat_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
-        return tr.gemini_to_chat(content, dep.cache["model"])
+        return gemini_response.gemini_to_chat(content, dep.cache["model"])
 
-    def chat_stream(self, dep: Deployment, include_usage: bool) -> tr.GeminiStream:
-        return tr.GeminiStream(dep.cache["model"], include_usage)
+    def chat_stream(self, dep: Deployment, include_usage: bool) -> gemini_response.GeminiStream:
+        return gemini_response.GeminiStream(dep.cache["model"], include_usage)
 
     def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request:
-        batch, payload = tr.embeddings_to_gemini(body, dep.cache["model"])
+        batch, payload = gemini_embeddings.embeddings_to_gemini(body, dep.cache["model"])
         return self._post(dep, "batch_embed_url" if batch else "embed_url", payload)
 
     def embeddings_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
-        return tr.gemini_embeddings_to_openai(content, dep.cache["model"])
+        return gemini_embeddings.gemini_embeddings_to_openai(content, dep.cache["model"])
 
     def models_request(self, dep: Deployment) -> httpx.Request:
         c = dep.cache
@@ -81,14 +85,15 @@ class GeminiAdapter:
         )
 
     def models_response(self, dep: Deployment, content: bytes) -> bytes:
-        return tr.models_to_openai(content)
+        return gemini_embeddings.models_to_openai(content)
 
     def map_error(
         self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
     ) -> GatewayError:
         keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
         key = dep.api_key.reveal() if dep.api_key is not None else None
-        return tr.map_status(status, tr.decode_error(content), keep, key)
+        err = gemini_response.decode_error(content)
+        return gemini_response.map_status(status, err, keep, key)
 
 
 __all__ = ["GeminiAdapter"]

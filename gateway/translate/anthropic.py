@@ -19,7 +19,6 @@ the prompt tokens.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -27,17 +26,23 @@ import msgspec
 from gateway.errors import GatewayError, InvalidRequest, UpstreamStatus, UpstreamUnavailable
 from gateway.translate.common import (
     DONE_FRAME,
-    MAX_EVENT_BYTES,
     ChunkWriter,
+    assistant_message,
+    assistant_text,
+    chat_completion,
+    choice,
     encode,
     file_data_of,
-    image_url_of,
+    function_of,
+    image_source,
+    json_schema_of,
     parse_arguments,
-    parse_data_url,
+    split_turns,
     text_of,
+    tool_call,
     unsupported,
-    usage_dict,
 )
+from gateway.translate.upstream import decode_body, decode_event, ended_early, feed_sse
 from gateway.wire.anthropic import EventView, MessageView, UsageView
 from gateway.wire.chat import Usage
 
@@ -98,20 +103,14 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
                 continue  # Anthropic rejects empty text blocks
             block: dict[str, Any] = {"type": "text", "text": text}
         elif kind == "image_url":
-            url = image_url_of(part, p)
-            if url.startswith("data:"):
-                mime, data = parse_data_url(url, f"{p}.image_url.url", PROVIDER)
-                if mime not in IMAGE_TYPES:
-                    raise unsupported(
-                        f"{p}.image_url", PROVIDER, f"image type {mime}; use jpeg, png, gif or webp"
-                    )
+            mime, data = image_source(part, p, PROVIDER)
+            if mime is None:
+                source = {"type": "url", "url": data}
+            elif mime in IMAGE_TYPES:
                 source = {"type": "base64", "media_type": mime, "data": data}
-            elif url.startswith("https://") or url.startswith("http://"):
-                source = {"type": "url", "url": url}
             else:
-                raise InvalidRequest(
-                    f"{p}.image_url.url: expected an https URL or a data URL",
-                    param=f"{p}.image_url.url",
+                raise unsupported(
+                    f"{p}.image_url", PROVIDER, f"image type {mime}; use jpeg, png, gif or webp"
                 )
             block = {"type": "image", "source": source}
         elif kind == "file":
@@ -134,15 +133,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
 
 def _assistant_blocks(m: dict[str, Any], param: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    content = m.get("content")
-    if isinstance(content, list):
-        text = "".join(
-            str(p.get("text") or "")
-            for p in content
-            if isinstance(p, dict) and p.get("type") in ("text", "output_text")
-        )
-    else:
-        text = content or ""
+    text = assistant_text(m.get("content"))
     if text:
         blocks.append({"type": "text", "text": text})
     for k, call in enumerate(m.get("tool_calls") or ()):
@@ -177,42 +168,20 @@ def _tool_result(m: dict[str, Any], param: str) -> dict[str, Any]:
     return block
 
 
-def _convert_messages(
-    messages: list[dict[str, Any]],
-) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for i, m in enumerate(messages):
-        param = f"messages[{i}]"
-        role = m.get("role")
-        if role in ("system", "developer"):
-            text = text_of(m.get("content"), f"{param}.content")
-            if text:
-                system.append(text)
-            continue
-        if role == "user":
-            turn_role, blocks = "user", _user_blocks(m.get("content"), f"{param}.content")
-        elif role == "assistant":
-            turn_role, blocks = "assistant", _assistant_blocks(m, param)
-        elif role == "tool":
-            turn_role, blocks = "user", [_tool_result(m, param)]
-        else:
-            raise unsupported(f"{param}.role", PROVIDER, f"role {role!r}")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == turn_role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": turn_role, "content": blocks})
-    return system, turns
+def _turn(role: Any, m: dict[str, Any], param: str) -> tuple[str, list[dict[str, Any]]]:
+    if role == "user":
+        return "user", _user_blocks(m.get("content"), f"{param}.content")
+    if role == "assistant":
+        return "assistant", _assistant_blocks(m, param)
+    if role == "tool":
+        return "user", [_tool_result(m, param)]
+    raise unsupported(f"{param}.role", PROVIDER, f"role {role!r}")
 
 
 def _tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for k, t in enumerate(tools):
-        if t.get("type", "function") != "function" or not isinstance(t.get("function"), dict):
-            raise unsupported(f"tools[{k}].type", PROVIDER, "only function tools")
-        fn = t["function"]
+        fn = function_of(t, k, PROVIDER)
         tool: dict[str, Any] = {
             "name": fn.get("name"),
             "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
@@ -247,7 +216,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 def chat_to_anthropic(body: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
     """An OpenAI chat request as an Anthropic Messages request."""
     _check_unsupported(body)
-    system, turns = _convert_messages(body.get("messages") or [])
+    system, turns = split_turns(body.get("messages") or [], "content", _turn)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
     out: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": turns}
     fmt = body.get("response_format")
@@ -255,12 +224,7 @@ def chat_to_anthropic(body: dict[str, Any], model: str, stream: bool) -> dict[st
         if fmt.get("type") == "json_object":
             system.append(JSON_OBJECT_INSTRUCTION)
         elif fmt.get("type") == "json_schema":
-            schema = (fmt.get("json_schema") or {}).get("schema")
-            if not isinstance(schema, dict):
-                raise InvalidRequest(
-                    "response_format.json_schema.schema: required",
-                    param="response_format.json_schema.schema",
-                )
+            schema = json_schema_of(fmt)
             out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if system:
         out["system"] = "\n\n".join(system)
@@ -311,14 +275,25 @@ def usage_from(u: UsageView | None) -> Usage:
     return out
 
 
+def merge_usage(into: UsageView, u: UsageView | None) -> bool:
+    """Overwrite ``into``'s counts with those ``u`` carries; False when there is no ``u``.
+
+    ``message_delta`` counts are cumulative: what an event carries replaces what
+    came before, and what it leaves out is kept.
+    """
+    if u is None:
+        return False
+    for name in UsageView.__struct_fields__:
+        value = getattr(u, name)
+        if value is not None:
+            setattr(into, name, value)
+    return True
+
+
 def decode_message(content: bytes) -> MessageView:
-    try:
-        return _message_decoder.decode(content)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        raise UpstreamUnavailable(
-            f"provider {PROVIDER} returned a body that is not a valid Messages response",
-            provider=PROVIDER,
-        ) from None
+    return decode_body(
+        _message_decoder, content, PROVIDER, "returned a body that is not a valid Messages response"
+    )
 
 
 def anthropic_to_chat(content: bytes, created: int | None = None) -> tuple[bytes, Usage]:
@@ -331,37 +306,11 @@ def anthropic_to_chat(content: bytes, created: int | None = None) -> tuple[bytes
             texts.append(block.text)
         elif block.type == "tool_use":
             args = encode(block.input if block.input is not None else {}).decode()
-            calls.append(
-                {
-                    "id": block.id,
-                    "type": "function",
-                    "function": {"name": block.name, "arguments": args},
-                }
-            )
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
+            calls.append(tool_call(block.id, block.name, args))
+    reason = FINISH_REASONS.get(msg.stop_reason or "", "stop")
     usage = usage_from(msg.usage)
-    out = {
-        "id": msg.id,
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": msg.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(msg.stop_reason or "", "stop"),
-            }
-        ],
-        "usage": usage_dict(usage),
-    }
-    return encode(out), usage
+    choices = [choice(0, assistant_message(texts, calls), reason)]
+    return chat_completion(msg.id, msg.model, choices, usage, created), usage
 
 
 # -- streams ----------------------------------------------------------------------------
@@ -427,27 +376,12 @@ class AnthropicStream:
     def feed(self, chunk: bytes) -> list[bytes]:
         if self._error is not None:
             raise self._error
-        frames: list[bytes] = []
-        try:
-            for _etype, data, _id in self._sse.feed(chunk):
-                try:
-                    ev = _event_decoder.decode(data)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    raise UpstreamUnavailable(
-                        f"provider {PROVIDER} sent a stream event that is not valid JSON",
-                        provider=PROVIDER,
-                    ) from None
-                self._event(ev, frames)
-            if self._sse.buffered > MAX_EVENT_BYTES:
-                raise UpstreamUnavailable(
-                    f"provider {PROVIDER} sent an oversized stream event", provider=PROVIDER
-                )
-        except GatewayError as err:
-            if not frames:
-                raise
-            # Deliver what came before the error first; the next call raises it.
-            self._error = err
+        # What came before an error goes out first; the next call raises it.
+        frames, self._error = feed_sse(self._sse, chunk, PROVIDER, self._on_event)
         return frames
+
+    def _on_event(self, _etype: str, data: str, frames: list[bytes]) -> None:
+        self._event(decode_event(_event_decoder, data, PROVIDER), frames)
 
     def _event(self, ev: EventView, frames: list[bytes]) -> None:
         kind = ev.type
@@ -510,24 +444,15 @@ class AnthropicStream:
             self.done = True
 
     def _merge_usage(self, u: UsageView | None) -> None:
-        # message_delta counts are cumulative: overwrite what they carry, keep the rest.
-        if u is None:
-            return
-        mine = self._u
-        for name in UsageView.__struct_fields__:
-            value = getattr(u, name)
-            if value is not None:
-                setattr(mine, name, value)
-        self.usage = usage_from(mine)
+        if merge_usage(self._u, u):
+            self.usage = usage_from(self._u)
 
     def finish(self) -> list[bytes]:
         if self._error is not None:
             raise self._error
         if self.done:
             return []
-        raise UpstreamUnavailable(
-            f"provider {PROVIDER} ended the stream before message_stop", provider=PROVIDER
-        )
+        raise ended_early(PROVIDER, "message_stop")
 
 
 __all__ = [
@@ -537,6 +462,7 @@ __all__ = [
     "anthropic_to_chat",
     "chat_to_anthropic",
     "decode_message",
+    "merge_usage",
     "stream_error",
     "usage_from",
 ]

@@ -1,4 +1,9 @@
-"""Helpers shared by the translators: OpenAI chunk frames, data URLs, path segments, ids."""
+"""Helpers shared by the translators: request parts, OpenAI answers and chunk frames, ids.
+
+Data URLs and content parts, assistant text, tools and JSON schemas on the way
+in; chat completions, choices, tool calls, usage and chunk frames on the way
+out; safe URL path segments, ids and key scrubbing.
+"""
 
 from __future__ import annotations
 
@@ -144,6 +149,78 @@ def parse_arguments(arguments: Any, param: str) -> dict[str, Any]:
     return value
 
 
+def image_source(part: dict[str, Any], param: str, provider: str) -> tuple[str | None, str]:
+    """An ``image_url`` part as (mime, base64) for a data URL, or (None, url) for http(s)."""
+    url = image_url_of(part, param)
+    if url.startswith("data:"):
+        return parse_data_url(url, f"{param}.image_url.url", provider)
+    if url.startswith("https://") or url.startswith("http://"):
+        return None, url
+    raise InvalidRequest(
+        f"{param}.image_url.url: expected an https URL or a data URL",
+        param=f"{param}.image_url.url",
+    )
+
+
+def assistant_text(content: Any) -> str:
+    """An assistant message's text: a string, or its text/output_text parts joined."""
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text") or "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("text", "output_text")
+        )
+    return content or ""
+
+
+def function_of(tool: dict[str, Any], k: int, provider: str) -> dict[str, Any]:
+    """``tools[k]``'s ``function`` object; any other kind of tool is a 400."""
+    if tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
+        raise unsupported(f"tools[{k}].type", provider, "only function tools")
+    return tool["function"]
+
+
+def json_schema_of(fmt: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a ``response_format`` of type ``json_schema`` (required)."""
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidRequest(
+            "response_format.json_schema.schema: required",
+            param="response_format.json_schema.schema",
+        )
+    return schema
+
+
+# (role, message, "messages[i]") -> (the provider's turn role, its blocks or parts)
+TurnMaker = Callable[[Any, dict[str, Any], str], tuple[str, list[dict[str, Any]]]]
+
+
+def split_turns(
+    messages: list[dict[str, Any]], key: str, make_turn: TurnMaker
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(system texts, turns): system and developer texts in order; each other message
+    through ``make_turn``, an empty one dropped, consecutive ones with the same role
+    merged into one ``{"role", key}`` turn."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        param = f"messages[{i}]"
+        role = m.get("role")
+        if role in ("system", "developer"):
+            text = text_of(m.get("content"), f"{param}.content")
+            if text:
+                system.append(text)
+            continue
+        turn_role, items = make_turn(role, m, param)
+        if not items:
+            continue
+        if turns and turns[-1]["role"] == turn_role:
+            turns[-1][key].extend(items)
+        else:
+            turns.append({"role": turn_role, key: items})
+    return system, turns
+
+
 def unsupported(param: str, provider: str, detail: str = "") -> UnsupportedParameter:
     extra = f" ({detail})" if detail else ""
     return UnsupportedParameter(
@@ -165,6 +242,45 @@ def usage_dict(u: Usage) -> dict[str, Any]:
     if u.completion_tokens_details is not None:
         out["completion_tokens_details"] = u.completion_tokens_details
     return out
+
+
+# -- OpenAI answers -------------------------------------------------------------------
+
+
+def tool_call(id: Any, name: Any, arguments: str) -> dict[str, Any]:
+    """One entry of an OpenAI message's ``tool_calls``."""
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def assistant_message(texts: list[str], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """An OpenAI assistant message; ``content`` is null only when there are just tool calls."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def choice(index: int, message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+
+
+def chat_completion(
+    id: Any, model: Any, choices: list[dict[str, Any]], usage: Usage, created: int | None
+) -> bytes:
+    """An OpenAI ``chat.completion`` body (JSON bytes)."""
+    out = {
+        "id": id,
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": choices,
+        "usage": usage_dict(usage),
+    }
+    return _encode(out)
 
 
 # -- OpenAI chunks --------------------------------------------------------------------
@@ -242,17 +358,26 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "ChunkWriter",
     "IdFactory",
+    "assistant_message",
+    "assistant_text",
+    "chat_completion",
+    "choice",
     "counter_ids",
     "encode",
     "file_data_of",
+    "function_of",
+    "image_source",
     "image_url_of",
+    "json_schema_of",
     "new_id",
     "parse_arguments",
     "parse_data_url",
     "path_segment",
     "scrub",
     "seconds_header",
+    "split_turns",
     "text_of",
+    "tool_call",
     "unsupported",
     "usage_dict",
 ]

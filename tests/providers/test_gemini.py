@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.translate import gemini as tr
+from gateway.translate import gemini_response as tr
 from gateway.translate.common import counter_ids
 from tests.providers import golden as g
 

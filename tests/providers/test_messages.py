@@ -16,7 +16,7 @@ from gateway.providers.openai import OpenAIStream
 from gateway.translate import messages as m
 from gateway.translate.anthropic import AnthropicStream
 from gateway.translate.common import counter_ids
-from gateway.translate.gemini import GeminiStream
+from gateway.translate.gemini_response import GeminiStream
 from tests.providers import golden as g
 
 D = g.DATA / "messages"
