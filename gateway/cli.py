@@ -70,7 +70,7 @@ def _start_metrics_server(host: str, port: int) -> None:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     start_http_server(port, addr=host, registry=registry)
 
 

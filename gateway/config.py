@@ -33,7 +33,7 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     pass
 
 
-class Timeouts(_Base):
+class Timeouts(_Base, frozen=True):
     connect: PositiveFloat = 5.0
     first_token: PositiveFloat | None = None  # per attempt; default: the read timeout
     idle: PositiveFloat | None = None  # between stream events; default: the read timeout
@@ -41,7 +41,7 @@ class Timeouts(_Base):
     total: PositiveFloat = 600.0
 
 
-class Limits(_Base):
+class Limits(_Base, frozen=True):
     """Requests and tokens per minute. A limit is a token bucket whose capacity is its
     burst (default: one minute's worth) and which refills at ``rpm``/``tpm`` per minute."""
 
@@ -51,7 +51,7 @@ class Limits(_Base):
     tpm_burst: Annotated[int, Meta(ge=1)] | None = None
 
 
-class Price(_Base):
+class Price(_Base, frozen=True):
     """USD per million tokens."""
 
     input: NonNegFloat = 0.0
@@ -59,7 +59,7 @@ class Price(_Base):
     output: NonNegFloat = 0.0
 
 
-class MockOptions(_Base):
+class MockOptions(_Base, frozen=True):
     """Behaviour of the ``mock`` provider: latency before the first token and pacing."""
 
     latency_ms: NonNegFloat = 0.0
@@ -67,7 +67,7 @@ class MockOptions(_Base):
     reply_tokens: Annotated[int, Meta(ge=1, le=100_000)] = 16
 
 
-class Deployment(_Base):
+class Deployment(_Base, frozen=True):
     provider: Provider
     model: Annotated[str, Meta(min_length=1)]
     base_url: str | None = None
@@ -81,14 +81,14 @@ class Deployment(_Base):
     mock: MockOptions | None = None
 
 
-class CacheOptions(_Base):
+class CacheOptions(_Base, frozen=True):
     ttl: Annotated[int, Meta(ge=1)]
 
 
 # -- routing and resilience (pipeline/routing.py, attempts.py, breaker.py) ----------------
 
 
-class RetryPolicy(_Base):
+class RetryPolicy(_Base, frozen=True):
     """Retries of one alias's group; waits use exponential backoff with full jitter."""
 
     attempts: Annotated[int, Meta(ge=1, le=10)] = 3  # upstream attempts in the group, 1st included
@@ -97,14 +97,14 @@ class RetryPolicy(_Base):
     deadline: PositiveFloat | None = None  # s, all attempts and waits; default timeout.total
 
 
-class RetryBudget(_Base):
+class RetryBudget(_Base, frozen=True):
     """Retries in flight never exceed ``ratio`` x requests in flight + ``min_retries``."""
 
     ratio: Annotated[float, Meta(ge=0, le=1)] = 0.2
     min_retries: NonNegInt = 3
 
 
-class BreakerOptions(_Base):
+class BreakerOptions(_Base, frozen=True):
     """Per-deployment circuit breaker (outlier detection)."""
 
     consecutive_failures: Annotated[int, Meta(ge=1)] = 5
@@ -116,11 +116,11 @@ class BreakerOptions(_Base):
     half_open_probes: Annotated[int, Meta(ge=1)] = 1  # concurrent trial requests
 
 
-class HedgeOptions(_Base):
+class HedgeOptions(_Base, frozen=True):
     delay_ms: PositiveFloat  # no first token by then: same request on another deployment
 
 
-class RoutingOptions(_Base):
+class RoutingOptions(_Base, frozen=True):
     retry: RetryPolicy = RetryPolicy()  # default for every alias
     retry_budget: RetryBudget = RetryBudget()
     breaker: BreakerOptions = BreakerOptions()
@@ -128,7 +128,7 @@ class RoutingOptions(_Base):
     stream_keepalive: NonNegFloat = 0.0  # s before ': keep-alive' comments commit a stream; 0 off
 
 
-class ModelAlias(_Base):
+class ModelAlias(_Base, frozen=True):
     alias: Annotated[str, Meta(min_length=1)]
     deployments: Annotated[list[Deployment], Meta(min_length=1)]
     strategy: Strategy = "weighted"
@@ -140,7 +140,7 @@ class ModelAlias(_Base):
     context_fallback: str | None = None  # alias with a larger context window
 
 
-class GlobalLimits(_Base):
+class GlobalLimits(_Base, frozen=True):
     default_key: Limits | None = None
     on_redis_error: Literal["open", "closed"] = "open"
     local_share: Annotated[float, Meta(gt=0, le=1)] = 0.34  # of each limit, while failing open
@@ -148,7 +148,7 @@ class GlobalLimits(_Base):
     redis_timeout_ms: Annotated[float, Meta(gt=0, le=10_000)] = 50.0  # per hot-path call
 
 
-class ApiKey(_Base):
+class ApiKey(_Base, frozen=True):
     """A virtual key: only its SHA-256 is in the file (``printf %s "$KEY" | sha256sum``)."""
 
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
@@ -157,7 +157,7 @@ class ApiKey(_Base):
     models: list[Annotated[str, Meta(min_length=1)]] | None = None  # aliases or provider/model
 
 
-class Config(_Base):
+class Config(_Base, frozen=True):
     models: list[ModelAlias] = []
     limits: GlobalLimits = GlobalLimits()
     keys: list[ApiKey] = []

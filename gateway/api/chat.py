@@ -26,6 +26,7 @@ from gateway.api.body import decode_object, read_body, validate
 from gateway.errors import GatewayError
 from gateway.pipeline import attempts, settle
 from gateway.state import Gateway
+from gateway.telemetry import metrics
 from gateway.wire.chat import ChatRequest
 
 _JSON = "application/json"
@@ -106,7 +107,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
         lease.fail(err)
         raise
     dep, stream_relay, ttft = streamed.dep, streamed.result, streamed.ttft
-    settle.metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
+    metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
     overhead = time.perf_counter() - info.start - ttft
     headers = cached.mark(_headers(dep.provider, overhead, ttft))
     headers["cache-control"] = "no-cache"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from litestar import Request, Response
@@ -11,6 +11,9 @@ from litestar.exceptions import HTTPException
 
 from gateway.errors import GatewayError
 from gateway.wire.errors import ErrorBody, ErrorEnvelope
+
+if TYPE_CHECKING:
+    from gateway.api.middleware import RequestInfo
 
 log = logging.getLogger("gateway.errors")
 _encode = msgspec.json.Encoder().encode
@@ -39,7 +42,7 @@ def error_response(
 
 
 def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
-    info = request.scope.get("gw")  # type: ignore[call-overload]
+    info = cast("RequestInfo | None", request.scope.get("gw"))
     if info is not None:
         info.error = exc.code or exc.type
     return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
@@ -61,7 +64,7 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    info = request.scope.get("gw")  # type: ignore[call-overload]
+    info = cast("RequestInfo | None", request.scope.get("gw"))
     rid = info.request_id if info is not None else "-"
     log.error(
         "unhandled error",

@@ -62,8 +62,12 @@ class Deployment:
 class StreamTranslator(Protocol):
     """Provider SSE bytes in, OpenAI ``data: ...\\n\\n`` frames out."""
 
-    usage: Usage | None
     done: bool  # the provider ended the stream properly
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage once known; implementations may use a plain attribute."""
+        ...
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Frames ready for the client; raises UpstreamError on an in-stream error."""

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -177,7 +177,7 @@ def function_of(tool: dict[str, Any], k: int, provider: str) -> dict[str, Any]:
     """``tools[k]``'s ``function`` object; any other kind of tool is a 400."""
     if tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
         raise unsupported(f"tools[{k}].type", provider, "only function tools")
-    return tool["function"]
+    return cast("dict[str, Any]", tool["function"])
 
 
 def json_schema_of(fmt: dict[str, Any]) -> dict[str, Any]:

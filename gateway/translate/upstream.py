@@ -8,12 +8,14 @@ frames before an error and raises it on the next call.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from gateway.errors import GatewayError, UpstreamStatus, UpstreamUnavailable
 from gateway.translate.common import MAX_EVENT_BYTES
+
+T = TypeVar("T")
 
 # (event type, data, frames out) -> None; raises GatewayError to end the stream.
 EventHandler = Callable[[str, str, list[bytes]], None]
@@ -84,8 +86,8 @@ def upstream_failed(
 
 
 def decode_body(
-    decoder: msgspec.json.Decoder, content: bytes | str, provider: str, what: str
-) -> Any:
+    decoder: msgspec.json.Decoder[T], content: bytes | str, provider: str, what: str
+) -> T:
     """``content`` decoded, or a 502 saying ``provider <what>``."""
     try:
         return decoder.decode(content)
@@ -93,7 +95,7 @@ def decode_body(
         raise UpstreamUnavailable(f"provider {provider} {what}", provider=provider) from None
 
 
-def decode_event(decoder: msgspec.json.Decoder, data: str, provider: str) -> Any:
+def decode_event(decoder: msgspec.json.Decoder[T], data: str, provider: str) -> T:
     """One SSE event's data decoded, or a 502 (the event is not valid JSON)."""
     return decode_body(decoder, data, provider, "sent a stream event that is not valid JSON")
 
