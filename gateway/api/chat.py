@@ -71,6 +71,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
                 lambda d, content: d.adapter.chat_response(d, content),
                 first=dep,
                 info=info,
+                lease=lease,
             )
         except GatewayError as err:
             lease.fail(err)  # refund the tokens; the error carries the x-ratelimit headers
@@ -102,6 +103,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
             on_close,
             first=dep,
             info=info,
+            lease=lease,
         )
     except GatewayError as err:
         lease.fail(err)

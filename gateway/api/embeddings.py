@@ -42,6 +42,7 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
             lambda d, content: d.adapter.embeddings_response(d, content),
             first=dep,
             info=info,
+            lease=lease,
         )
     except GatewayError as err:
         lease.fail(err)

@@ -157,7 +157,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
         t_sent = time.perf_counter()
         try:
             served = await attempts.complete(
-                gw, group, chat_view, build, parse, first=dep, info=info
+                gw, group, chat_view, build, parse, first=dep, info=info, lease=lease
             )
         except GatewayError as err:
             lease.fail(err)
@@ -184,7 +184,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
 
     try:
         streamed = await attempts.stream(
-            gw, group, chat_view, build, translator, on_close, first=dep, info=info
+            gw, group, chat_view, build, translator, on_close, first=dep, info=info, lease=lease
         )
     except GatewayError as err:
         lease.fail(err)

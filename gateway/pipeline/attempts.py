@@ -70,6 +70,7 @@ from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
     from gateway.config import RetryPolicy
+    from gateway.pipeline.ratelimit import Lease
     from gateway.pipeline.routing import Router
     from gateway.providers.registry import ModelGroup
     from gateway.state import Gateway
@@ -217,9 +218,11 @@ class _Run:
         stream: bool,
         info: Any,
         first: Deployment | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.router: Router = gw.router
         self.first = first
+        self.lease = lease
         self.groups = gw.registry.groups
         self.group = group
         self.body = body
@@ -235,6 +238,9 @@ class _Run:
         self.attempts = 0
         self.last_err: GatewayError | None = None
         self.last_dep: Deployment = group.deployments[0]
+        # A deployment refused by its own rate limits (``_admit``): when nothing served,
+        # the request ends with that 429 (and its Retry-After).
+        self.refused: tuple[GatewayError, Deployment] | None = None
         self._prompt_tokens: int | None = None
 
     def policy(self, group: ModelGroup) -> RetryPolicy:
@@ -270,6 +276,8 @@ class _Run:
                 except _Stop as stop:
                     raise self.finish(stop.err) from None
                 if served is not None:
+                    if self.lease is not None:
+                        self.lease.served = served.dep
                     if self.info is not None:
                         self.info.provider = served.dep.provider
                     return served
@@ -279,6 +287,9 @@ class _Run:
                     if fb not in seen and fb in self.groups:
                         seen.add(fb)
                         queue.append((self.groups[fb], "exhausted", group.label))
+            if self.refused is not None:
+                err, self.last_dep = self.refused
+                raise self.finish(err)
             raise self.finish(self.last_err or self.deadline_error(self.last_dep))
         finally:
             router.active.requests -= 1
@@ -336,6 +347,9 @@ class _Run:
                             await asyncio.sleep(wait)
                         if not self._budget_ok(group):
                             raise _Stop(self.last_err or self.deadline_error(dep))
+                    if not await self._admit(group, dep):
+                        not_again.add(dep)  # its provider quota is spent: as if ejected
+                        continue
                     tries[dep] = tries.get(dep, 0) + 1
                     n += 1
                     if hedge is None:  # no twin possible: await the attempt inline
@@ -365,6 +379,14 @@ class _Run:
                         if twin is None or not self._budget_ok(group):
                             hedge = None
                             continue
+                        while not await self._admit(group, twin):
+                            not_again.add(twin)
+                            twin = self._next(plan, tries, not_again | busy, first=False)
+                            if twin is None:
+                                break
+                        if twin is None:
+                            hedge = None
+                            continue
                         pending[self._launch(twin, retry=False, hedge=True)] = (
                             twin,
                             self.clock(),
@@ -383,6 +405,19 @@ class _Run:
                     self._failed(dep, failure, not_again)
         finally:
             await self._cancel(pending)
+
+    async def _admit(self, group: ModelGroup, dep: Deployment) -> bool:
+        """Reserve ``dep``'s own limits when it is not the deployment the lease was reserved
+        for; False (the refusal kept for the request's end) when they are spent."""
+        lease = self.lease
+        if lease is None or lease.limiter is None or dep is lease.dep:
+            return True
+        try:
+            await lease.limiter.reserve_deployment(lease, group, dep)
+        except GatewayError as err:  # 429 (or 503: limits cannot be checked, policy closed)
+            self.refused = (err, dep)
+            return False
+        return True
 
     def _failed(self, dep: Deployment, exc: GatewayError, not_again: set[Deployment]) -> None:
         """A failed attempt: raise to end the request, or return to retry."""
@@ -529,6 +564,7 @@ async def complete(
     *,
     first: Deployment | None = None,
     info: Any = None,
+    lease: Lease | None = None,
 ) -> Served[tuple[bytes, Usage | None]]:
     """A whole answer from the group (or its fallbacks): ``(body, usage)``."""
     router = gw.router
@@ -544,7 +580,7 @@ async def complete(
         router.state(dep).observe(total=time.perf_counter() - t0)
         return result
 
-    run = _Run(gw, group, body, attempt, False, info, first)
+    run = _Run(gw, group, body, attempt, False, info, first, lease)
     return await run.run()
 
 
@@ -558,6 +594,7 @@ async def stream(
     *,
     first: Deployment | None = None,
     info: Any = None,
+    lease: Lease | None = None,
 ) -> Served[Any]:
     """A stream committed at its first content event. ``on_close(r)`` runs once when the
     served stream ends (``r.error``, ``r.completed``, ``r.usage``, ``r.dep``)."""
@@ -598,7 +635,7 @@ async def stream(
         r.add_close_hook(closed)
         return r
 
-    run = _Run(gw, group, body, attempt, True, info, first)
+    run = _Run(gw, group, body, attempt, True, info, first, lease)
     keepalive = router.options.stream_keepalive
     t0 = time.perf_counter()
     if not keepalive:

@@ -28,6 +28,11 @@ background (not on the client's path): a refund, or a charge into debt.
 Streams settle when the relay closes: with the provider's usage, else the
 prompt plus one token per relayed event (a client that left early). A
 failed upstream call refunds its tokens; requests stay counted.
+When the attempt loop moves to another deployment (a retry, hedge or fallback),
+``reserve_deployment`` first takes that deployment's own buckets (1 request, the
+same estimate), once per request; refused, the loop skips it, and with nothing
+left the request ends with that 429. These settle with the lease: real usage for
+the deployment that served, a refund of the tokens for the others.
 
 Redis Cluster: every key of one call must hash to one slot. With no model or
 deployment limits configured, a request only touches its tenant's buckets,
@@ -57,7 +62,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -225,9 +230,62 @@ class Limiter:
         closed). The Lease settles, and puts the x-ratelimit headers on the response."""
         plan = self._plan(principal, group, dep)
         if plan is None:
-            return NO_LEASE
+            if not self._deployments:
+                return NO_LEASE
+            # Nothing to take here, but a retry elsewhere may meet a deployment's limits.
+            return Lease(self, None, [], [], 0, {}, dep=dep, body=body, kind=kind)
         t0 = time.perf_counter()
-        prompt, completion = self.estimate(body, dep, kind) if plan.tokens else (0, 0)
+        tokens = self.estimate(body, dep, kind) if plan.tokens else None
+        lease = await self._take(plan, tokens or (0, 0), t0)
+        lease.dep, lease.body, lease.kind, lease.tokens = dep, body, kind, tokens
+        return lease
+
+    async def reserve_deployment(self, lease: Lease, group: ModelGroup, dep: Deployment) -> None:
+        """Before an attempt on ``dep``, not the deployment ``lease`` was reserved for: take
+        1 request and the lease's token estimate from ``dep``'s own (deployment-scope)
+        buckets, once per request, or raise 429. No limits on ``dep``: nothing, no I/O.
+        The reservation settles with the lease (real usage if ``dep`` served, else a
+        refund of its tokens)."""
+        entry = self._deployments.get(id(dep))
+        if entry is None or lease.limiter is None:
+            return
+        first = self._deployments.get(id(lease.dep))
+        if (first is not None and first[0] == entry[0]) or entry[0] in lease.extra:
+            return  # the same provider quota, already reserved for this request
+        plan = self._dep_plan(group, entry)
+        t0 = time.perf_counter()
+        if lease.tokens is None and plan.tokens:
+            lease.tokens = self.estimate(lease.body or {}, dep, lease.kind)
+        lease.extra[entry[0]] = await self._take(plan, lease.tokens or (0, 0), t0)
+
+    def _dep_plan(self, group: ModelGroup, entry: tuple[str, Limits]) -> _Plan:
+        """The deployment scope's buckets alone (for a deployment that was not first)."""
+        dep_id, limits = entry  # any deployment limit makes every key {rl}: see _plan
+        out: list[_Limit] = []
+        for kind, rate, burst in (
+            ("r", limits.rpm, limits.rpm_burst),
+            ("t", limits.tpm, limits.tpm_burst),
+        ):
+            if rate is None:
+                continue
+            capacity, period = bucket_shape(rate, burst)
+            key = f"gw:{{rl}}:rl:deployment:{dep_id}:{kind}"
+            local_cap = max(1, int(capacity * self.share))
+            out.append(
+                _Limit(
+                    Bucket(key, capacity, period),
+                    Bucket(key, local_cap, period),
+                    "deployment",
+                    kind,
+                    rate,
+                    group.label,
+                )
+            )
+        return _Plan(tuple(out), any(x.kind == "t" for x in out))
+
+    async def _take(self, plan: _Plan, tokens: tuple[int, int], t0: float) -> Lease:
+        """One atomic reservation of ``plan`` (or 429/503): the Lease that settles it."""
+        prompt, completion = tokens
         estimate = prompt + completion
         for lim in plan.limits:
             if lim.kind == "t" and prompt > lim.bucket.capacity:
@@ -330,13 +388,19 @@ class Lease:
 
     __slots__ = (
         "backend",
+        "body",
         "buckets",
+        "dep",
+        "extra",
         "headers",
+        "kind",
         "limiter",
         "prompt",
         "relayed",
         "reserved",
+        "served",
         "settled",
+        "tokens",
     )
 
     def __init__(
@@ -347,6 +411,10 @@ class Lease:
         reserved: list[int],
         prompt: int,
         headers: dict[str, str],
+        *,
+        dep: Deployment | None = None,
+        body: Mapping[str, Any] | None = None,
+        kind: str = "chat",
     ) -> None:
         self.limiter = limiter
         self.backend = backend
@@ -356,6 +424,14 @@ class Lease:
         self.headers = headers
         self.relayed = 0  # SSE events relayed: the estimate when a stream has no usage
         self.settled = False
+        self.dep = dep  # the deployment reserved for (the first choice)
+        self.body = body
+        self.kind = kind
+        self.tokens: tuple[int, int] | None = None  # (prompt, completion) estimate
+        # Other deployments the attempt loop moved to: their deployment-scope leases,
+        # by deployment identity (``Limiter.reserve_deployment``), and the one that served.
+        self.extra: dict[str, Lease] = {}
+        self.served: Deployment | None = None
 
     def apply(self, headers: dict[str, str]) -> dict[str, str]:
         """Add the x-ratelimit headers (and the limiter's time to ``server-timing``)."""
@@ -368,6 +444,8 @@ class Lease:
 
     def settle(self, usage: Usage | None) -> None:
         """The answer is complete: correct the TPM reservation to its real usage."""
+        if self.extra:
+            self._close_extra(lambda _: None if usage is None else _total(usage))
         if self.settled or self.limiter is None or not self.buckets:
             return
         if usage is None:  # nothing reported: the estimate stands
@@ -380,11 +458,18 @@ class Lease:
         for k, v in self.headers.items():
             if k != "server-timing":
                 err.headers.setdefault(k, v)
+        if self.extra:
+            self._close_extra(None)
         if not self.settled and self.limiter is not None and self.buckets:
             self.limiter._settle(self, 0)
 
     def settle_stream(self, relay: StreamRelay) -> None:
         """From the stream's ``on_close``: provider usage, else prompt + relayed events."""
+        if self.extra:
+            usage = relay.usage
+            self._close_extra(
+                lambda x: _total(usage) if usage is not None else x.prompt + self.relayed
+            )
         if self.settled or self.limiter is None or not self.buckets:
             return
         usage = relay.usage
@@ -395,9 +480,29 @@ class Lease:
 
     def metered(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The frames, counted (about one token each) for ``settle_stream``'s estimate."""
-        if self.limiter is None or not self.buckets:
+        if self.limiter is None or not (self.buckets or self.limiter._deployments):
             return frames
         return self._count(frames)
+
+    def _close_extra(self, actual: Callable[[Lease], int | None] | None) -> None:
+        """Settle the other deployments' reservations: the one that served (``actual`` of
+        it; None: the estimate stands), and refund every other one's tokens."""
+        assert self.limiter is not None
+        entry = self.limiter._deployments.get(id(self.served)) if self.served else None
+        served = entry[0] if entry is not None and actual is not None else None
+        extra, self.extra = self.extra, {}
+        for ident, sub in extra.items():
+            if not sub.buckets or sub.settled:
+                continue
+            if ident != served:
+                self.limiter._settle(sub, 0)
+                continue
+            assert actual is not None
+            real = actual(sub)
+            if real is None:
+                sub.settled = True
+            else:
+                self.limiter._settle(sub, real)
 
     async def _count(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async with aclosing(frames) as inner:  # type: ignore[type-var]
