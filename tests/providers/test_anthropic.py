@@ -14,31 +14,6 @@ P = "anthropic"
 MODEL = "claude-sonnet-4-5"
 BASE = "https://api.anthropic.com"
 
-REQUESTS = g.cases(P, "request")
-RESPONSES = g.cases(P, "response")
-STREAMS = g.cases(P, "stream", "sse")
-ERRORS = g.cases(P, "error")
-
-
-@pytest.mark.parametrize("path", REQUESTS, ids=g.ids(REQUESTS))
-def test_request(path):
-    g.check_request_case(P, path, MODEL, BASE)
-
-
-@pytest.mark.parametrize("path", RESPONSES, ids=g.ids(RESPONSES))
-def test_response(path):
-    g.check_response_case(P, path, MODEL, BASE)
-
-
-@pytest.mark.parametrize("path", STREAMS, ids=g.ids(STREAMS))
-def test_stream(path):
-    g.check_stream_case(P, path, MODEL, BASE)
-
-
-@pytest.mark.parametrize("path", ERRORS, ids=g.ids(ERRORS))
-def test_error(path):
-    g.check_error_case(P, path, MODEL, BASE)
-
 
 def test_key_header_only():
     dep = g.make_dep(P, MODEL, BASE)

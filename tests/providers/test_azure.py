@@ -12,31 +12,6 @@ P = "azure"
 MODEL = "gpt4o-prod"
 BASE = "https://myres.openai.azure.com"
 
-REQUESTS = g.cases(P, "request")
-RESPONSES = g.cases(P, "response")
-STREAMS = g.cases(P, "stream", "sse")
-ERRORS = g.cases(P, "error")
-
-
-@pytest.mark.parametrize("path", REQUESTS, ids=g.ids(REQUESTS))
-def test_request(path):
-    g.check_request_case(P, path, MODEL, BASE)
-
-
-@pytest.mark.parametrize("path", RESPONSES, ids=g.ids(RESPONSES))
-def test_response(path):
-    g.check_response_case(P, path, MODEL, BASE)
-
-
-@pytest.mark.parametrize("path", STREAMS, ids=g.ids(STREAMS))
-def test_stream(path):
-    g.check_stream_case(P, path, MODEL, BASE)
-
-
-@pytest.mark.parametrize("path", ERRORS, ids=g.ids(ERRORS))
-def test_error(path):
-    g.check_error_case(P, path, MODEL, BASE)
-
 
 def test_api_key_header():
     dep = g.make_dep(P, MODEL, BASE)
