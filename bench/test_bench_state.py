@@ -32,6 +32,7 @@ from gateway.settings import Settings
 from gateway.store.memory import MemoryBackend
 from gateway.store.redis import RedisBackend
 from gateway.wire.chat import Usage
+from tests.contexts import context_for
 
 CONFIG = {
     "models": [
@@ -115,7 +116,7 @@ def test_state_reserve(benchmark: Any, setup: Any, loop: asyncio.AbstractEventLo
     limiter, principal, group, dep = setup
 
     async def once() -> Any:
-        return await limiter.reserve(principal, group, dep, BODY)
+        return await limiter.reserve(context_for(BODY, principal=principal, group=group, dep=dep))
 
     lease = benchmark(lambda: loop.run_until_complete(once()))
     assert "x-ratelimit-remaining-tokens" in lease.headers
@@ -128,10 +129,12 @@ def test_state_reserve_and_settle(
     limiter, principal, group, dep = setup
 
     async def once() -> None:
-        lease = await limiter.reserve(principal, group, dep, BODY)
+        ctx = context_for(BODY, principal=principal, group=group, dep=dep)
+        lease = await limiter.reserve(ctx)
         lease.settle(USAGE)
-        if limiter._tasks:  # Redis: the background settle, awaited here to count it
-            await asyncio.gather(*limiter._tasks)
+        tasks = getattr(limiter.store, "_tasks", None)
+        if tasks:  # Redis: the background settle, awaited here to count it
+            await asyncio.gather(*tasks)
 
     benchmark(lambda: loop.run_until_complete(once()))
 

@@ -18,6 +18,9 @@ GatewayError                      500 api_error
       ├── UpstreamTimeout         504 timeout
       └── UpstreamUnavailable     502/503 connection refused, reset, bad response
 
+``ClientClosed`` is not a GatewayError: the client went away (mid-body, or before
+the answer started); nothing is sent and the edge counts it as 499.
+
 Every error renders as ``{"error": {"message", "type", "param", "code"}}`` in
 ``api/handlers.py``; nothing else ever reaches a client. Messages never carry
 secrets: callers build them from names and statuses, not from values.
@@ -146,3 +149,7 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
+
+
+class ClientClosed(Exception):
+    """The client disconnected before its answer started (499, nothing is sent)."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
 
@@ -21,9 +21,19 @@ def _warm_tokenizers() -> None:
         count_tokens("warm up", encoding)
 
 
+def lifespan(gw: Gateway) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """The app's lifespan over ``gw``'s resources."""
+
+    @asynccontextmanager
+    async def run(app: Litestar) -> AsyncIterator[None]:
+        async with _resources(gw):
+            yield
+
+    return run
+
+
 @asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    gw: Gateway = app.state.gw
+async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.store.start()
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
@@ -44,5 +54,4 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     finally:
         await gw.registry.aclose()
         await gw.cache.aclose()
-        await gw.limiter.aclose()  # pending settles, before the backend closes
         await gw.store.aclose()

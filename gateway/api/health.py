@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Response, get
 
 from gateway import __version__
 from gateway.state import Gateway
@@ -24,8 +24,7 @@ async def live() -> Response[bytes]:
 
 
 @get("/health/ready")
-async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
-    gw: Gateway = request.app.state.gw
+async def ready(gw: Gateway) -> Response[bytes]:
     ok = await gw.store.ping()
     return _json(
         {"status": "ready" if ok else "unavailable", "state_backend": gw.store.kind},
@@ -34,8 +33,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/health")
-async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
-    gw: Gateway = request.app.state.gw
+async def health(gw: Gateway) -> Response[bytes]:
     store_ok = await gw.store.ping()
     # healthy=False: a hot-path call failed and limits run on the local fallback until
     # the backend's probe sees it answer again (ping alone may already succeed).

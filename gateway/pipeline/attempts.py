@@ -64,13 +64,16 @@ from gateway.errors import (
 )
 from gateway.pipeline import relay, settle
 from gateway.pipeline.relay import StreamRelay
+from gateway.pipeline.route import estimate_prompt_tokens, max_tokens_of
 from gateway.providers.base import Deployment, StreamTranslator
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
     from gateway.config import RetryPolicy
-    from gateway.pipeline.ratelimit import Lease
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.lease import Lease
+    from gateway.pipeline.reply import Reply
     from gateway.pipeline.routing import Router
     from gateway.providers.registry import ModelGroup
     from gateway.state import Gateway
@@ -162,36 +165,6 @@ def retry_after(err: GatewayError) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        try:
-            from gateway.tokencount import count_chat_tokens
-
-            return int(count_chat_tokens(messages, str(body.get("model", "")), body.get("tools")))
-        except Exception:
-            return len(str(messages)) // 4
-    inp = body.get("input")
-    return len(str(inp)) // 4 if inp is not None else 0
-
-
-def _max_tokens(body: dict[str, Any]) -> int | None:
-    v = body.get("max_completion_tokens") or body.get("max_tokens")
-    return v if isinstance(v, int) else None
-
-
-def first_choice(gw: Gateway, group: ModelGroup, body: dict[str, Any], stream: bool) -> Deployment:
-    """The deployment a request starts on (what ``router.plan(group)[0]`` was), planned
-    with the request's size when the strategy prices it."""
-    cost = group.strategy == "lowest-cost" and len(group.deployments) > 1
-    return gw.router.plan(
-        group,
-        stream=stream,
-        prompt_tokens=estimate_prompt_tokens(body) if cost else 0,
-        max_tokens=_max_tokens(body),
-    )[0]
 
 
 class _Stop(Exception):
@@ -319,7 +292,7 @@ class _Run:
             group,
             stream=self.stream,
             prompt_tokens=self.prompt_tokens if group.strategy == "lowest-cost" else 0,
-            max_tokens=_max_tokens(self.body),
+            max_tokens=max_tokens_of(self.body),
         )
         if group is self.group and self.first is not None and self.first in plan:
             plan.remove(self.first)  # the deployment the caller already chose (and reserved)
@@ -410,10 +383,10 @@ class _Run:
         """Reserve ``dep``'s own limits when it is not the deployment the lease was reserved
         for; False (the refusal kept for the request's end) when they are spent."""
         lease = self.lease
-        if lease is None or lease.limiter is None or dep is lease.dep:
+        if lease is None or dep is lease.dep:
             return True
         try:
-            await lease.limiter.reserve_deployment(lease, group, dep)
+            await lease.limiter.reserve_deployment(self.info, lease, group, dep)
         except GatewayError as err:  # 429 (or 503: limits cannot be checked, policy closed)
             self.refused = (err, dep)
             return False
@@ -485,6 +458,7 @@ class _Run:
         self.last_dep = dep
         if self.info is not None:
             self.info.provider = dep.provider
+            self.info.attempts = self.attempts
         metrics.llm_upstream_attempts_total.labels(dep.provider, dep.label).inc()
         if retry:
             metrics.llm_retries_total.labels(dep.provider, dep.label).inc()
@@ -590,14 +564,14 @@ async def stream(
     body: dict[str, Any],
     build: Callable[[Deployment], httpx.Request],
     translator: Callable[[Deployment], StreamTranslator],
-    on_close: Callable[[Any], Any] | None = None,
     *,
     first: Deployment | None = None,
     info: Any = None,
     lease: Lease | None = None,
 ) -> Served[Any]:
-    """A stream committed at its first content event. ``on_close(r)`` runs once when the
-    served stream ends (``r.error``, ``r.completed``, ``r.usage``, ``r.dep``)."""
+    """A stream committed at its first content event; ``add_close_hook(hook)`` on the
+    result runs ``hook(r)`` once when it ends (``r.error``, ``r.completed``, ``r.usage``,
+    ``r.dep``)."""
     router = gw.router
 
     async def attempt(dep: Deployment, remaining: float, probe: bool) -> Any:
@@ -640,17 +614,15 @@ async def stream(
     t0 = time.perf_counter()
     if not keepalive:
         served = await run.run()
-        served.result.on_close = on_close
         served.ttft = time.perf_counter() - t0
         return served
     task = asyncio.ensure_future(run.run())
     done, _ = await asyncio.wait({task}, timeout=keepalive)
     if done:
         served = task.result()
-        served.result.on_close = on_close
         served.ttft = time.perf_counter() - t0
         return served
-    pending = PendingStream(task, run, keepalive, on_close)
+    pending = PendingStream(task, run, keepalive)
     return Served(run.last_dep, run.attempts, pending, time.perf_counter() - t0)
 
 
@@ -659,21 +631,17 @@ class PendingStream:
     comments while the attempt loop still runs; it then relays the winner's frames, or
     ends with the error event. Reads like a ``StreamRelay``."""
 
-    def __init__(
-        self,
-        task: asyncio.Future[Served[Any]],
-        run: _Run,
-        interval: float,
-        on_close: Callable[[Any], Any] | None,
-    ) -> None:
+    def __init__(self, task: asyncio.Future[Served[Any]], run: _Run, interval: float) -> None:
         self._task = task
         self._run = run
         self._interval = interval
-        self.on_close = on_close
         self.inner: StreamRelay | None = None
         self._error: GatewayError | None = None
         self.dep = run.last_dep
         self.client_gone = True
+        self.error_event: Callable[[GatewayError], bytes] = relay.error_frame
+        self._observers: list[Callable[[bytes], Any]] = []
+        self._hooks: list[Callable[[Any], Any]] = []
 
     @property
     def error(self) -> GatewayError | None:
@@ -687,6 +655,22 @@ class PendingStream:
     def usage(self) -> Usage | None:
         return self.inner.usage if self.inner is not None else None
 
+    def observe(self, observer: Callable[[bytes], Any]) -> None:
+        self._observers.append(observer)
+
+    def add_close_hook(self, hook: Callable[[Any], Any]) -> None:
+        self._hooks.append(hook)
+
+    def _adopt(self, inner: StreamRelay) -> None:
+        """The winner: it relays from now on, with everything attached to this stream."""
+        self.inner = inner
+        inner.error_event = self.error_event
+        for observer in self._observers:
+            inner.observe(observer)
+        for hook in self._hooks:
+            inner.add_close_hook(hook)
+        self._hooks = []
+
     async def frames(self) -> AsyncIterator[bytes]:
         task = self._task
         try:
@@ -699,12 +683,12 @@ class PendingStream:
             except GatewayError as err:
                 self._error = err
                 self.dep = self._run.last_dep
-                yield relay.error_frame(err)
+                yield self.error_event(err)
                 self.client_gone = False
                 return
-            self.inner = served.result
             self.dep = served.dep
-            self.inner.on_close = self.on_close
+            self._adopt(served.result)
+            assert self.inner is not None
             async for frame in self.inner.frames():
                 yield frame
             self.client_gone = self.inner.client_gone
@@ -721,10 +705,58 @@ class PendingStream:
             return
         if not task.cancelled() and task.exception() is None:
             # served just as the client went away: close the winner's upstream
-            self.inner = task.result().result
-            self.inner.on_close = self.on_close
+            self._adopt(task.result().result)
+            assert self.inner is not None
             await self.inner.aclose()
             return
-        cb, self.on_close = self.on_close, None
-        if cb is not None:
-            cb(self)
+        hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook(self)
+
+
+class Attempts:
+    """Stage ``attempts``: the loop above over ``ctx.plan``, building each upstream request
+    with the endpoint's exchange for that deployment. ``ctx.served`` is the result."""
+
+    name = "attempts"
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        endpoint, group, dep = ctx.endpoint, ctx.group, ctx.dep
+        assert endpoint is not None and group is not None and dep is not None
+        local = endpoint.local(ctx, dep)
+        if local is not None:  # the gateway answers this one itself
+            ctx.served = Served(dep, 0, (local, None))
+            return None
+        sizing = endpoint.sizing(ctx)
+
+        def build(d: Deployment) -> httpx.Request:
+            return endpoint.exchange(d).request(d, ctx)
+
+        t0 = time.perf_counter()
+        served: Served[Any]
+        if not ctx.stream:
+
+            def parse(d: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+                return endpoint.exchange(d).response(d, ctx, content)
+
+            served = await complete(
+                self.gw, group, sizing, build, parse, first=dep, info=ctx, lease=ctx.lease
+            )
+            ctx.upstream_s = time.perf_counter() - t0
+        else:
+
+            def translator(d: Deployment) -> StreamTranslator:
+                return endpoint.exchange(d).translator(d, ctx)
+
+            served = await stream(
+                self.gw, group, sizing, build, translator, first=dep, info=ctx, lease=ctx.lease
+            )
+            ctx.ttft_s = served.ttft
+        ctx.served = served
+        ctx.dep = served.dep
+        ctx.provider = served.dep.provider
+        ctx.attempts = served.attempts
+        return None

@@ -26,10 +26,10 @@ import httpx
 import msgspec
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from gateway.pipeline.shapes import OPENAI
 from gateway.providers.base import Deployment, StreamTranslator
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
-from gateway.wire.errors import ErrorBody, ErrorEnvelope
 
 _encode = msgspec.json.Encoder().encode
 MAX_PREAMBLE_FRAMES = 64  # commit anyway after this many frames without content
@@ -69,10 +69,7 @@ def is_content(frame: bytes) -> bool:
     return bool(frame)
 
 
-def error_frame(err: GatewayError) -> bytes:
-    """The SSE event that ends a broken stream (the openai SDK raises it as APIError)."""
-    body = ErrorEnvelope(ErrorBody(err.message, err.type, err.param, err.code))
-    return b"data: " + _encode(body) + b"\n\n"
+error_frame = OPENAI.event  # the default end of a broken stream: OpenAI's error event
 
 
 def _transport_error(dep: Deployment, exc: Exception, phase: str) -> GatewayError:
@@ -184,6 +181,8 @@ class StreamRelay:
         on_close: Callable[[StreamRelay], Any] | None = None,
     ) -> None:
         self.dep = dep
+        self.error_event: Callable[[GatewayError], bytes] = error_frame  # the endpoint's shape
+        self._observers: list[Callable[[bytes], Any]] = []
         self.translator = translator
         self.error: GatewayError | None = None
         self.completed = False
@@ -211,6 +210,11 @@ class StreamRelay:
         """Runs at close, before ``on_close`` (the attempt loop's bookkeeping)."""
         self._hooks.append(hook)
 
+    def observe(self, observer: Callable[[bytes], Any]) -> None:
+        """``observer(frames)`` sees every relayed piece before the client does (the cache's
+        assembler, the limiter's event count): no generator layer per observer."""
+        self._observers.append(observer)
+
     async def _next(self) -> bytes:
         chunks = self._chunks
         if self.idle is None:
@@ -223,20 +227,27 @@ class StreamRelay:
 
     async def frames(self) -> AsyncIterator[bytes]:
         translator = self.translator
+        observers = self._observers
         loop = asyncio.get_running_loop()
         try:
             self.content_frames = len(self._first)
-            yield b"".join(self._first)
+            out = b"".join(self._first)
+            for observe in observers:
+                observe(out)
+            yield out
             try:
                 while True:
                     try:
                         chunk = await self._next()
                     except StopAsyncIteration:
                         break
-                    out = translator.feed(chunk)
-                    if out:
-                        self.content_frames += len(out)
-                        yield b"".join(out) if len(out) > 1 else out[0]
+                    frames = translator.feed(chunk)
+                    if frames:
+                        self.content_frames += len(frames)
+                        out = b"".join(frames) if len(frames) > 1 else frames[0]
+                        for observe in observers:
+                            observe(out)
+                        yield out
                     if self.deadline is not None and loop.time() > self.deadline:
                         raise UpstreamTimeout(
                             f"provider {self.dep.provider} stream passed its total timeout",
@@ -246,13 +257,16 @@ class StreamRelay:
                 tail = translator.finish()
                 self.completed = True
                 if tail:
-                    yield b"".join(tail)
+                    out = b"".join(tail)
+                    for observe in observers:
+                        observe(out)
+                    yield out
             except GatewayError as err:
                 self.error = err
-                yield error_frame(err)
+                yield self.error_event(err)
             except httpx.TransportError as exc:
                 self.error = _transport_error(self.dep, exc, "mid-stream")
-                yield error_frame(self.error)
+                yield self.error_event(self.error)
             self.client_gone = False
         finally:
             await self.aclose()

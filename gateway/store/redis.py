@@ -36,6 +36,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 
 from gateway.store import scripts
 from gateway.store.base import Bucket, Reservation, StateUnavailable, Take
+from gateway.store.cache import RedisCacheStore
 from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.store")
@@ -69,6 +70,7 @@ def is_redis_url(url: str) -> bool:
 
 class RedisBackend:
     kind = "redis"
+    shared = True
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class RedisBackend:
         self._healthy = True
         self._probe: asyncio.Task[None] | None = None
         self.down_since: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._logged_error = float("-inf")
         metrics.gateway_state_backend_up.set(1)
 
@@ -134,6 +137,8 @@ class RedisBackend:
             return False
 
     async def aclose(self) -> None:
+        if self._tasks:  # settles in flight: briefly, before the client closes
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +176,25 @@ class RedisBackend:
             args += (b.capacity, b.period_us, res, act)
         reply = _ints(await self.run("ratelimit_settle", [b.key for b in buckets], args))
         return [reply[i] for i in range(0, len(reply), 3)]
+
+    def settle_later(
+        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+    ) -> None:
+        coro = self._settle_quietly(buckets, reserved, actual)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_quietly(
+        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+    ) -> None:
+        with contextlib.suppress(StateUnavailable):  # a lost settle never over-admits
+            await self.settle(buckets, reserved, actual)
+
+    def cache_store(self, timeout_s: float) -> RedisCacheStore | None:
+        if self.client is None:
+            return None
+        return RedisCacheStore(self.client, timeout_s=timeout_s)
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""

@@ -217,7 +217,7 @@ def test_embeddings_are_retried_too(fault: Fault) -> None:
             group,
             body,
             lambda d: d.adapter.embeddings_request(d, body),
-            lambda d, c: d.adapter.embeddings_response(d, c),
+            lambda d, c: d.adapter.embeddings_response(d, body, c),
         )
 
     served = drive([alias("e", dep(fault, "fault-flaky-2"))], scenario, FAST)

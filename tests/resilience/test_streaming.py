@@ -95,8 +95,8 @@ async def _stream_with_close(gw, model: str):
         body,
         lambda d: d.adapter.chat_request(d, body, True),
         lambda d: d.adapter.chat_stream(d, False),
-        closed.append,
     )
+    served.result.add_close_hook(closed.append)
     frames = [f async for f in served.result.frames()]
     return served, frames, closed
 

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.pipeline.ratelimit import Lease, Limiter
+from gateway.pipeline.lease import Lease
+from gateway.pipeline.ratelimit import Limiter
 from gateway.store.base import Bucket
 from gateway.store.memory import MemoryBackend
 from gateway.wire.chat import Usage
@@ -104,7 +105,6 @@ def test_lease_settle_stream_estimate_without_usage() -> None:
     limiter: Any = Limiter.__new__(Limiter)
     limiter.local = MemoryBackend()
     limiter.store = store
-    limiter._tasks = set()
     b = Bucket("k", 1000, 60_000_000)
     store.reserve_now([b], [600])
     lease = Lease(limiter, store, [b], [600], 100, {})

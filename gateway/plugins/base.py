@@ -1,0 +1,119 @@
+"""The plugin contract: an operator's own stage, inserted into the pipeline by the config.
+
+```yaml
+plugins:
+  - use: mypkg.guards:BlockPII        # module:attribute, importable by the gateway
+    at: before_route                  # before_<stage> or after_<stage>
+    options: {words: [secret]}        # given to the plugin's constructor
+    timeout: 2                        # seconds (default 5)
+```
+
+``use`` names a class (or any callable) that is called once at start-up with the
+``options`` mapping (or, when it declares ``Options``, a msgspec Struct converted
+from it: a bad option stops the gateway with one line naming it). What it returns
+is the stage: called as ``stage(ctx)`` for every request of every endpoint, with
+the typed ``RequestContext`` (``pipeline/context.py``); it may be a coroutine
+function. It may
+
+* reject the request: raise ``Reject(status, message, ...)`` (or any
+  ``GatewayError``): the client gets that 4xx in the endpoint's error shape;
+* add response headers: ``ctx.headers["x-..."] = "..."``;
+* rewrite the request: change ``ctx.body`` (the dict that is forwarded) before
+  ``route``; after ``cache`` the change does not alter the cache key.
+
+A plugin that raises anything else, or outlives its ``timeout``, ends the request
+with a 500 in the endpoint's shape and one error log line naming the plugin; the
+gateway stays up. Stages run in the order of the list; two plugins at one
+position run in config order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from gateway.errors import GatewayError
+from gateway.pipeline.run import StageFailed
+
+if TYPE_CHECKING:
+    from gateway.config import PluginSpec
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.reply import Reply
+
+__all__ = ["PluginStage", "Reject", "load", "load_all"]
+
+
+class Reject(GatewayError):
+    """A plugin's refusal: a 4xx of its choosing (400 ``invalid_request_error`` by default)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "rejected_by_policy"
+
+
+class PluginError(ValueError):
+    """A plugin that cannot be loaded; ``str()`` is one line naming what is wrong."""
+
+
+def _resolve(use: str) -> Any:
+    module_name, _, attr = use.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginError(f"cannot import {module_name!r} ({type(exc).__name__})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise PluginError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def load(spec: PluginSpec) -> Callable[[RequestContext], Any]:
+    """The plugin's stage callable, built from its options (``PluginError`` if it cannot)."""
+    factory = _resolve(spec.use)
+    options: Any = spec.options
+    schema = getattr(factory, "Options", None)
+    if isinstance(schema, type) and issubclass(schema, msgspec.Struct):
+        try:
+            options = msgspec.convert(spec.options, schema)
+        except msgspec.ValidationError as exc:
+            raise PluginError(f"options: {exc}") from None
+    try:
+        stage = factory(options)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"options rejected: {exc}") from None
+    if not callable(stage):
+        raise PluginError(f"{spec.use} did not make a callable stage")
+    return stage  # type: ignore[no-any-return]
+
+
+class PluginStage:
+    """A loaded plugin as a pipeline stage."""
+
+    def __init__(self, spec: PluginSpec, fn: Callable[[RequestContext], Any]) -> None:
+        self.name = spec.use
+        self.at = spec.at
+        self.timeout = spec.timeout
+        self.fn = fn
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = self.fn(ctx)
+                if inspect.isawaitable(result):
+                    await result
+        except GatewayError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # TimeoutError included: the plugin did not finish
+            raise StageFailed(self.name, exc) from exc
+        return None
+
+
+def load_all(specs: list[PluginSpec]) -> list[tuple[str, PluginStage]]:
+    return [(spec.at, PluginStage(spec, load(spec))) for spec in specs]
