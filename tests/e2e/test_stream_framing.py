@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.openai_upstream import BURST
+from tests.fakes.openai_upstream import BURST, EARLY
 from tests.providers.golden import sse_events
 
 pytestmark = pytest.mark.e2e
@@ -49,15 +49,22 @@ def test_multiline_upstream_events_go_out_one_json_per_line(http: httpx.Client) 
     assert text == TEXT
 
 
-def test_content_then_error_in_one_chunk_raw(http: httpx.Client) -> None:
-    with http.stream("POST", URL, json=body("openai/fake-burst-error")) as r:
+@pytest.mark.parametrize(
+    ("model", "before"),
+    [
+        ("openai/fake-burst-error", ""),  # the first chunk: before the stream is committed
+        ("openai/fake-late-burst-error", EARLY),  # a later chunk: while it is relayed
+    ],
+)
+def test_content_then_error_in_one_chunk_raw(http: httpx.Client, model: str, before: str) -> None:
+    with http.stream("POST", URL, json=body(model)) as r:
         raw = r.read()
     assert r.status_code == 200, raw
     events = [e for _, e in sse_events(raw)]
     assert "[DONE]" not in events
     *content, last = events
     assert "".join(c["delta"].get("content") or "" for e in content for c in e["choices"]) == (
-        "".join(BURST)
+        before + "".join(BURST)
     )
     assert set(last) == {"error"}
     assert "failed mid-burst" in last["error"]["message"]

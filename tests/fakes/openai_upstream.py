@@ -25,6 +25,8 @@ header, which the gateway does not forward, so e2e tests use model names):
                    joins them with a line feed)
 ``fake-burst-error``   one write, so one network chunk: the role chunk, the
                    ``BURST`` content chunks, then ``data: {"error": {...}}``
+``fake-late-burst-error``  the role chunk and an ``EARLY`` content chunk, then
+                   (after a pause) the ``fake-burst-error`` write without its role
 =================  ==========================================================
 
 Every request is checked for ``Authorization: Bearer <key>`` (401 otherwise)
@@ -65,6 +67,7 @@ MODELS = (
     "fake-hang-stream",
     "fake-multiline",
     "fake-burst-error",
+    "fake-late-burst-error",
     "fake-embed",
 )
 TOOL_NAME = "get_weather"
@@ -72,6 +75,7 @@ TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius", "days": [1, 2, 3]}'
 TOOL_CALL_ID = "call_fake_0001"
 BAD_JSON_BODY = b"<html>this is not json</html>"
 BURST = ("burst one, ", "burst two")
+EARLY = "early, "
 
 STATE = web.AppKey("state", dict)
 
@@ -143,10 +147,15 @@ def _chunk(base: dict[str, Any], delta: dict[str, Any], finish: str | None = Non
 async def _stream_special(
     resp: web.StreamResponse, body: dict[str, Any], scenario: str, base: dict[str, Any]
 ) -> None:
-    """``fake-multiline`` and ``fake-burst-error``: the whole stream, written at once."""
+    """``fake-multiline`` and the ``*burst-error`` scenarios."""
     role = _chunk(base, {"role": "assistant", "content": ""})
-    if scenario == "fake-burst-error":
-        events = [role, *(_chunk(base, {"content": p}) for p in BURST)]
+    if scenario.endswith("burst-error"):
+        events = [role]
+        if scenario == "fake-late-burst-error":
+            await resp.write(_frame(role) + _frame(_chunk(base, {"content": EARLY})))
+            await asyncio.sleep(0.05)
+            events = []
+        events.extend(_chunk(base, {"content": p}) for p in BURST)
         events.append(_error("The upstream failed mid-burst", "server_error"))
         await resp.write(b"".join(_frame(e) for e in events))  # one write: one chunk
         return
@@ -191,7 +200,7 @@ async def _stream_chat(
     finished = False
     try:
         resp = await _begin_stream(request)
-        if scenario in ("fake-multiline", "fake-burst-error"):
+        if scenario in ("fake-multiline", "fake-burst-error", "fake-late-burst-error"):
             await _stream_special(resp, body, scenario, base)
             await resp.write_eof()
             finished = True

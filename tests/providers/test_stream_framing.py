@@ -18,7 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from gateway import sse_write
 from gateway.errors import GatewayError
 from gateway.providers.anthropic import PassthroughStream
 from gateway.providers.azure import AzureStream
@@ -58,6 +61,36 @@ PATHS: dict[str, Source] = {
     "messages-gemini": _behind_messages("gemini_tools"),
 }
 LINE_ENDS = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
+
+
+# -- the writer -----------------------------------------------------------------------------
+
+
+@given(
+    data=st.lists(st.sampled_from(["a", "é", " ", ":", "\r", "\n", "\r\n", "data: x"])).map(
+        "".join
+    ),
+    name=st.sampled_from(["", "error", "a\nb", "x\r\ndata: y"]),
+)
+def test_event_reads_back_as_its_data_whatever_its_line_breaks(data: str, name: str) -> None:
+    out = sse_write.event(data.encode(), name.encode())
+    for line in out.split(b"\n")[:-2]:
+        assert line.startswith((b"data: ", b"event: ")) and b"\r" not in line
+    (got,), _, _, _ = reference(out)
+    want = data.replace("\r\n", "\n").replace("\r", "\n")
+    assert got == ((name.replace("\r", "").replace("\n", "") or "message"), want, "")
+
+
+def test_json_line_keeps_the_json() -> None:
+    text = '{\n  "a": "x\\ny",\r\n  "b": [1,\r2]\n}'
+    assert "\n" not in sse_write.json_line(text) and "\r" not in sse_write.json_line(text)
+    assert json.loads(sse_write.json_line(text)) == json.loads(text)
+    assert (
+        sse_write.json_event(text, "e") == b'event: e\ndata: {   "a": "x\\ny",    "b": [1, 2] }\n\n'
+    )
+
+
+# -- every stream path ----------------------------------------------------------------------
 
 
 def multiline(raw: bytes, eol: bytes) -> bytes:
@@ -103,9 +136,10 @@ def test_multiline_data_is_written_as_valid_sse_at_every_split(path: str, eol: s
     spread = multiline(raw, LINE_ENDS[eol])
     whole = written(make, [spread])
     assert g.sse_events(whole) == want
-    if not path.startswith("messages-"):
-        # OpenAI chunks go out one JSON text per line, as every client expects
-        assert all(line.startswith(b"data: ") for line in whole.split(b"\n\n") if line)
+    # one data line to an event: a JSON text on one line, as clients and the gateway's
+    # own frame readers expect
+    for block in whole.split(b"\n\n")[:-1]:
+        assert sum(line.startswith(b"data: ") for line in block.split(b"\n")) == 1
     for pieces in g.splits(spread):
         got = written(make, pieces)
         if got != whole:
