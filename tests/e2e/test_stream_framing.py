@@ -4,6 +4,7 @@ network chunk with an error event reach the client before that error."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -78,3 +79,12 @@ def test_content_then_error_in_one_chunk_sdk(client: openai.OpenAI) -> None:
     assert not isinstance(exc.value, openai.APIStatusError)  # raised from the stream itself
     assert "".join(got) == "".join(BURST)
     assert "failed mid-burst" in exc.value.message
+
+
+def test_an_error_after_only_the_role_chunk_is_a_plain_http_error(http: httpx.Client) -> None:
+    """Nothing but the preamble came before the error: the stream was not committed."""
+    with http.stream("POST", URL, json=body("openai/fake-preamble-error")) as r:
+        raw = r.read()
+    assert r.status_code == 502
+    assert r.headers["content-type"].startswith("application/json")
+    assert "failed mid-burst" in json.loads(raw)["error"]["message"]

@@ -27,6 +27,7 @@ header, which the gateway does not forward, so e2e tests use model names):
                    ``BURST`` content chunks, then ``data: {"error": {...}}``
 ``fake-late-burst-error``  the role chunk and an ``EARLY`` content chunk, then
                    (after a pause) the ``fake-burst-error`` write without its role
+``fake-preamble-error``  one write: the role chunk, then the error (no content)
 =================  ==========================================================
 
 Every request is checked for ``Authorization: Bearer <key>`` (401 otherwise)
@@ -68,6 +69,7 @@ MODELS = (
     "fake-multiline",
     "fake-burst-error",
     "fake-late-burst-error",
+    "fake-preamble-error",
     "fake-embed",
 )
 TOOL_NAME = "get_weather"
@@ -76,6 +78,12 @@ TOOL_CALL_ID = "call_fake_0001"
 BAD_JSON_BODY = b"<html>this is not json</html>"
 BURST = ("burst one, ", "burst two")
 EARLY = "early, "
+SPECIAL_STREAMS = (
+    "fake-multiline",
+    "fake-burst-error",
+    "fake-late-burst-error",
+    "fake-preamble-error",
+)
 
 STATE = web.AppKey("state", dict)
 
@@ -147,15 +155,16 @@ def _chunk(base: dict[str, Any], delta: dict[str, Any], finish: str | None = Non
 async def _stream_special(
     resp: web.StreamResponse, body: dict[str, Any], scenario: str, base: dict[str, Any]
 ) -> None:
-    """``fake-multiline`` and the ``*burst-error`` scenarios."""
+    """``fake-multiline`` and the ``*-error`` scenarios written at once."""
     role = _chunk(base, {"role": "assistant", "content": ""})
-    if scenario.endswith("burst-error"):
+    if scenario.endswith("-error"):
         events = [role]
         if scenario == "fake-late-burst-error":
             await resp.write(_frame(role) + _frame(_chunk(base, {"content": EARLY})))
             await asyncio.sleep(0.05)
             events = []
-        events.extend(_chunk(base, {"content": p}) for p in BURST)
+        if scenario != "fake-preamble-error":
+            events.extend(_chunk(base, {"content": p}) for p in BURST)
         events.append(_error("The upstream failed mid-burst", "server_error"))
         await resp.write(b"".join(_frame(e) for e in events))  # one write: one chunk
         return
@@ -200,7 +209,7 @@ async def _stream_chat(
     finished = False
     try:
         resp = await _begin_stream(request)
-        if scenario in ("fake-multiline", "fake-burst-error", "fake-late-burst-error"):
+        if scenario in SPECIAL_STREAMS:
             await _stream_special(resp, body, scenario, base)
             await resp.write_eof()
             finished = True
