@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from gateway.errors import GatewayError
+from gateway.sse_write import event as sse_event
 from gateway.translate import messages as anthropic_shape
 from gateway.wire.errors import ErrorBody, ErrorEnvelope
 
@@ -25,7 +26,7 @@ class OpenAIErrors:
         return _encode(ErrorEnvelope(ErrorBody(err.message, err.type, err.param, err.code)))
 
     def event(self, err: GatewayError) -> bytes:
-        return b"data: " + self.body(err) + b"\n\n"
+        return sse_event(self.body(err))
 
 
 class AnthropicErrors:
