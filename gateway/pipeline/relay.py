@@ -235,6 +235,7 @@ class StreamRelay:
             out = b"".join(self._first)
             for observe in observers:
                 observe(out)
+            self.completed = translator.done and translator.error is None
             yield out
             try:
                 while True:
@@ -251,6 +252,9 @@ class StreamRelay:
                         out = b"".join(frames) if len(frames) > 1 else frames[0]
                         for observe in observers:
                             observe(out)
+                        # The provider's own end ([DONE], message_stop) was relayed: the
+                        # answer is whole even if the client leaves before the body's EOF.
+                        self.completed = translator.done and translator.error is None
                         yield out
                     if self.deadline is not None and loop.time() > self.deadline:
                         raise UpstreamTimeout(

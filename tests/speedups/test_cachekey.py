@@ -520,4 +520,4 @@ def test_selector_reexports(cachekey_impl: ModuleType) -> None:
     assert cachekey_impl.IMPLEMENTATION in ("py", "c")
     assert cachekey.cache_key("acme", "chat", HELLO) == key(cachekey_impl, HELLO)
     assert cachekey.MAGIC == b"llm-gateway/cachekey/v1\n"
-    assert frozenset({"chat", "embeddings"}) == cachekey.KINDS
+    assert frozenset({"chat", "embeddings", "messages", "responses"}) == cachekey.KINDS
