@@ -18,9 +18,7 @@ it sends can catch them.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +26,8 @@ import httpx
 import pytest
 
 from tests.fakes.echo_upstream import ECHO_MARK, OTHER_KEY, PASSWORD
-from tests.harness import (
-    GatewayProc,
-    Proc,
-    clean_env,
-    free_port,
-    spawn,
-    start_gateway,
-    wait_until,
-)
+from tests.harness import GatewayProc, start_gateway
+from tests.providers.conftest import Fake, _start_fake
 
 pytestmark = pytest.mark.e2e
 
@@ -50,38 +41,16 @@ SELF_HOSTED_KEY = "canary0selfhosted0b9e71"
 SECRETS = (*CANARY.values(), SELF_HOSTED_KEY, PASSWORD, OTHER_KEY)
 
 
-@dataclass
-class Echo:
-    proc: Proc
-    port: int
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def requests(self) -> list[dict[str, Any]]:
-        return httpx.get(self.root + "/_requests", timeout=5).json()  # type: ignore[no-any-return]
-
-    def reset(self) -> None:
-        httpx.post(self.root + "/_reset", timeout=5).raise_for_status()
-
-
 @pytest.fixture(scope="module")
-def echo(e2e_dir: Path) -> Iterator[Echo]:
-    port = free_port()
-    argv = [sys.executable, "-m", "tests.fakes.echo_upstream", "--port", str(port)]
-    proc = spawn(f"echo-upstream-{port}", argv, clean_env(), e2e_dir / "logs")
-    fake = Echo(proc, port)
-    if not wait_until(lambda: proc.alive() and httpx.get(fake.root + "/_requests").is_success):
-        proc.stop()
-        raise RuntimeError("echo upstream did not start:\n" + proc.describe())
+def echo(e2e_dir: Path) -> Iterator[Fake]:
+    fake = _start_fake("echo_upstream", "unchecked", e2e_dir / "logs")
     try:
         yield fake
     finally:
-        proc.stop()
+        fake.proc.stop()
 
 
-def _config(echo: Echo) -> str:
+def _config(echo: Fake) -> str:
     r = echo.root
     return f"""\
 models:
@@ -104,7 +73,7 @@ models:
 
 
 @pytest.fixture(scope="module")
-def gateway(echo: Echo, e2e_dir: Path) -> Iterator[GatewayProc]:
+def gateway(echo: Fake, e2e_dir: Path) -> Iterator[GatewayProc]:
     config = e2e_dir / "credentials.yaml"
     config.write_text(_config(echo))
     gw = start_gateway(
@@ -162,7 +131,7 @@ def _credentials(request: dict[str, Any]) -> dict[str, str]:
     ],
 )
 def test_own_base_url_without_api_key_env_gets_no_key(
-    gateway: GatewayProc, echo: Echo, alias: str, path: str
+    gateway: GatewayProc, echo: Fake, alias: str, path: str
 ) -> None:
     echo.reset()
     r = _chat(gateway, alias)
@@ -173,7 +142,7 @@ def test_own_base_url_without_api_key_env_gets_no_key(
     assert not any(s in str(seen) for s in SECRETS)
 
 
-def test_named_key_is_the_only_key_sent(gateway: GatewayProc, echo: Echo) -> None:
+def test_named_key_is_the_only_key_sent(gateway: GatewayProc, echo: Fake) -> None:
     echo.reset()
     assert _chat(gateway, "named").status_code == 200
     [seen] = echo.requests()
@@ -182,7 +151,7 @@ def test_named_key_is_the_only_key_sent(gateway: GatewayProc, echo: Echo) -> Non
 
 @pytest.mark.parametrize("alias", ["provider-url", "same-url", "openai/ok"])
 def test_provider_key_goes_to_the_url_it_was_set_for(
-    gateway: GatewayProc, echo: Echo, alias: str
+    gateway: GatewayProc, echo: Fake, alias: str
 ) -> None:
     echo.reset()
     assert _chat(gateway, alias).status_code == 200

@@ -3,8 +3,9 @@
 Run it as ``python -m tests.fakes.echo_upstream --port N``. It plays a misbehaving
 provider (or a proxy in front of one) whose error texts repeat the request's
 headers, to prove that the gateway never relays or logs its own keys. It checks no
-key: it answers whatever arrives, and records every request's path and headers
-(``GET /_requests``, ``POST /_reset``), to prove which credential reached it.
+key (``--key`` is accepted, like the other fakes take it, and ignored): it answers
+whatever arrives, and records every request's path and headers (``GET /_requests``,
+``POST /_reset``), to prove which credential reached it.
 
 The wire format follows the path: ``.../chat/completions`` OpenAI and Azure,
 ``.../v1/messages`` Anthropic, ``...:generateContent`` and
@@ -255,6 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--key", help="ignored: this upstream checks no key")
     args = parser.parse_args()
     web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
 
