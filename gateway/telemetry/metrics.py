@@ -216,3 +216,13 @@ llm_breaker_ejections_total = Counter(
 
 
 memoize_all()
+
+
+# -- shared-state mode changes (store/redis.py); defined last, after memoize_all: not hot --
+gateway_state_mode_changes_total = Counter(
+    "gateway_state_mode_changes_total",
+    "Rate limits switching between the shared state and the local fallback (to: fallback|shared)",
+    ["to"],
+)
+for _to in ("fallback", "shared"):
+    gateway_state_mode_changes_total.labels(_to)
