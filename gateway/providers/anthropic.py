@@ -22,6 +22,7 @@ import msgspec
 
 from _speedups.sse import SSEDecoder
 from gateway.errors import GatewayError, UpstreamStatus
+from gateway.pipeline.retry_after import client_hints
 from gateway.providers.base import Deployment
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.translate import anthropic as tr
@@ -251,7 +252,7 @@ def map_anthropic_error(
     if status in (401, 403):
         return auth_failed(PROVIDER, status)
     if status == 429:
-        return rate_limited(PROVIDER, message, keep)
+        return rate_limited(PROVIDER, message, client_hints(headers))
     if status == 529 or etype == "overloaded_error":
         return UpstreamStatus(
             f"provider {PROVIDER} is overloaded: {message}",

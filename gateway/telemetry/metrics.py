@@ -213,6 +213,11 @@ llm_breaker_state = Gauge(
 llm_breaker_ejections_total = Counter(
     "llm_breaker_ejections_total", "Times a breaker opened", ["provider", "model"]
 )
+llm_health_checks_total = Counter(
+    "llm_health_checks_total",
+    "Active health checks of ejected deployments (result: pass | fail | timeout)",
+    ["provider", "model", "result"],
+)
 
 
 memoize_all()
