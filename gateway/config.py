@@ -50,7 +50,8 @@ DEFAULT_DEADLINE = 90.0
 
 class Timeouts(_Base, frozen=True):
     connect: PositiveFloat = 5.0
-    first_token: PositiveFloat = DEFAULT_FIRST_TOKEN  # per attempt, until a stream's content
+    # per attempt, until a stream's first content; null: as long as the read timeout
+    first_token: PositiveFloat | None = DEFAULT_FIRST_TOKEN
     idle: PositiveFloat | None = None  # between stream events; default: the read timeout
     read: PositiveFloat | None = None  # default per provider (60 s; Anthropic 300 s)
     total: PositiveFloat = 600.0

@@ -167,7 +167,10 @@ class Prober:
 
     async def run(self) -> None:
         while True:
-            self.step()
+            try:
+                self.step()
+            except Exception:  # a bug here must not end health checking for good
+                log.exception("health check scheduling failed")
             await asyncio.sleep(self.tick)
 
     def step(self) -> None:

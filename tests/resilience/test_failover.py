@@ -158,6 +158,15 @@ def test_default_timeouts_leave_room_for_a_fallback(fault: Fault) -> None:
         lambda gw: _deadline(gw, "o"),
     )
     assert short == 30.0  # a group whose streams may last only 30 s waits no longer
+    legacy = drive(
+        [alias("o", dep(fault, "fault-ok", timeout={"first_token": None, "read": 7}))],
+        lambda gw: _first_token(gw, "o"),
+    )
+    assert legacy == 7.0  # an explicit null: as long as the read timeout
+
+
+async def _first_token(gw, name: str) -> float:
+    return float(gw.registry.resolve(name).deployments[0].timeouts.first_token)
 
 
 async def _deadline(gw, name: str) -> float:

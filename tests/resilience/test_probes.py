@@ -79,7 +79,7 @@ def test_health_check_config_merges_field_by_field() -> None:
     one, two = (health_check(glob, d.health_check) for d in cfg.models[0].deployments)
     assert (one.enabled, one.interval, one.timeout) == (False, 1.0, 0.5)
     assert (two.enabled, two.interval, two.path) == (True, 1.0, "/ping")
-    assert health_check() == HealthCheck(enabled=True, interval=3.0, within=2.0)
+    assert health_check() == HealthCheck(enabled=True, interval=3.0, timeout=2.0)
     for bad, where in [
         ({"interval": 0}, "routing.health_check.interval"),
         ({"timeout": -1}, "routing.health_check.timeout"),
@@ -190,3 +190,42 @@ def test_no_targets_when_nothing_can_be_ejected(fault: Fault) -> None:
     two = [alias("a", dep(fault, "fault-ok"), dep(fault, "fault-ok"))]
     assert drive([alias("a", dep(fault, "fault-ok"))], scenario) == 0  # a lone deployment
     assert drive(two, scenario, routing) == 0
+
+
+def test_the_lifespan_starts_and_cancels_probes_and_the_mock_answers_them(tmp_path) -> None:
+    """create_app's lifespan owns the probe task; the mock provider passes a probe."""
+    import logging
+
+    from litestar.testing import AsyncTestClient
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "routing: {health_check: {interval: 0.05}}\n"
+        "models:\n"
+        "  - alias: m\n"
+        "    deployments: [{provider: mock, model: m1}, {provider: mock, model: m2}]\n"
+    )
+
+    async def main() -> None:
+        app = create_app(Settings.from_env({"GATEWAY_CONFIG": str(path)}))
+        async with AsyncTestClient(app, timeout=10):
+            task = app.state.probes._task  # the app runs in the test client's own loop
+            assert task is not None and not task.done()
+            gw = app.state.gw
+            b = gw.router.state(gw.registry.groups["m"].deployments[0]).breaker
+            for _ in range(5):
+                b.record("failure")
+            assert b.state == OPEN and b.open_until - b._clock() > 10  # a 30 s ejection
+            assert await _until(lambda: b.current() == HALF_OPEN, within=3.0)
+        assert task.cancelled() and app.state.probes._task is None  # cancelled at shutdown
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        asyncio.run(main())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

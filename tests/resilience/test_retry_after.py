@@ -131,7 +131,7 @@ def test_client_hints_round_up_to_whole_seconds() -> None:
     assert ra.client_hints({"x-should-retry": "maybe\r\nx: y"}) == {}
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(
