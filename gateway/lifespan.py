@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 
+from gateway.pipeline.probes import Prober
 from gateway.state import Gateway
 
 log = logging.getLogger("gateway")
@@ -28,6 +29,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
     _warm_tokenizers()
+    prober = app.state.probes = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
     log.info(
         "gateway started",
         extra={
@@ -39,9 +41,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             }
         },
     )
+    prober.start()  # active health checks of ejected deployments, until shutdown
     try:
         yield
     finally:
+        await prober.aclose()
         await gw.registry.aclose()
         await gw.cache.aclose()
         await gw.limiter.aclose()  # pending settles, before the backend closes
