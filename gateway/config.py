@@ -37,9 +37,25 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     pass
 
 
+# A stream's first content within this, or the attempt moves to another deployment
+# (or the fallbacks). A chat model's first token usually comes within a few seconds,
+# a prompt of 100k+ tokens under load within 10-15 s; 20 s flags a hung upstream
+# without cutting those, early enough that a fallback still fits inside the 60-120 s
+# timeouts many clients use: a hung primary, a second hung deployment and a working
+# fallback answer within about 45 s. Reasoning models that think before they stream
+# (o1/o3, extended thinking) need it raised per deployment.
+DEFAULT_FIRST_TOKEN = 20.0
+# The whole request, every attempt, wait and fallback: 90 s fits inside the 120 s and
+# 130 s client timeouts common in SDK wrappers and proxies (the openai SDK's own
+# default, 600 s, is rarely what a caller waits), and leaves a fallback 30 s after a
+# whole answer's 60 s read timeout. It bounds a stream only until its first content.
+DEFAULT_DEADLINE = 90.0
+
+
 class Timeouts(_Base, frozen=True):
     connect: PositiveFloat = 5.0
-    first_token: PositiveFloat | None = None  # per attempt; default: the read timeout
+    # per attempt, until a stream's first content; null: as long as the read timeout
+    first_token: PositiveFloat | None = DEFAULT_FIRST_TOKEN
     idle: PositiveFloat | None = None  # between stream events; default: the read timeout
     read: PositiveFloat | None = None  # default per provider (60 s; Anthropic 300 s)
     total: PositiveFloat = 600.0
@@ -83,6 +99,7 @@ class Deployment(_Base, frozen=True):
     limits: Limits | None = None
     price: Price | None = None
     mock: MockOptions | None = None
+    health_check: HealthCheck | None = None  # field by field over routing.health_check
 
 
 class CacheOptions(_Base, frozen=True):
@@ -98,7 +115,9 @@ class RetryPolicy(_Base, frozen=True):
     attempts: Annotated[int, Meta(ge=1, le=10)] = 3  # upstream attempts in the group, 1st included
     backoff: PositiveFloat = 0.25  # s; retry n waits uniform(0, min(max_backoff, backoff * 2^n))
     max_backoff: PositiveFloat = 2.0  # s; a longer Retry-After is returned to the client
-    deadline: PositiveFloat | None = None  # s, all attempts and waits; default timeout.total
+    # s, all attempts and waits; default DEFAULT_DEADLINE, or the longest timeout.total
+    # of the group when that is shorter
+    deadline: PositiveFloat | None = None
 
 
 class RetryBudget(_Base, frozen=True):
@@ -115,9 +134,35 @@ class BreakerOptions(_Base, frozen=True):
     error_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5  # over ``window``...
     window: PositiveFloat = 30.0  # s
     min_requests: Annotated[int, Meta(ge=1)] = 20  # ...once the window holds this many
-    ejection: PositiveFloat = 30.0  # s, first ejection; doubles with each repeat
-    max_ejection: PositiveFloat = 300.0  # s
+    ejection: PositiveFloat = 30.0  # s, first ejection; doubles with each repeat...
+    max_ejection: PositiveFloat = 120.0  # s ...up to this (30, 60, 120)
     half_open_probes: Annotated[int, Meta(ge=1)] = 1  # concurrent trial requests
+
+
+class HealthCheck(_Base, frozen=True):
+    """Active probes of an ejected deployment (``pipeline/probes.py``). Under ``routing:``
+    for every deployment, and per deployment field by field over it; unset fields take
+    the defaults in ``HEALTH_CHECK_DEFAULTS``."""
+
+    enabled: bool | None = None
+    interval: Annotated[float, Meta(ge=0.05, le=3600)] | None = None  # s between probes
+    timeout: Annotated[float, Meta(gt=0, le=60)] | None = None  # s, one probe
+    # GET this path on the deployment's host instead of the provider's model endpoint
+    path: Annotated[str, Meta(pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}$")] | None = None
+
+
+# enabled, interval (s), timeout (s): a recovered deployment is back within ~3 s
+HEALTH_CHECK_DEFAULTS = HealthCheck(enabled=True, interval=3.0, timeout=2.0)
+
+
+def health_check(*layers: HealthCheck | None) -> HealthCheck:
+    """The defaults, overridden field by field by each layer in turn."""
+    out = HEALTH_CHECK_DEFAULTS
+    for layer in layers:
+        if layer is not None:
+            fields = {f: getattr(layer, f) for f in layer.__struct_fields__}
+            out = msgspec.structs.replace(out, **{f: v for f, v in fields.items() if v is not None})
+    return out
 
 
 class HedgeOptions(_Base, frozen=True):
@@ -130,6 +175,7 @@ class RoutingOptions(_Base, frozen=True):
     breaker: BreakerOptions = BreakerOptions()
     exploration: Annotated[float, Meta(ge=0, le=1)] = 0.05  # least-latency: share sent elsewhere
     stream_keepalive: NonNegFloat = 0.0  # s before ': keep-alive' comments commit a stream; 0 off
+    health_check: HealthCheck = HealthCheck()  # active probes of ejected deployments
 
 
 class ModelAlias(_Base, frozen=True):

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
 
+from gateway.pipeline.probes import Prober
 from gateway.state import Gateway
 
 log = logging.getLogger("gateway")
@@ -38,6 +39,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
     _warm_tokenizers()
+    prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
     log.info(
         "gateway started",
         extra={
@@ -49,9 +51,11 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
             }
         },
     )
+    prober.start()  # active health checks of ejected deployments, until shutdown
     try:
         yield
     finally:
+        await prober.aclose()
         await gw.registry.aclose()
         await gw.cache.aclose()
         await gw.store.aclose()

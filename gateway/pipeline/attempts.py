@@ -10,22 +10,29 @@ served, how many upstream attempts it took, and the result (``(body, usage)`` or
 Semantics (Envoy's retry policy and outlier detection; nginx's "only before
 anything was sent"):
 
-* **What is retried.** A connection that never reached the provider, always. After
-  the request was sent: statuses 429, 500, 502, 503, 504, 529; a stream with no
-  first content within ``timeout.first_token``; an answer the gateway could not
-  use (reset, malformed JSON, a stream cut before its first content: the client
-  would see a 502). Never another 4xx. An upstream 401/403 (the gateway's own key
-  refused) moves to *another* deployment but never repeats on the same one. A
-  whole answer that times out (``timeout.read``) is not retried: the provider may
-  well have done the work, and a second try doubles the wait.
+* **What is retried.** A connection refused or reset before it reached the
+  provider, always. After the request was sent: statuses 429, 500, 502, 503, 504,
+  529; an answer the gateway could not use (reset, malformed JSON, a stream cut
+  before its first content: the client would see a 502). Never another 4xx.
+* **Moved on, never repeated.** A *timeout* (connect, a stream's
+  ``timeout.first_token``, a whole answer's ``timeout.read``: a deployment that
+  accepts and then hangs) and an upstream 401/403 (the gateway's own key refused)
+  move to *another* deployment or the fallbacks, never to the same one: a hung
+  deployment would spend the deadline again. A whole answer has no first token;
+  its analogue is the response headers, which a provider sends once the whole
+  answer is ready, so ``timeout.read`` is what bounds that wait.
 * **Where.** The next deployment of the router's plan not yet tried in this
   request (at once, no wait); when all were tried, the least-tried one again after
   a backoff: ``uniform(0, min(max_backoff, backoff * 2^n))`` (full jitter), and
-  never before a 429's ``Retry-After`` (``retry-after-ms`` too). A Retry-After
-  longer than ``max_backoff``, or a wait that would pass the deadline, ends the
-  group's retries: the client gets the 429 with its Retry-After.
-* **Deadline.** ``retry.deadline`` (default: the longest ``timeout.total`` in the
-  group) bounds every attempt and wait together, fallbacks included.
+  never before a 429's wait (``retry-after-ms``, ``Retry-After``, or the
+  provider's reset headers: ``retry_after.py``). A deployment whose wait is longer
+  than ``max_backoff`` or than what is left of the deadline is not retried at all;
+  when no other is left, the client gets the 429 with ``Retry-After`` and
+  ``retry-after-ms``.
+* **Deadline.** ``retry.deadline`` (default ``DEFAULT_DEADLINE``, 90 s, or the
+  group's longest ``timeout.total`` when shorter) bounds every attempt and wait
+  together, fallbacks included: a stream until its first content, a whole answer
+  to its end.
 * **Budget.** Retries in flight (process-wide) never exceed
   ``retry_budget.ratio`` x requests in flight + ``retry_budget.min_retries``; past
   it the request fails with its last error instead of retrying.
@@ -47,7 +54,6 @@ anything was sent"):
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -55,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
+from gateway.config import DEFAULT_DEADLINE
 from gateway.errors import (
     GatewayError,
     UpstreamError,
@@ -64,6 +71,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import relay, settle
 from gateway.pipeline.relay import StreamRelay
+from gateway.pipeline.retry_after import wait_from
 from gateway.pipeline.route import estimate_prompt_tokens, max_tokens_of
 from gateway.providers.base import Deployment, StreamTranslator
 from gateway.telemetry import metrics
@@ -114,10 +122,17 @@ def is_context_error(err: GatewayError) -> bool:
 
 def classify(err: GatewayError) -> str:
     """``retry``: any deployment, the same one included; ``elsewhere``: another deployment
-    only; ``final``: not a deployment's fault and not retried (a client's 4xx, a
-    timed-out whole answer); ``context``: a context-length error."""
+    only (the gateway's key refused, a timeout); ``final``: not a deployment's fault and
+    not retried (a client's 4xx, the request's deadline); ``context``: a context-length
+    error."""
+    if getattr(err, "deadline", False):
+        return "final"
+    if isinstance(err, UpstreamTimeout):
+        # A connect timeout, a stream's first-token timeout, a whole answer's read timeout:
+        # this deployment is hanging; repeating it would spend the deadline on it again.
+        return "elsewhere"
     if getattr(err, "connect_failed", False):
-        return "retry"
+        return "retry"  # refused or unreachable at once: cheap to try again later
     if isinstance(err, UpstreamStatus):
         s = err.upstream_status
         if s in RETRY_STATUSES:
@@ -127,8 +142,6 @@ def classify(err: GatewayError) -> str:
         if 400 <= s < 500:
             return "context" if is_context_error(err) else "final"
         return "elsewhere"  # 501, 505...: this deployment cannot serve it
-    if isinstance(err, UpstreamTimeout):
-        return "retry" if getattr(err, "first_token", False) else "final"
     if isinstance(err, UpstreamUnavailable | UpstreamError):
         return "retry"  # reset, malformed answer, stream cut before its first content
     return "final"
@@ -138,33 +151,13 @@ def breaker_outcome(err: GatewayError) -> str:
     """Does this failure count against the deployment's breaker? A client's 4xx never."""
     if getattr(err, "deadline", False):
         return "neutral"
-    kind = classify(err)
-    if kind in ("final", "context"):
-        return "failure" if isinstance(err, UpstreamTimeout) else "neutral"
-    return "failure"
+    return "neutral" if classify(err) in ("final", "context") else "failure"
 
 
 def retry_after(err: GatewayError) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    h = err.headers
-    ms = h.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    ra = h.get("retry-after")
-    if not ra:
-        return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(ra)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    """Seconds the upstream asked for (``retry_after.wait_from``; a 429's reset headers
+    were already turned into ``retry-after-ms`` by the provider's ``map_error``)."""
+    return wait_from(err.headers)
 
 
 class _Stop(Exception):
@@ -206,7 +199,8 @@ class _Run:
         self.t0 = self.clock()
         policy = self.policy(group)
         self.deadline = self.t0 + (
-            policy.deadline or max(d.timeouts.total for d in group.deployments)
+            policy.deadline
+            or min(DEFAULT_DEADLINE, max(d.timeouts.total for d in group.deployments))
         )
         self.attempts = 0
         self.last_err: GatewayError | None = None
@@ -308,7 +302,7 @@ class _Run:
                 if not pending:
                     if n >= policy.attempts:
                         return None
-                    dep = self._next(plan, tries, not_again, first=n == 0)
+                    dep = self._next(plan, tries, not_again, policy, first=n == 0)
                     if dep is None:
                         return None
                     if self.attempts:  # a retry (or a fallback's first attempt)
@@ -348,13 +342,13 @@ class _Run:
                         raise _Stop(self.deadline_error(dep))
                     if hedging:
                         busy = {d for d, _ in pending.values()}
-                        twin = self._next(plan, tries, not_again | busy, first=False)
+                        twin = self._next(plan, tries, not_again | busy, policy, first=False)
                         if twin is None or not self._budget_ok(group):
                             hedge = None
                             continue
                         while not await self._admit(group, twin):
                             not_again.add(twin)
-                            twin = self._next(plan, tries, not_again | busy, first=False)
+                            twin = self._next(plan, tries, not_again | busy, policy, first=False)
                             if twin is None:
                                 break
                         if twin is None:
@@ -411,19 +405,23 @@ class _Run:
         plan: list[Deployment],
         tries: dict[Deployment, int],
         exclude: set[Deployment],
+        policy: RetryPolicy,
         first: bool,
     ) -> Deployment | None:
-        """Untried before tried, usable (breaker, Retry-After) before not, plan order."""
+        """Untried before tried, usable (breaker, Retry-After) before not, plan order.
+        A retry never goes to an ejected deployment, nor to one whose Retry-After asks for
+        a longer wait than ``max_backoff`` or than what is left of the deadline."""
         router = self.router
         now = self.clock()
+        longest = min(policy.max_backoff, self.deadline - now)
         best: tuple[int, int, int] | None = None
         choice = None
         for i, d in enumerate(plan):
             if d in exclude:
                 continue
             st = router.state(d)
-            if not first and not st.breaker.available(now):
-                continue  # ejected: not a retry target
+            if not first and (not st.breaker.available(now) or st.cooldown_until - now > longest):
+                continue  # ejected, or asked to be left alone for longer than we wait
             key = (tries.get(d, 0), st.cooldown_until > now, i)
             if best is None or key < best:
                 best, choice = key, d

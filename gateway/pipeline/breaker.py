@@ -7,7 +7,10 @@ failures in a row, or when at least ``min_requests`` outcomes in the last
 ``ejection`` seconds, doubled for each repeat ejection (capped at ``max_ejection``;
 the count is forgotten after ``max_ejection`` seconds without one). When it ends
 the breaker is **half-open**: up to ``half_open_probes`` requests go through; the
-first success closes it, a failure opens it again for longer.
+first success closes it, a failure opens it again for longer. An active health
+check that passes (``pipeline/probes.py``) ends an ejection early: the breaker is
+half-open at once, so one real request confirms the recovery within seconds
+rather than after the rest of a doubled ejection.
 
 A breaker never opens when that would leave its group with no closed breaker:
 the last healthy deployment keeps serving (and failing fast) rather than nothing.
@@ -89,6 +92,16 @@ class Breaker:
                 total += self._buckets[i][0]
                 fails += self._buckets[i][1]
         return total, fails
+
+    def probe_passed(self, now: float | None = None) -> bool:
+        """An active health check passed: end the ejection now (half-open, so a real
+        request still confirms it). True if the breaker was open."""
+        t = self._clock() if now is None else now
+        if self.current(t) != OPEN:
+            return False
+        self.open_until = t
+        self.current(t)
+        return True
 
     # -- an attempt's life -------------------------------------------------------------
 

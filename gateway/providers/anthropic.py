@@ -21,6 +21,7 @@ import httpx
 import msgspec
 
 from gateway.errors import GatewayError, UpstreamStatus
+from gateway.pipeline.retry_after import client_hints
 from gateway.providers.base import Deployment, MessagesNative, ModelLister
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.sse_write import json_event
@@ -244,7 +245,7 @@ def map_anthropic_error(
     if status in (401, 403):
         return auth_failed(PROVIDER, status)
     if status == 429:
-        return rate_limited(PROVIDER, message, keep)
+        return rate_limited(PROVIDER, message, client_hints(headers))
     if status == 529 or etype == "overloaded_error":
         return UpstreamStatus(
             f"provider {PROVIDER} is overloaded: {message}",

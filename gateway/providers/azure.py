@@ -25,6 +25,7 @@ import httpx
 import msgspec
 
 from gateway.errors import GatewayError
+from gateway.pipeline.retry_after import hint_headers
 from gateway.providers.base import Deployment
 from gateway.providers.openai import DONE_FRAME, OpenAIAdapter, map_openai_error, stream_error
 from gateway.sse_write import event, json_event
@@ -158,7 +159,7 @@ class AzureAdapter(OpenAIAdapter):
             # Azure often says it only in the text: "... Please retry after 12 seconds."
             m = _RETRY_IN_TEXT.search(err.message)
             if m:
-                err.headers["retry-after"] = m.group(1)
+                err.headers.update(hint_headers(float(m.group(1))))
         return err
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from gateway.errors import GatewayError
+from gateway.pipeline.retry_after import client_hints
 from gateway.providers.base import Deployment, MessagesNative, ModelLister
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.translate import gemini_embeddings, gemini_request, gemini_response
@@ -100,7 +101,11 @@ class GeminiAdapter:
         keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
         key = dep.api_key.reveal() if dep.api_key is not None else None
         err = gemini_response.decode_error(content)
-        return gemini_response.map_status(status, err, keep, key)
+        mapped = gemini_response.map_status(status, err, keep, key)
+        if status == 429:
+            # RetryInfo.retryDelay arrives as retry-after: the client gets both forms
+            mapped.headers = client_hints(mapped.headers)
+        return mapped
 
 
 __all__ = ["GeminiAdapter"]

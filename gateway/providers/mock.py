@@ -93,7 +93,8 @@ def _max_tokens(body: dict[str, Any], opts: MockOptions) -> int:
 
 
 class MockTransport(httpx.AsyncBaseTransport):
-    """Answers ``/chat/completions``, ``/embeddings`` and ``/models`` like OpenAI."""
+    """Answers ``/chat/completions``, ``/embeddings``, ``/models`` and ``/models/{id}``
+    like OpenAI (every model exists)."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -103,6 +104,9 @@ class MockTransport(httpx.AsyncBaseTransport):
                 {"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in MOCK_MODELS
             ]
             return _json(200, {"object": "list", "data": data}, request)
+        if request.method == "GET" and "/models/" in path:  # retrieve a model (health checks)
+            model = {"id": path.rpartition("/models/")[2], "object": "model", "owned_by": "mock"}
+            return _json(200, {**model, "created": 0}, request)
         try:
             body = msgspec.json.decode(request.content)
         except msgspec.DecodeError:

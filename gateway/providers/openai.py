@@ -19,6 +19,7 @@ from gateway.errors import (
     UpstreamStatus,
     UpstreamUnavailable,
 )
+from gateway.pipeline.retry_after import client_hints
 from gateway.providers.base import Deployment, MessagesNative, ModelLister
 from gateway.providers.transport import post
 from gateway.sse_write import DONE as DONE_FRAME
@@ -200,9 +201,9 @@ def map_openai_error(
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass
     message = message[:1000] if message else f"status {status}"
-    keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
     if status == 429:
-        return _rate_limited(provider, message, keep, code)
+        return _rate_limited(provider, message, client_hints(headers), code)
+    keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
     if status in (401, 403):
         # The gateway's own credentials were refused: the client can't fix that.
         return UpstreamStatus(

@@ -214,6 +214,11 @@ llm_breaker_state = Gauge(
 llm_breaker_ejections_total = Counter(
     "llm_breaker_ejections_total", "Times a breaker opened", ["provider", "model"]
 )
+llm_health_checks_total = Counter(
+    "llm_health_checks_total",
+    "Active health checks of ejected deployments (result: pass | fail | timeout)",
+    ["provider", "model", "result"],
+)
 
 
 # -- cost and process resources (gateway/pricing.py, pipeline/settle.py; deployment/ alerts)

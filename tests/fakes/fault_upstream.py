@@ -11,6 +11,13 @@ or by an ``x-fault`` header when a test calls the fake directly:
 ``fault-<status>``         that status with an OpenAI error body: 400, 401, 403, 404, 429,
                            500, 502, 503, 504, 529
 ``fault-429-ra<N>``        429 with ``Retry-After: N``; ``fault-429-ms<N>``: ``retry-after-ms``
+``fault-429-oai-<R>-<T>``  429 with only OpenAI's reset headers: requests spent, reset in Go
+                           duration R; tokens left, reset in T (``fault-429-oai-20s-6m0s``)
+``fault-429-ant-<R>-<T>``  (``/v1/messages``) 429 in Anthropic's shape with only its reset
+                           headers: requests spent, reset R seconds from now (RFC 3339);
+                           tokens left, reset in T seconds
+``fault-late-<S>-<N>ms``   waits N milliseconds, then status S (a slow failure)
+``fault-hang``             accepts the request and never answers (until the client leaves)
 ``fault-context``          400 ``context_length_exceeded`` (OpenAI's shape)
 ``fault-stall-<X>s``       waits X seconds before the status line, then answers
 ``fault-slow-<N>ms``       waits N milliseconds, then answers (latency for strategies)
@@ -25,8 +32,15 @@ or by an ``x-fault`` header when a test calls the fake directly:
 =========================  ================================================================
 
 A model can be given another behaviour at run time: ``POST /_behave`` with
-``{"model": "fault-dyn-a", "as": "fault-503"}`` (``"as": null`` restores it).
-Unknown ``fault-*`` names behave as ``fault-ok``.
+``{"model": "fault-dyn-a", "as": "fault-503"}`` (``"as": null`` restores it): a
+deployment that fails, then recovers on command. Unknown ``fault-*`` names behave
+as ``fault-ok``.
+
+Health checks: ``GET /v1/models/<model>`` answers as that model behaves now: its
+status for ``fault-<status>`` and ``fault-late-<S>-...``, never for ``fault-hang``,
+after X seconds for ``fault-stall-<X>s``, 200 otherwise; counted as ``probe:<model>``.
+``POST /v1/messages`` (Anthropic) serves ``fault-429-ant-*`` and answers anything
+else with a short Anthropic message.
 
 Test endpoints: ``GET /_stats`` -> ``{model: {"count", "times", "gone"}}`` (requests
 per model, their arrival times on this process's monotonic clock, and how many
@@ -40,12 +54,14 @@ import asyncio
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 WORDS = 5
 TRICKLE_S = 1.0
+HANG_S = 120.0  # a hanging answer gives up after this (the client has long gone)
 STATE = web.AppKey("state", dict)
 _STATUSES = {400, 401, 403, 404, 429, 500, 502, 503, 504, 529}
 
@@ -138,9 +154,59 @@ def _json_error(status: int, body: bytes, headers: dict[str, str] | None = None)
     )
 
 
+def _openai_resets(b: str) -> dict[str, str] | None:
+    m = re.fullmatch(r"fault-429-oai-([0-9a-z.]+)-([0-9a-z.]+)", b)
+    if not m:
+        return None
+    return {
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": m.group(1),
+        "x-ratelimit-limit-tokens": "40000",
+        "x-ratelimit-remaining-tokens": "39000",
+        "x-ratelimit-reset-tokens": m.group(2),
+    }
+
+
+def _rfc3339(seconds_from_now: float) -> str:
+    at = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _anthropic_resets(b: str) -> dict[str, str] | None:
+    m = re.fullmatch(r"fault-429-ant-([\d.]+)-([\d.]+)", b)
+    if not m:
+        return None
+    requests, tokens = float(m.group(1)), float(m.group(2))
+    return {
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": _rfc3339(requests),
+        "anthropic-ratelimit-tokens-limit": "80000",
+        "anthropic-ratelimit-tokens-remaining": "79000",
+        "anthropic-ratelimit-tokens-reset": _rfc3339(tokens),
+        "anthropic-ratelimit-input-tokens-remaining": "40000",
+        "anthropic-ratelimit-input-tokens-reset": _rfc3339(tokens),
+        "anthropic-ratelimit-output-tokens-remaining": "39000",
+        "anthropic-ratelimit-output-tokens-reset": _rfc3339(tokens),
+        "request-id": "req_fault",
+    }
+
+
 async def _behave(
     request: web.Request, b: str, model: str, n: int, stream: bool, stats: Stats
 ) -> web.StreamResponse:
+    if (resets := _openai_resets(b)) is not None:
+        body = _error(429, "Rate limit reached for requests", "rate_limit_exceeded", "requests")
+        return _json_error(429, body, resets)
+    if b == "fault-hang":
+        await _wait(request, HANG_S, stats, model)
+        return web.Response(status=499)  # the client went away: nobody reads this
+    if m := re.fullmatch(r"fault-late-(\d{3})-(\d+)ms", b):
+        if not await _wait(request, int(m.group(2)) / 1000, stats, model):
+            return web.Response(status=499)
+        status = int(m.group(1))
+        return _json_error(status, _error(status, f"fault {status}"))
     if m := re.fullmatch(r"fault-429-ra(\d+)", b):
         return _json_error(
             429,
@@ -276,6 +342,49 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def probe(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models/<model>``: a health check, answered as the model behaves now."""
+    state = request.app[STATE]
+    stats: Stats = state["stats"]
+    model = request.match_info["model"]
+    stats.hit(f"probe:{model}")
+    b = state["behave"].get(model) or model
+    if b == "fault-hang":
+        await _wait(request, HANG_S, stats, f"probe:{model}")
+        return web.Response(status=499)
+    stall = re.fullmatch(r"fault-stall-([\d.]+)s", b)
+    if stall and not await _wait(request, float(stall.group(1)), stats, f"probe:{model}"):
+        return web.Response(status=499)
+    m = re.fullmatch(r"fault-(\d{3})", b) or re.fullmatch(r"fault-late-(\d{3})-\d+ms", b)
+    if m and int(m.group(1)) in _STATUSES:
+        return _json_error(int(m.group(1)), _error(int(m.group(1)), "fault"))
+    return web.json_response({"id": model, "object": "model", "created": 0, "owned_by": "fault"})
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's ``/v1/messages``: ``fault-429-ant-*``, else a short message."""
+    state = request.app[STATE]
+    body = await request.json()
+    model = str(body.get("model", "fault-ok"))
+    state["stats"].hit(model)
+    b = state["behave"].get(model) or model
+    if (resets := _anthropic_resets(b)) is not None:
+        err = {"type": "error", "error": {"type": "rate_limit_error", "message": "rate limited"}}
+        return _json_error(429, json.dumps(err).encode(), resets)
+    return web.json_response(
+        {
+            "id": "msg_fault",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": reply_text()}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": WORDS},
+        }
+    )
+
+
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE]["stats"].as_json())
 
@@ -301,6 +410,8 @@ def make_app() -> web.Application:
     app[STATE] = {"stats": Stats(), "behave": {}}
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_get("/v1/models/{model}", probe)
     app.router.add_get("/_stats", get_stats)
     app.router.add_post("/_reset", reset)
     app.router.add_post("/_behave", behave)

@@ -155,4 +155,4 @@ def test_rate_limit_headers_survive_error_mapping():
     err = dep.adapter.map_error(
         dep, 429, httpx.Headers({"retry-after": "5", "x-should-retry": "true"}), b"{}"
     )
-    assert err.headers == {"retry-after": "5", "x-should-retry": "true"}
+    assert err.headers == {"retry-after": "5", "retry-after-ms": "5000", "x-should-retry": "true"}

@@ -150,3 +150,19 @@ def test_live_ejection_probe_and_recovery(fault: Fault) -> None:
         return True
 
     assert drive(models, scenario, routing)
+
+
+def test_a_passing_health_check_half_opens_only_an_open_breaker() -> None:
+    clock = Clock()
+    a, _b = group(2, clock, consecutive_failures=1, ejection=30)
+    assert a.probe_passed() is False and a.current() == CLOSED
+    a.record("failure")
+    assert a.current() == OPEN
+    clock.t += 1  # 29 s of the ejection left
+    assert a.probe_passed() is True and a.current() == HALF_OPEN and a.available()
+    assert a.probe_passed() is False  # already half-open: the real request decides
+    a.record("failure", probe=a.acquire())
+    assert a.current() == OPEN and a.open_until == pytest.approx(clock.t + 60)
+    assert a.probe_passed() is True  # the doubled ejection ends early too
+    a.record("success", probe=a.acquire())
+    assert a.current() == CLOSED

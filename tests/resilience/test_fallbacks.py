@@ -79,7 +79,7 @@ def test_context_length_error_without_a_fallback_passes_through(fault: Fault) ->
 
 
 def test_fallbacks_share_the_deadline(fault: Fault) -> None:
-    slow = dep(fault, "fault-stallbody-5s", timeout={"first_token": 0.4})
+    slow = dep(fault, "fault-late-503-400ms")  # fails after 0.4 s, may be retried
     models = [
         alias("a", slow, fallbacks=["b"], retry={"attempts": 5, "deadline": 0.6}),
         alias("b", dep(fault, "fault-ok")),

@@ -121,16 +121,18 @@ def test_a_wait_past_the_deadline_returns_the_429(fault: Fault) -> None:
 
 def test_one_deadline_bounds_all_attempts(fault: Fault) -> None:
     routing = {"retry": {"attempts": 10, "backoff": 0.05, "max_backoff": 0.1, "deadline": 1.0}}
-    slow = dep(fault, "fault-stallbody-5s", timeout={"first_token": 0.3})
+    slow = dep(fault, "fault-late-503-300ms")
     out = drive([alias("a", slow)], lambda gw: call(gw, "a", stream=True), routing)
-    assert out.status == 504 and 0.9 <= out.elapsed <= 1.0 + SLACK
+    # cut mid-attempt (504), or no wait fits before it (the last 503, as a 502)
+    assert out.status in (502, 504) and 0.9 <= out.elapsed <= 1.0 + SLACK
     assert 3 <= out.attempts <= 4  # 0.3 s each plus jitter, cut by the deadline
 
 
-def test_whole_answer_read_timeout_is_not_retried(fault: Fault) -> None:
+def test_whole_answer_read_timeout_is_not_repeated(fault: Fault) -> None:
     slow = dep(fault, "fault-stall-2s", timeout={"read": 0.3})
     out = drive([alias("a", slow)], lambda gw: call(gw, "a"), FAST)
     assert out.status == 504 and out.attempts == 1 and out.elapsed < 1.0
+    assert fault.count("fault-stall-2s") == 1
 
 
 def test_malformed_answer_is_retried_elsewhere(fault: Fault) -> None:
@@ -191,9 +193,9 @@ def test_retry_budget_caps_concurrent_retries(fault: Fault) -> None:
         gw.router.active = counters
         return await asyncio.gather(*(call(gw, "a", stream=True) for _ in range(10)))
 
-    stall = "fault-stallbody-5s"  # every attempt times out after 0.2 s: retries overlap
-    outs = drive([alias("a", dep(fault, stall, timeout={"first_token": 0.2}))], scenario, routing)
-    assert all(o.status == 504 for o in outs)
+    stall = "fault-late-503-200ms"  # every attempt fails after 0.2 s: retries overlap
+    outs = drive([alias("a", dep(fault, stall))], scenario, routing)
+    assert all(o.status == 502 for o in outs)
     assert counters.excess and max(counters.excess) <= 1e-9  # <= 20% of requests + 1
     assert sum(o.attempts for o in outs) < 30  # some retries were refused
     assert fault.count(stall) == sum(o.attempts for o in outs)
