@@ -39,7 +39,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
     _warm_tokenizers()
-    prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
+    prober = gw.prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
     log.info(
         "gateway started",
         extra={

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.pipeline.auth import Keyring
     from gateway.pipeline.cache import ResponseCache
+    from gateway.pipeline.probes import Prober
     from gateway.pipeline.ratelimit import Limiter
     from gateway.pipeline.routing import Router
     from gateway.providers.registry import Registry
@@ -27,6 +28,7 @@ class Gateway:
         "cache",
         "limiter",
         "models_cache",
+        "prober",
         "registry",
         "router",
         "settings",
@@ -57,3 +59,4 @@ class Gateway:
         self.limiter = limiter
         self.started_at = time.time()
         self.models_cache: dict[str, Any] = {}
+        self.prober: Prober | None = None  # active health checks, while the app runs
