@@ -22,13 +22,21 @@ run: install
 	SERVER_HOST=127.0.0.1 $(BIN)/llm-gateway serve --host 127.0.0.1 --port $${SERVER_PORT:-8080} --workers 1
 
 # Debian packages the suite and the benchmarks need; installed only when missing.
+# redis-server for state tests; for tests/deployment: prometheus (the server and promtool),
+# prometheus-alertmanager (amtool), docker-compose (config check only, no engine) and shellcheck.
+SYSTEM_TOOLS := redis-server:redis-server promtool:prometheus amtool:prometheus-alertmanager \
+                docker-compose:docker-compose shellcheck:shellcheck
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing) >/dev/null; fi
 
+# DEPLOY_TOOLS_REQUIRED: tests/deployment fail (not skip) when a tool is missing.
 test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DEPLOY_TOOLS_REQUIRED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 	GATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -m 'not benchmark' -p no:cacheprovider tests/speedups $(PYTEST_ARGS)
 
 bench: bench-micro bench-e2e

@@ -1,8 +1,9 @@
 """Build the Cython twins of the _speedups kernels.
 
-`GATEWAY_NO_EXTENSIONS=1` (or a non-CPython interpreter) gives a pure-Python
-install. Otherwise every `_speedups/*.pyx` is compiled and a failed compile
-fails the build: a silent fallback would show up only as lost throughput.
+`GATEWAY_NO_EXTENSIONS=1` (or `true`, `yes`; `0` does not), or a non-CPython
+interpreter, gives a pure-Python install: the same rule as `_speedups/__init__.py`.
+Otherwise every `_speedups/*.pyx` is compiled and a failed compile fails the
+build: a silent fallback would show up only as lost throughput.
 """
 
 import os
@@ -12,9 +13,11 @@ from pathlib import Path
 
 from setuptools import setup
 
-NO_EXTENSIONS = bool(os.environ.get("GATEWAY_NO_EXTENSIONS")) or (
-    platform.python_implementation() != "CPython"
-)
+NO_EXTENSIONS = os.environ.get("GATEWAY_NO_EXTENSIONS", "").strip().lower() in (
+    "1",
+    "true",
+    "yes",
+) or (platform.python_implementation() != "CPython")
 
 if NO_EXTENSIONS:
     print("*** llm-gateway: Pure Python build (GATEWAY_NO_EXTENSIONS) ***", file=sys.stderr)

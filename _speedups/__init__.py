@@ -2,9 +2,11 @@
 
 A leaf package: it imports nothing from ``gateway``. Each kernel has a selector
 module (``sse``, ``tokens``, ``cachekey``, ``bucket``) that loads the compiled
-``_<kernel>_c`` twin unless ``GATEWAY_NO_EXTENSIONS`` is set, the interpreter is
-not CPython, or the import fails; otherwise it loads ``_<kernel>_py``. Both
-twins behave identically; tests run every case on both.
+``_<kernel>_c`` twin unless ``GATEWAY_NO_EXTENSIONS`` is ``1``, ``true`` or
+``yes`` (any case; ``0``, ``false``, ``no`` or unset keep the extensions; the
+gateway's settings refuse any other value), the interpreter is not CPython, or
+the import fails; otherwise it loads ``_<kernel>_py``. Both twins behave
+identically; tests run every case on both.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import importlib
 import os
 import platform
 
-NO_EXTENSIONS: bool = bool(os.environ.get("GATEWAY_NO_EXTENSIONS")) or (
-    platform.python_implementation() != "CPython"
-)
+NO_EXTENSIONS: bool = os.environ.get("GATEWAY_NO_EXTENSIONS", "").strip().lower() in (
+    "1",
+    "true",
+    "yes",
+) or (platform.python_implementation() != "CPython")
 
 KERNELS: tuple[str, ...] = ("sse", "tokens", "cachekey", "bucket")
 

@@ -1,7 +1,9 @@
-"""``llm-gateway serve | check-config FILE | version`` (also ``python -m gateway``).
+"""``llm-gateway serve | check-config [--no-env] FILE | version`` (also ``python -m gateway``).
 
 Configuration errors print one line naming the field and exit with status 2;
-values of secrets are never printed.
+values of secrets are never printed. ``serve`` checks everything before any worker
+starts: the environment and the config file (``Settings.from_env``), then that no
+other process listens on the port (see ``_hold_port``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -22,12 +25,15 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _check_config(path: str) -> int:
+def _check_config(path: str, no_env: bool) -> int:
+    """The file and this environment; with ``no_env``, the file alone (for CI, where
+    the keys' variables are not set)."""
     from gateway.settings import Settings
 
     try:
-        cfg = load_config(path)
-        Settings.from_env({**os.environ, "GATEWAY_CONFIG": path})
+        cfg = load_config(path, check_env=not no_env)
+        if not no_env:
+            Settings.from_env({**os.environ, "GATEWAY_CONFIG": path})
     except ConfigError as exc:
         return _fail(str(exc))
     deployments = sum(len(m.deployments) for m in cfg.models)
@@ -74,6 +80,35 @@ def _start_metrics_server(host: str, port: int) -> None:
     start_http_server(port, addr=host, registry=registry)
 
 
+def _hold_port(host: str, port: int) -> socket.socket | None:
+    """Refuse a port another process listens on, then hold it for this gateway.
+
+    Granian binds each worker's listener with SO_REUSEPORT, so a second gateway on
+    a busy port would start and silently share the traffic. A probe bound without
+    SO_REUSEPORT (with SO_REUSEADDR, so connections in TIME_WAIT do not count)
+    fails while anything listens there: ``OSError``. The socket returned stays
+    bound, never listening, with SO_REUSEPORT alone, until this process exits: our
+    own workers (SO_REUSEPORT, same user) can bind beside it, while the next
+    gateway's probe fails even before our workers listen.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _type, _proto, _name, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(addr)
+    reuseport = getattr(socket, "SO_REUSEPORT", None)
+    if reuseport is None:  # pragma: no cover - not Linux or BSD
+        return None
+    guard = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        guard.setsockopt(socket.SOL_SOCKET, reuseport, 1)
+        guard.bind(addr)
+    except OSError:  # pragma: no cover - a race with another binder: the probe passed
+        guard.close()
+        return None
+    return guard
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gateway.settings import Settings
 
@@ -89,6 +124,11 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.workers < 1:
         return _fail("--workers: must be at least 1")
+    try:
+        guard = _hold_port(settings.server_host, settings.server_port)
+    except OSError as exc:
+        where = f"{settings.server_host}:{settings.server_port}"
+        return _fail(f"SERVER_PORT: cannot listen on {where} ({exc.strerror or exc})")
 
     own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
@@ -119,6 +159,8 @@ def _serve(args: argparse.Namespace) -> int:
             respawn_failed_workers=True,
         ).serve()
     finally:
+        if guard is not None:
+            guard.close()
         if own_dir:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     return 0
@@ -135,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--config", help="YAML config file (default $GATEWAY_CONFIG)")
     check = sub.add_parser("check-config", help="validate a YAML config file and exit")
+    check.add_argument(
+        "--no-env",
+        action="store_true",
+        help="check the file alone: variables it names (api_key_env) need not be set",
+    )
     check.add_argument("file")
     sub.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
@@ -143,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__version__)
         return 0
     if args.command == "check-config":
-        return _check_config(args.file)
+        return _check_config(args.file, args.no_env)
     return _serve(args)
 
 

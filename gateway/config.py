@@ -2,7 +2,10 @@
 
 Validated with msgspec: unknown keys are errors, and every error is one line
 naming the field (``models[0].deployments[1].weight: ...``). API keys are never
-in the file: a deployment names the environment variable that holds its key.
+in the file: a deployment names the environment variable that holds its key, and
+a ``base_url`` with credentials in it (``https://user:pw@host``) is refused.
+``check_env=False`` checks the file alone (``llm-gateway check-config --no-env``,
+for CI): variables named by ``api_key_env`` need not be set.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -175,8 +179,11 @@ def _field_path(msg: str) -> tuple[str, str]:
     return m.group(1).lstrip("."), msg[: m.start()]
 
 
-def parse_config(data: object, *, environ: Mapping[str, str] | None = None) -> Config:
-    """Validate decoded YAML; raise ConfigError naming the first bad field."""
+def parse_config(
+    data: object, *, environ: Mapping[str, str] | None = None, check_env: bool = True
+) -> Config:
+    """Validate decoded YAML; raise ConfigError naming the first bad field. With
+    ``check_env`` false, the variables the file names are not looked up."""
     if data is None:
         data = {}
     try:
@@ -184,12 +191,15 @@ def parse_config(data: object, *, environ: Mapping[str, str] | None = None) -> C
     except msgspec.ValidationError as exc:
         path, problem = _field_path(str(exc))
         raise ConfigError(f"{path or '<root>'}: {problem}") from None
-    _check_semantics(cfg, os.environ if environ is None else environ)
+    _check_semantics(cfg, os.environ if environ is None else environ, check_env)
     return cfg
 
 
 def load_config(
-    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    check_env: bool = True,
 ) -> Config:
     """Read and validate a YAML config file."""
     import yaml
@@ -211,12 +221,24 @@ def load_config(
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{p}: <root>: expected a mapping, got {type(data).__name__}")
     try:
-        return parse_config(data, environ=environ)
+        return parse_config(data, environ=environ, check_env=check_env)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
 
 
-def _check_semantics(cfg: Config, environ: Mapping[str, str]) -> None:
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an upstream base URL, or None. Never repeats the URL: it
+    may hold a password."""
+    if not re.match(r"^https?://[^/\s]+", url):
+        return "must be an http:// or https:// URL"
+    if "@" in urlsplit(url).netloc:
+        # aiohttp refuses URL credentials beside an API key (a 500 on every request),
+        # and a key in a URL ends up in logs: keys live in variables only.
+        return "must not contain credentials (user:password@); keys go in a variable"
+    return None
+
+
+def _check_semantics(cfg: Config, environ: Mapping[str, str], check_env: bool = True) -> None:
     aliases: dict[str, int] = {}
     for i, m in enumerate(cfg.models):
         where = f"models[{i}]"
@@ -229,12 +251,13 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str]) -> None:
             raise ConfigError(f"{where}.deployments: at least one weight must be positive")
         for j, d in enumerate(m.deployments):
             dwhere = f"{where}.deployments[{j}]"
-            if d.base_url is not None and not re.match(r"^https?://[^/\s]+", d.base_url):
-                raise ConfigError(f"{dwhere}.base_url: must be an http:// or https:// URL")
+            problem = base_url_problem(d.base_url) if d.base_url is not None else None
+            if problem is not None:
+                raise ConfigError(f"{dwhere}.base_url: {problem}")
             if d.api_key_env is not None:
                 if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d.api_key_env):
                     raise ConfigError(f"{dwhere}.api_key_env: not a valid variable name")
-                if not environ.get(d.api_key_env):
+                if check_env and not environ.get(d.api_key_env):
                     # Name the variable only if it looks like a name: a key pasted here
                     # by mistake must not be printed.
                     shown = d.api_key_env if _looks_like_name(d.api_key_env) else "(hidden)"
@@ -244,7 +267,12 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str]) -> None:
                     )
             if d.mock is not None and d.provider != "mock":
                 raise ConfigError(f"{dwhere}.mock: only valid with provider: mock")
-            if d.provider == "azure" and d.base_url is None and not environ.get("AZURE_API_BASE"):
+            if (
+                check_env
+                and d.provider == "azure"
+                and d.base_url is None
+                and not environ.get("AZURE_API_BASE")
+            ):
                 raise ConfigError(f"{dwhere}.base_url: required for azure (or set AZURE_API_BASE)")
     for i, m in enumerate(cfg.models):
         for k, fb in enumerate(m.fallbacks):

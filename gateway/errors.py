@@ -20,12 +20,17 @@ GatewayError                      500 api_error
 
 Every error renders as ``{"error": {"message", "type", "param", "code"}}`` in
 ``api/handlers.py``; nothing else ever reaches a client. Messages never carry
-secrets: callers build them from names and statuses, not from values.
+secrets: callers build them from names and statuses, not from values. An
+``UpstreamError`` carries a provider's own words, which may echo the request's
+credentials, so its constructor passes every text field through
+``gateway.scrub.scrub`` (provider keys, bearer tokens, URL credentials masked).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from gateway.scrub import scrub
 
 
 class GatewayError(Exception):
@@ -126,7 +131,15 @@ class UpstreamError(GatewayError):
     code = "bad_gateway"
 
     def __init__(self, message: str, *, provider: str, **kw: object) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
+        # The one place every upstream-derived text passes: relayed, logged, or both.
+        for field in ("param", "code", "type"):
+            value = kw.get(field)
+            if isinstance(value, str):
+                kw[field] = scrub(value)
+        headers = kw.get("headers")
+        if isinstance(headers, Mapping):
+            kw["headers"] = {k: scrub(str(v)) for k, v in headers.items()}
+        super().__init__(scrub(message), **kw)  # type: ignore[arg-type]
         self.provider = provider
 
 

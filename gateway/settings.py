@@ -1,8 +1,16 @@
 """Process settings from the environment (ARCHITECTURE.md, "Environment").
 
 ``Settings.from_env()`` is the only place that reads ``os.environ``; everything
-else receives a ``Settings``. Secrets (provider keys, the master key) live in
-``Secret`` wrappers whose ``repr`` never shows the value.
+else receives a ``Settings``. It reads and validates every variable once, in
+``llm-gateway serve`` before any worker starts, so a bad value stops the gateway
+with one line naming the variable instead of crashing each worker later.
+(``_speedups`` reads ``GATEWAY_NO_EXTENSIONS`` itself, being a leaf package;
+its value is validated here too.) Secrets (provider keys, the master key) live
+in ``Secret`` wrappers whose ``repr`` never shows the value.
+
+A provider's ``*_BASE_URL`` (``AZURE_API_BASE``, ``AZURE_API_VERSION``) is where
+its key goes: set without the key, it would be silently ignored and requests
+would go to the public API, so it is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from typing import Literal
 
 import msgspec
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, base_url_problem, load_config
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -89,6 +97,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_json_depth: int = 64
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_pool_size: int = 256
+    cache_lock_ms: int = 30_000  # a cache fill's single-flight lock (pipeline/cache.py)
+    cache_max_entry_bytes: int = 4 * 1024 * 1024  # larger answers are not stored
+    cache_max_entries: int = 10_000  # in-process cache store
+    cache_max_bytes: int = 64 * 1024 * 1024  # in-process cache store
     providers: dict[str, ProviderEnv] = {}
     config: Config = Config()
     environ: dict[str, str] = {}  # the variables config deployments may name (api_key_env)
@@ -115,6 +127,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "REDIS_URL: expected a redis://, rediss://, unix:// or redis+cluster:// URL"
             )
         master = env.get("GATEWAY_MASTER_KEY") or None
+        no_ext = env.get("GATEWAY_NO_EXTENSIONS", "").strip().lower()
+        if no_ext not in ("", "0", "false", "no", "1", "true", "yes"):
+            raise ConfigError("GATEWAY_NO_EXTENSIONS: expected 1, true or yes (or 0, false, no)")
         return cls(
             server_host=env.get("SERVER_HOST", "0.0.0.0"),
             server_port=_int(env, "SERVER_PORT", 8080, 1, 65535),
@@ -126,6 +141,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024, 1024, 1 << 31),
             upstream_transport=transport,  # type: ignore[arg-type]
             upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL", 256, 32, 100_000),
+            cache_lock_ms=_int(env, "GATEWAY_CACHE_LOCK_MS", 30_000, 100, 600_000),
+            cache_max_entry_bytes=_int(
+                env, "GATEWAY_CACHE_MAX_ENTRY_BYTES", 4 * 1024 * 1024, 1024, 512 * 1024 * 1024
+            ),
+            cache_max_entries=_int(env, "GATEWAY_CACHE_MAX_ENTRIES", 10_000, 1, 10_000_000),
+            cache_max_bytes=_int(env, "GATEWAY_CACHE_MAX_BYTES", 64 * 1024 * 1024, 1024, 1 << 40),
             providers=_providers(env, config),
             config=config,
             environ={k: v for k, v in env.items() if k.isupper()},
@@ -142,12 +163,20 @@ def _providers(env: Mapping[str, str], config: Config) -> dict[str, ProviderEnv]
     for name, var in KEY_VARS.items():
         key = env.get(var)
         if not key:
+            for companion in (BASE_URL_VARS[name], "AZURE_API_VERSION" if name == "azure" else ""):
+                if companion and env.get(companion):
+                    raise ConfigError(
+                        f"{companion}: set without {var}, which it goes with (unset, requests "
+                        "would silently go elsewhere); set both, or give config deployments "
+                        "their own base_url and api_key_env"
+                    )
             continue
         base = env.get(BASE_URL_VARS[name]) or DEFAULT_BASE_URLS[name]
         if name == "azure" and not base:
             raise ConfigError("AZURE_API_BASE: required when AZURE_API_KEY is set")
-        if not base.startswith(("http://", "https://")):
-            raise ConfigError(f"{BASE_URL_VARS[name]}: must be an http:// or https:// URL")
+        problem = base_url_problem(base)
+        if problem is not None:
+            raise ConfigError(f"{BASE_URL_VARS[name]}: {problem}")
         out[name] = ProviderEnv(
             name=name,
             api_key=Secret(key),

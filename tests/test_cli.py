@@ -14,10 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 import gateway
-from tests.harness import ROOT, clean_env, free_port, gateway_argv
+from tests.harness import ROOT, clean_env, free_port, gateway_argv, start_gateway
 
 GOOD = """\
 models:
@@ -176,3 +177,101 @@ def test_usage_errors_exit_2() -> None:
     rc, out, err = run([])
     assert rc == 2 and out == ""
     assert "usage:" in err and "Traceback" not in err
+
+
+# -- issue 9: refused at start-up, never later --------------------------------------------
+
+CREDENTIALS_IN_URL = """\
+models:
+  - alias: chat
+    deployments:
+      - {provider: openai, model: m, base_url: "http://user:hunter2@127.0.0.1:9/v1",
+         api_key_env: OPENAI_API_KEY}
+"""
+
+
+def test_check_config_refuses_credentials_in_base_url(tmp_path: Path) -> None:
+    path = tmp_path / "creds.yaml"
+    path.write_text(CREDENTIALS_IN_URL)
+    rc, out, err = run(["check-config", str(path)], {"OPENAI_API_KEY": "sk-test-123"})
+    assert rc == 2 and out == ""
+    line = single_error_line(err)
+    assert "models[0].deployments[0].base_url: must not contain credentials" in line
+    assert "hunter2" not in line
+
+
+def test_serve_refuses_credentials_in_base_url(tmp_path: Path) -> None:
+    path = tmp_path / "creds.yaml"
+    path.write_text(CREDENTIALS_IN_URL)
+    rc, out, err = run(
+        ["serve", "--host", "127.0.0.1", "--port", str(free_port()), "--config", str(path)],
+        {"OPENAI_API_KEY": "sk-test-123", "METRICS_PORT": "0"},
+    )
+    assert rc == 2 and out == ""
+    assert "base_url: must not contain credentials" in single_error_line(err)
+
+
+def test_check_config_no_env_checks_the_file_alone(tmp_path: Path) -> None:
+    """For CI: the keys' variables are not set there, yet the file can be checked."""
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(GOOD)
+    bad.write_text(BAD)
+    rc, _out, err = run(["check-config", str(good)])  # OPENAI_API_KEY is not set
+    assert rc == 2 and "OPENAI_API_KEY is not set" in single_error_line(err)
+    rc, out, err = run(["check-config", "--no-env", str(good)], {"LOG_LEVEL": "loud"})
+    assert (rc, out, err) == (0, f"{good}: ok (2 aliases, 3 deployments)\n", "")
+    rc, out, err = run(["check-config", "--no-env", str(bad)])
+    assert rc == 2 and out == "" and "wieght" in single_error_line(err)
+
+
+@pytest.mark.parametrize("var", ["OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "AZURE_API_BASE"])
+def test_serve_refuses_a_base_url_without_its_key(var: str) -> None:
+    rc, out, err = run(
+        ["serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        {var: "http://127.0.0.1:9/v1", "METRICS_PORT": "0"},
+    )
+    assert rc == 2 and out == ""
+    assert f"error: {var}: set without " in single_error_line(err)
+
+
+def test_serve_bad_cache_variable_exits_2_before_any_worker() -> None:
+    """It used to pass the supervisor's check and crash every worker in a loop."""
+    rc, out, err = run(
+        ["serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        {"GATEWAY_CACHE_LOCK_MS": "soon", "METRICS_PORT": "0"},
+        timeout=15,
+    )
+    assert rc == 2 and out == ""
+    assert "error: GATEWAY_CACHE_LOCK_MS: expected an integer" in single_error_line(err)
+
+
+def test_second_gateway_on_a_busy_port_exits_2(tmp_path: Path) -> None:
+    """Granian binds with SO_REUSEPORT: a second gateway used to start and take half the
+    traffic. Now it refuses with one line, and the first keeps serving all of it."""
+    first = start_gateway(tmp_path / "logs", {}, name="gateway-first")
+    try:
+        rc, out, err = run(
+            ["serve", "--host", "127.0.0.1", "--port", str(first.port)],
+            {"METRICS_PORT": str(free_port())},
+        )
+        assert rc == 2 and out == ""
+        line = single_error_line(err)
+        assert f"SERVER_PORT: cannot listen on 127.0.0.1:{first.port}" in line
+        assert "in use" in line
+        for _ in range(20):  # every connection lands on the first gateway
+            assert httpx.get(first.url + "/health/live", timeout=5).status_code == 200
+        assert first.proc.alive()
+    finally:
+        first.stop()
+
+
+def test_port_held_by_another_program_exits_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc, _out, err = run(
+            ["serve", "--host", "127.0.0.1", "--port", str(port)], {"METRICS_PORT": "0"}
+        )
+    assert rc == 2
+    assert f"SERVER_PORT: cannot listen on 127.0.0.1:{port}" in single_error_line(err)

@@ -381,3 +381,109 @@ def test_bad_rust_log_names_rust_log() -> None:
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"RUST_LOG": "gateway=loud"})
     assert str(exc.value).startswith("RUST_LOG: ")
+
+
+# -- issue 9: credentials in URLs, base URLs without their key, every GATEWAY_* variable ----
+
+URL_PASSWORD = "hunter2-in-a-url"
+
+
+@pytest.mark.parametrize(
+    "url", [f"http://user:{URL_PASSWORD}@127.0.0.1:9/v1", f"https://{URL_PASSWORD}@h.example"]
+)
+def test_base_url_with_credentials_is_refused_naming_the_field(url: str) -> None:
+    data = {"models": [alias(deployments=[dep(base_url=url, api_key_env="OPENAI_API_KEY")])]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, environ=ENV)
+    msg = one_line(exc)
+    assert msg.startswith("models[0].deployments[0].base_url: must not contain credentials")
+    assert URL_PASSWORD not in msg
+
+
+@pytest.mark.parametrize(
+    "key_var,url_var", [("OPENAI_API_KEY", "OPENAI_BASE_URL"), ("AZURE_API_KEY", "AZURE_API_BASE")]
+)
+def test_provider_base_url_variable_with_credentials_is_refused(key_var: str, url_var: str) -> None:
+    env = {key_var: "k", url_var: f"https://u:{URL_PASSWORD}@h.example"}
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(env)
+    msg = one_line(exc)
+    assert msg.startswith(f"{url_var}: must not contain credentials")
+    assert URL_PASSWORD not in msg
+
+
+@pytest.mark.parametrize(
+    "var,key_var",
+    [
+        ("OPENAI_BASE_URL", "OPENAI_API_KEY"),
+        ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"),
+        ("GOOGLE_BASE_URL", "GOOGLE_API_KEY"),
+        ("AZURE_API_BASE", "AZURE_API_KEY"),
+        ("AZURE_API_VERSION", "AZURE_API_KEY"),
+    ],
+)
+def test_provider_url_without_its_key_is_refused(var: str, key_var: str) -> None:
+    # Unrefused, the URL was ignored and requests went to the public API with no key.
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({var: "http://127.0.0.1:9/v1"})
+    msg = one_line(exc)
+    assert msg.startswith(f"{var}: set without {key_var}")
+
+
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("GATEWAY_CACHE_LOCK_MS", "soon"),
+        ("GATEWAY_CACHE_LOCK_MS", "5"),
+        ("GATEWAY_CACHE_MAX_ENTRY_BYTES", "1e9"),
+        ("GATEWAY_CACHE_MAX_ENTRIES", "0"),
+        ("GATEWAY_CACHE_MAX_BYTES", "-1"),
+        ("GATEWAY_UPSTREAM_POOL", "many"),
+        ("GATEWAY_NO_EXTENSIONS", "maybe"),
+    ],
+)
+def test_every_gateway_variable_is_validated_by_settings(var: str, value: str) -> None:
+    """Read once, before any worker starts: a bad value is one line at start-up, never a
+    crash in each worker after the port is bound."""
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({var: value})
+    assert one_line(exc).startswith(f"{var}: ")
+
+
+def test_cache_variables_reach_settings() -> None:
+    s = Settings.from_env(
+        {
+            "GATEWAY_CACHE_LOCK_MS": "1500",
+            "GATEWAY_CACHE_MAX_ENTRY_BYTES": "2048",
+            "GATEWAY_CACHE_MAX_ENTRIES": "7",
+            "GATEWAY_CACHE_MAX_BYTES": "4096",
+        }
+    )
+    assert (s.cache_lock_ms, s.cache_max_entry_bytes, s.cache_max_entries, s.cache_max_bytes) == (
+        1500,
+        2048,
+        7,
+        4096,
+    )
+
+
+@pytest.mark.parametrize("value", ["", "0", "1", "true", "YES", "no", "False"])
+def test_no_extensions_values_accepted(value: str) -> None:
+    Settings.from_env({"GATEWAY_NO_EXTENSIONS": value})
+
+
+def test_check_env_false_checks_the_file_alone() -> None:
+    data = {
+        "models": [
+            alias(deployments=[dep(api_key_env="NOT_SET_ANYWHERE")]),
+            alias("az", deployments=[dep(provider="azure")]),
+        ]
+    }
+    with pytest.raises(ConfigError):
+        parse_config(data, environ={})
+    cfg = parse_config(data, environ={}, check_env=False)
+    assert cfg.models[0].deployments[0].api_key_env == "NOT_SET_ANYWHERE"
+    # everything that is not about the environment is still checked
+    bad = {"models": [alias(deployments=[dep(api_key_env="not a name")])]}
+    with pytest.raises(ConfigError, match="api_key_env: not a valid variable name"):
+        parse_config(bad, environ={}, check_env=False)

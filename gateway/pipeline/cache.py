@@ -72,7 +72,6 @@ from litestar import Response
 from litestar.response import Stream
 
 from _speedups.cachekey import cache_key
-from gateway.config import ConfigError
 from gateway.errors import InvalidRequest
 from gateway.pipeline.cache_replay import StreamAssembler, completion_frames
 from gateway.store.cache import CacheStore, CacheUnavailable, MemoryCacheStore, RedisCacheStore
@@ -370,19 +369,6 @@ async def release_on_error(exc: BaseException, scope: Scope) -> None:
 # -- the cache --------------------------------------------------------------------------
 
 
-def _env_int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected an integer, got {raw[:40]!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}: must be between {lo} and {hi}, got {value}")
-    return value
-
-
 class _Counters:
     """Metric children cached per label set (``.labels()`` is not free on the hot path)."""
 
@@ -414,19 +400,16 @@ class ResponseCache:
     """Stage 3 for the whole process: TTLs per alias, the store, the in-flight table."""
 
     def __init__(self, settings: Settings) -> None:
-        env = settings.environ
         self.ttl_s: dict[str, int] = {
             m.alias: m.cache.ttl for m in settings.config.models if m.cache is not None
         }
         # The same bound as every other hot-path Redis call (the rate limiter's).
         self.timeout_s = settings.config.limits.redis_timeout_ms / 1000
-        self.lock_ms = _env_int(env, "GATEWAY_CACHE_LOCK_MS", 30_000, 100, 600_000)
-        self.max_entry_bytes = _env_int(
-            env, "GATEWAY_CACHE_MAX_ENTRY_BYTES", 4 * 1024 * 1024, 1024, 512 * 1024 * 1024
-        )
+        # GATEWAY_CACHE_* tuning, read and validated by Settings.from_env at start-up.
+        self.lock_ms = settings.cache_lock_ms
+        self.max_entry_bytes = settings.cache_max_entry_bytes
         self.store: CacheStore = MemoryCacheStore(
-            max_entries=_env_int(env, "GATEWAY_CACHE_MAX_ENTRIES", 10_000, 1, 10_000_000),
-            max_bytes=_env_int(env, "GATEWAY_CACHE_MAX_BYTES", 64 * 1024 * 1024, 1024, 1 << 40),
+            max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes
         )
         self._flights: dict[str, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from _speedups.sse import SSEDecoder
+from gateway.sse_write import DONE, event
 
 if TYPE_CHECKING:
     from gateway.wire.chat import Usage
 
 __all__ = ["StreamAssembler", "completion_frames"]
 
-_DONE = b"data: [DONE]\n\n"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
 
@@ -179,7 +179,7 @@ class StreamAssembler:
 
 
 def _frame(obj: Any) -> bytes:
-    return b"data: " + _encode(obj) + b"\n\n"
+    return event(_encode(obj))
 
 
 def completion_frames(body: bytes, include_usage: bool) -> bytes:
@@ -228,5 +228,5 @@ def completion_frames(body: bytes, include_usage: bool) -> bytes:
         chunk(index, {}, logprobs=logprobs, finish_reason=choice.get("finish_reason") or "stop")
     if include_usage and obj.get("usage") is not None:
         out.append(_frame({**base, "choices": [], "usage": obj["usage"]}))
-    out.append(_DONE)
+    out.append(DONE)
     return b"".join(out)

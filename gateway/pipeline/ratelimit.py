@@ -52,9 +52,11 @@ limiter holding ``limits.local_share`` (default 0.34, for three replicas) of
 every bucket's capacity and rate; with ``closed`` it is a 503. While Redis
 answers, every admitted request is also taken (where it fits) from those local
 buckets, so an outage starts from this process's recent use, not from a fresh
-burst on every replica at once. The backend
-marks itself down after a failure and probes every second, so later requests
-go straight to the fallback and the gateway returns to Redis by itself.
+burst on every replica at once. A failed call is decided locally for its own
+request only; the backend marks itself down after repeated failures (three in a
+row over at least 0.25 s: one slow call under CPU contention is no outage) and
+probes every second, so later requests go straight to the fallback and the
+gateway returns to Redis by itself (``gateway_state_mode_changes_total``).
 """
 
 from __future__ import annotations

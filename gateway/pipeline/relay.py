@@ -4,8 +4,9 @@
 and waits for the first translated frames before the response is committed,
 so a failure until then is an ordinary HTTP error; after that, ``StreamRelay``
 yields frames as they arrive and ends a broken stream with an error event and
-no ``[DONE]``. Closing the relay (client gone, error, end) closes the upstream
-response at once.
+no ``[DONE]``; the frames that came before the error, even in the same upstream
+chunk, go out first. Closing the relay (client gone, error, end) closes the
+upstream response at once.
 
 The commit point is the first *content* event: a preamble (OpenAI's role-only
 first chunk, Anthropic's ``message_start``/``content_block_start``/``ping``) is
@@ -27,6 +28,7 @@ import msgspec
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.providers.base import Deployment, StreamTranslator
+from gateway.sse_write import event
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
 from gateway.wire.errors import ErrorBody, ErrorEnvelope
@@ -72,7 +74,7 @@ def is_content(frame: bytes) -> bool:
 def error_frame(err: GatewayError) -> bytes:
     """The SSE event that ends a broken stream (the openai SDK raises it as APIError)."""
     body = ErrorEnvelope(ErrorBody(err.message, err.type, err.param, err.code))
-    return b"data: " + _encode(body) + b"\n\n"
+    return event(_encode(body))
 
 
 def _transport_error(dep: Deployment, exc: Exception, phase: str) -> GatewayError:
@@ -229,6 +231,9 @@ class StreamRelay:
             yield b"".join(self._first)
             try:
                 while True:
+                    if translator.error is not None:
+                        # found with the frames just delivered: now it ends the stream
+                        raise translator.error
                     try:
                         chunk = await self._next()
                     except StopAsyncIteration:
@@ -312,10 +317,15 @@ async def start_stream(
                     first = [b""]
                 break
             out = translator.feed(chunk)
-            if out:
-                first.extend(out)
-                if len(first) >= MAX_PREAMBLE_FRAMES or any(is_content(f) for f in out):
+            first.extend(out)
+            if translator.error is not None:
+                # Content before the error commits the stream: the client gets that
+                # content, then the error. Before any content it is an ordinary failure.
+                if any(is_content(f) for f in first):
                     break
+                raise translator.error
+            if out and (len(first) >= MAX_PREAMBLE_FRAMES or any(is_content(f) for f in out)):
+                break
     except GatewayError:
         await resp.aclose()
         raise

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway import pricing
 from gateway.errors import GatewayError, UpstreamStatus, UpstreamTimeout
 from gateway.providers.base import Deployment
 from gateway.telemetry import metrics
@@ -38,6 +39,18 @@ def record_usage(dep: Deployment, usage: Usage) -> None:
         and cdetails["reasoning_tokens"]
     ):
         tokens.labels(dep.provider, dep.label, "reasoning").inc(cdetails["reasoning_tokens"])
+    record_cost(dep, usage)
+
+
+def record_cost(dep: Deployment, usage: Usage) -> None:
+    """Spend at the deployment's price; a model with no known price is counted as
+    unpriced, never as $0."""
+    price = pricing.price_for(dep)
+    if price is None:
+        metrics.llm_unpriced_requests_total.labels(dep.provider, dep.label).inc()
+        return
+    cost = pricing.cost_usd(pricing.tokens_of(usage), price)
+    metrics.llm_cost_usd_total.labels(dep.provider, dep.label).inc(cost.total)
 
 
 def error_kind(err: GatewayError) -> str:

@@ -20,18 +20,18 @@ from typing import Any
 import httpx
 import msgspec
 
-from _speedups.sse import SSEDecoder
 from gateway.errors import GatewayError, UpstreamStatus
 from gateway.providers.base import Deployment
 from gateway.providers.openai import RETRY_HEADERS
+from gateway.sse_write import json_event
 from gateway.translate import anthropic as tr
 from gateway.translate.common import encode, scrub, unsupported
 from gateway.translate.upstream import (
+    SSEStream,
     auth_failed,
     decode_body,
     decode_event,
     ended_early,
-    feed_sse,
     rate_limited,
     request_rejected,
     upstream_failed,
@@ -61,29 +61,19 @@ def _clean_header(value: str) -> str | None:
     return None
 
 
-class PassthroughStream:
+class PassthroughStream(SSEStream):
     """Anthropic SSE relayed as Anthropic SSE (``/v1/messages`` to an Anthropic upstream).
 
-    Events are re-framed one by one (``event: <type>`` + ``data:``), so the client
-    only ever sees whole events; an ``error`` event raises, a body that ends before
-    ``message_stop`` makes ``finish()`` raise.
+    Events are re-framed one by one (``event: <type>`` + one ``data:`` line), so the
+    client only ever sees whole events; an ``error`` event ends the stream, a body
+    that ends before ``message_stop`` makes ``finish()`` raise.
     """
 
-    __slots__ = ("_error", "_sse", "_u", "done", "usage")
+    __slots__ = ("_u",)
 
     def __init__(self) -> None:
-        self._sse = SSEDecoder()
+        super().__init__(PROVIDER)
         self._u = UsageView()
-        self._error: GatewayError | None = None
-        self.usage: Usage | None = None
-        self.done = False
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
-        # The events before an error go out first; the next call raises it.
-        frames, self._error = feed_sse(self._sse, chunk, PROVIDER, self._event)
-        return frames
 
     def _event(self, etype: str, data: str, frames: list[bytes]) -> None:
         ev = decode_event(_event_decoder, data, PROVIDER)
@@ -95,16 +85,13 @@ class PassthroughStream:
             self._merge(ev.usage)
         elif ev.type == "message_stop":
             self.done = True
-        name = ev.type if etype == "message" else etype
-        frames.append(b"event: " + name.encode() + b"\ndata: " + data.encode() + b"\n\n")
+        frames.append(json_event(data, ev.type if etype == "message" else etype))
 
     def _merge(self, u: UsageView | None) -> None:
         if tr.merge_usage(self._u, u):
             self.usage = tr.usage_from(self._u)
 
-    def finish(self) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
+    def _end_of_body(self) -> list[bytes]:
         if self.done:
             return []
         raise ended_early(PROVIDER, "message_stop")

@@ -24,11 +24,12 @@ import re
 import httpx
 import msgspec
 
-from _speedups.sse import SSEDecoder
-from gateway.errors import GatewayError, UpstreamUnavailable
+from gateway.errors import GatewayError
 from gateway.providers.base import Deployment
 from gateway.providers.openai import DONE_FRAME, OpenAIAdapter, map_openai_error, stream_error
-from gateway.translate.common import MAX_EVENT_BYTES, encode, path_segment
+from gateway.sse_write import event, json_event
+from gateway.translate.common import encode, path_segment
+from gateway.translate.upstream import SSEStream, decode_event, ended_early
 from gateway.wire.chat import Usage
 
 PROVIDER = "azure"
@@ -67,82 +68,51 @@ def uses_v1(dep: Deployment) -> bool:
     return version in V1_VERSIONS or dep.base_url.rstrip("/").endswith("/openai/v1")
 
 
-class AzureStream:
+class AzureStream(SSEStream):
     """Azure's OpenAI-format stream relayed, minus Azure-only filter chunks."""
 
-    __slots__ = ("_error", "_finished", "_include_usage", "_sse", "done", "usage")
+    __slots__ = ("_finished", "_include_usage")
 
     def __init__(self, include_usage: bool) -> None:
-        self._sse = SSEDecoder()
+        super().__init__(PROVIDER)
         self._include_usage = include_usage
         self._finished = False
-        self._error: GatewayError | None = None
-        self.usage: Usage | None = None
-        self.done = False
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
-        frames: list[bytes] = []
-        try:
-            for _etype, data, _id in self._sse.feed(chunk):
-                frame = self._event(data)
-                if frame is not None:
-                    frames.append(frame)
-            if self._sse.buffered > MAX_EVENT_BYTES:
-                raise UpstreamUnavailable(
-                    f"provider {PROVIDER} sent an oversized stream event", provider=PROVIDER
-                )
-        except GatewayError as err:
-            if not frames:
-                raise
-            self._error = err  # deliver the frames before it; the next call raises
-        return frames
-
-    def _event(self, data: str) -> bytes | None:
+    def _event(self, _etype: str, data: str, frames: list[bytes]) -> None:
         if data == "[DONE]":
             self.done = True
-            return DONE_FRAME
+            frames.append(DONE_FRAME)
+            return
         if self.done:
-            return None
-        try:
-            view = _chunk_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise UpstreamUnavailable(
-                f"provider {PROVIDER} sent a stream event that is not valid JSON",
-                provider=PROVIDER,
-            ) from None
+            return
+        view = decode_event(_chunk_decoder, data, PROVIDER)
         if len(view.error) and bytes(view.error) != b"null":
             raise stream_error(PROVIDER, view.error)
         choices = view.choices or []
         if view.usage is not None:
             self.usage = view.usage
             if not choices and not self._include_usage:
-                return None  # the usage-only chunk the client did not ask for
+                return  # the usage-only chunk the client did not ask for
         elif not choices:
-            return None  # prompt_filter_results, or an empty annotation chunk
+            return  # prompt_filter_results, or an empty annotation chunk
         if any(c.finish_reason is not None for c in choices):
             self._finished = True
         if all(len(c.delta) for c in choices):
-            return b"data: " + data.encode() + b"\n\n"
+            frames.append(json_event(data))
+            return
         # Annotation choices (content_filter_offsets, no delta): drop them, keep the rest.
         obj = msgspec.json.decode(data)
         obj["choices"] = [c for c in obj["choices"] if isinstance(c, dict) and "delta" in c]
-        if not obj["choices"] and obj.get("usage") is None:
-            return None
-        return b"data: " + encode(obj) + b"\n\n"
+        if obj["choices"] or obj.get("usage") is not None:
+            frames.append(event(encode(obj)))
 
-    def finish(self) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
+    def _end_of_body(self) -> list[bytes]:
         if self.done:
             return []
         if self._finished:
             self.done = True
             return [DONE_FRAME]
-        raise UpstreamUnavailable(
-            f"provider {PROVIDER} ended the stream before it was complete", provider=PROVIDER
-        )
+        raise ended_early(PROVIDER, "it was complete")
 
 
 class AzureAdapter(OpenAIAdapter):

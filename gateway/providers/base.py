@@ -60,7 +60,14 @@ class Deployment:
 
 
 class StreamTranslator(Protocol):
-    """Provider SSE bytes in, OpenAI ``data: ...\\n\\n`` frames out."""
+    """Provider SSE bytes in, whole SSE frames out (``gateway/sse_write.py`` writes them).
+
+    An in-stream error never costs the frames before it. When a chunk holds events
+    and then an error, ``feed`` returns the frames of those events and keeps the
+    error in ``error``; the relay delivers the frames, then ends the stream with the
+    error. When nothing comes before it, ``feed`` raises it at once. Once ``error``
+    is set, every call raises it. ``translate.upstream.SSEStream`` does all of this.
+    """
 
     done: bool  # the provider ended the stream properly
 
@@ -69,12 +76,18 @@ class StreamTranslator(Protocol):
         """Token usage once known; implementations may use a plain attribute."""
         ...
 
+    @property
+    def error(self) -> GatewayError | None:
+        """The in-stream error that ended the stream, once found."""
+        ...
+
     def feed(self, chunk: bytes) -> list[bytes]:
-        """Frames ready for the client; raises UpstreamError on an in-stream error."""
+        """Frames ready for the client; see the class docstring for errors."""
         ...
 
     def finish(self) -> list[bytes]:
-        """Called at end of body; raises UpstreamError if the stream was cut short."""
+        """Called at end of body; raises ``error``, or UpstreamError if the stream
+        was cut short."""
         ...
 
 

@@ -2,9 +2,9 @@
 
 The body the client sent is forwarded with only ``model`` replaced (and, for
 streams, ``stream_options.include_usage`` forced on so the gateway can count
-tokens); responses are relayed byte for byte. Streams are parsed only to find
-usage, errors and the end; the usage-only chunk is dropped when the client did
-not ask for it.
+tokens); responses are relayed byte for byte. Streams are parsed to find usage,
+errors and the end, and each event's JSON is relayed as it came, on one ``data:``
+line; the usage-only chunk is dropped when the client did not ask for it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import msgspec
 
-from _speedups.sse import SSEDecoder
 from gateway.errors import (
     GatewayError,
     UpstreamStatus,
@@ -22,15 +21,15 @@ from gateway.errors import (
 )
 from gateway.providers.base import Deployment
 from gateway.providers.transport import post
+from gateway.sse_write import DONE as DONE_FRAME
+from gateway.sse_write import json_event
+from gateway.translate.upstream import SSEStream, decode_event, ended_early
 from gateway.wire.chat import Usage, UsageView
 from gateway.wire.errors import UpstreamErrorView
 
 _encode = msgspec.json.Encoder().encode
 _usage_decoder = msgspec.json.Decoder(UsageView)
 _error_decoder = msgspec.json.Decoder(UpstreamErrorView)
-
-DONE_FRAME = b"data: [DONE]\n\n"
-MAX_EVENT_BYTES = 8 * 1024 * 1024  # one SSE line longer than this is not a chat stream
 
 
 class _ChoiceView(msgspec.Struct):
@@ -48,61 +47,42 @@ _chunk_decoder = msgspec.json.Decoder(_ChunkView)
 RETRY_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
 
-class OpenAIStream:
+class OpenAIStream(SSEStream):
     """Relays OpenAI chunks, keeping usage and watching for errors and [DONE]."""
 
-    __slots__ = ("_finished", "_include_usage", "_provider", "_sse", "done", "usage")
+    __slots__ = ("_finished", "_include_usage")
 
     def __init__(self, provider: str, include_usage: bool) -> None:
-        self._sse = SSEDecoder()
-        self._provider = provider
+        super().__init__(provider)
         self._include_usage = include_usage
         self._finished = False  # a choice carried finish_reason
-        self.usage: Usage | None = None
-        self.done = False
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        for _etype, data, _id in self._sse.feed(chunk):
-            if data == "[DONE]":
-                self.done = True
-                out.append(DONE_FRAME)
-                continue
-            try:
-                view = _chunk_decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                raise UpstreamUnavailable(
-                    f"provider {self._provider} sent a stream event that is not valid JSON",
-                    provider=self._provider,
-                ) from None
-            if view.error:
-                raise stream_error(self._provider, view.error)
-            if view.choices:
-                for c in view.choices:
-                    if c.finish_reason is not None:
-                        self._finished = True
-            if view.usage is not None:
-                self.usage = view.usage
-                if not view.choices and not self._include_usage:
-                    continue  # the usage-only chunk the client did not ask for
-            out.append(b"data: " + data.encode() + b"\n\n")
-        if self._sse.buffered > MAX_EVENT_BYTES:
-            raise UpstreamUnavailable(
-                f"provider {self._provider} sent an oversized stream event", provider=self._provider
-            )
-        return out
+    def _event(self, _etype: str, data: str, frames: list[bytes]) -> None:
+        if data == "[DONE]":
+            self.done = True
+            frames.append(DONE_FRAME)
+            return
+        view = decode_event(_chunk_decoder, data, self._provider)
+        if view.error:
+            raise stream_error(self._provider, view.error)
+        if view.choices:
+            for c in view.choices:
+                if c.finish_reason is not None:
+                    self._finished = True
+        if view.usage is not None:
+            self.usage = view.usage
+            if not view.choices and not self._include_usage:
+                return  # the usage-only chunk the client did not ask for
+        frames.append(json_event(data))
 
-    def finish(self) -> list[bytes]:
+    def _end_of_body(self) -> list[bytes]:
         if self.done:
             return []
         if self._finished:
             # Some OpenAI-compatible servers end without [DONE] after a proper finish.
             self.done = True
             return [DONE_FRAME]
-        raise UpstreamUnavailable(
-            f"provider {self._provider} ended the stream before it was complete",
-            provider=self._provider,
-        )
+        raise ended_early(self._provider, "it was complete")
 
 
 def stream_error(provider: str, raw: msgspec.Raw) -> GatewayError:

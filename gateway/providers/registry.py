@@ -7,12 +7,20 @@ A client's ``model`` is resolved, in order, as
    ``claude-``, ``gemini-``, ``mock-``...) and enabled.
 Anything else is a 404 ``model_not_found``. Groups for (2) and (3) are made
 on first use and kept, up to a bound, so resolution is a dict lookup.
+
+Credentials: a deployment is sent exactly the key its config names
+(``api_key_env``), and none when it names none, except at the URL the
+provider-wide key (``OPENAI_API_KEY``...) was set for: the provider's public URL
+or its ``*_BASE_URL`` variable. A self-hosted server given its own ``base_url``
+never receives the operator's OpenAI key. Every key sent is registered with
+``gateway.scrub``, so no upstream can echo it back to a client or into the logs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,10 +32,11 @@ from gateway.providers.base import Timeouts as ResolvedTimeouts
 from gateway.providers.mock import MockTransport
 from gateway.providers.openai import OpenAIAdapter
 from gateway.providers.transport import build_transport
+from gateway.scrub import register as register_secrets
 from gateway.telemetry.metrics import LabelGuard
 
 if TYPE_CHECKING:
-    from gateway.settings import ProviderEnv, Settings
+    from gateway.settings import ProviderEnv, Secret, Settings
 
 # Default read timeouts per provider (seconds): reasoning models think for long.
 READ_TIMEOUTS = {"openai": 60.0, "azure": 60.0, "anthropic": 300.0, "gemini": 300.0, "mock": 60.0}
@@ -117,9 +126,9 @@ class Registry:
     def _deployment(self, cfg: DeploymentConfig, label: str) -> Deployment:
         env = self.providers.get(cfg.provider)
         base_url = cfg.base_url or (env.base_url if env else "") or _default_base(cfg.provider)
-        api_key = self._settings.secret_env(cfg.api_key_env) if cfg.api_key_env else None
-        if api_key is None and env is not None:
-            api_key = env.api_key
+        api_key = self._credential(cfg, env)
+        if api_key is not None:
+            register_secrets([api_key.reveal()])
         timeouts = _resolve_timeouts(cfg.provider, cfg.timeout)
         dep = Deployment(
             provider=cfg.provider,
@@ -138,6 +147,18 @@ class Registry:
         )
         dep.adapter.prepare(dep)
         return dep
+
+    def _credential(self, cfg: DeploymentConfig, env: ProviderEnv | None) -> Secret | None:
+        """The key ``cfg`` names; else the provider-wide key, only at the URL it is for."""
+        if cfg.api_key_env:
+            return self._settings.secret_env(cfg.api_key_env)
+        if env is None or env.api_key is None:
+            return None
+        if cfg.base_url is None or _same_url(cfg.base_url, env.base_url):
+            return env.api_key
+        if _same_url(cfg.base_url, _default_base(cfg.provider)):
+            return env.api_key  # the provider's own public URL
+        return None
 
     def _group_from_config(self, alias: ModelAlias) -> ModelGroup:
         deps = tuple(self._deployment(d, alias.alias) for d in alias.deployments)
@@ -212,6 +233,18 @@ def _default_base(provider: str) -> str:
     from gateway.settings import DEFAULT_BASE_URLS
 
     return DEFAULT_BASE_URLS.get(provider, "")
+
+
+def _same_url(a: str, b: str) -> bool:
+    """Equal base URLs, ignoring a trailing slash and the case of scheme and host."""
+    if not a or not b:
+        return False
+    pa, pb = urlsplit(a.rstrip("/")), urlsplit(b.rstrip("/"))
+    return (pa.scheme.lower(), pa.netloc.lower(), pa.path) == (
+        pb.scheme.lower(),
+        pb.netloc.lower(),
+        pb.path,
+    )
 
 
 def _resolve_timeouts(provider: str, t: Timeouts) -> ResolvedTimeouts:

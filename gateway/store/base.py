@@ -14,7 +14,9 @@ two atomic operations:
 A bucket's key decides where it lives; on Redis Cluster all keys of one call
 must share a hash slot (``{tag}``), which the caller (``pipeline/ratelimit.py``)
 guarantees. A backend that cannot answer raises ``StateUnavailable`` quickly
-(bounded by its timeout) and never blocks; the caller decides the policy.
+(bounded by its timeout) and never blocks; the caller decides the policy for
+that request. Whether the backend as a whole counts as down (``healthy``) is the
+backend's own call: Redis needs several failures in a row, not one slow call.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = ["Bucket", "Reservation", "StateBackend", "StateUnavailable", "Take"]
 class StateUnavailable(Exception):
     """The shared state did not answer in time or at all. ``reason`` is a metric label:
     ``timeout``, ``error`` (connection refused, reset, cluster down...) or ``down``
-    (marked unhealthy by an earlier failure; not tried until the probe sees it back)."""
+    (marked unhealthy by earlier failures; not tried until the probe sees it back)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -8,15 +8,21 @@ the others.
 Every hot-path call is one ``EVALSHA`` (``scripts.py``) bounded by ``timeout``
 (default 50 ms) with no client-side retries, over a pool of ``POOL_SIZE``
 connections (a request waits for a free one within the same timeout). A
-timeout or a connection error raises ``StateUnavailable`` and marks the
-backend unhealthy: from then on calls fail at once (reason ``down``) instead
-of each waiting for the timeout, and a background probe sends ``PING`` after
-0.1 s, then doubling up to every ``probe_interval`` (1 s) seconds; the first
-answer marks it healthy again, so a blip costs a fraction of a second and the
-gateway returns to Redis by itself about a second after an outage ends. A
-script's error reply (a bug, ``CROSSSLOT`` on a misconfigured cluster) raises
-``StateUnavailable("error")`` too, logged once a minute, but does not mark the
-backend down: the caller's policy applies to that request, never a 500.
+timeout or a connection error raises ``StateUnavailable``: that request is
+decided by the caller's policy (the local fallback). One slow call does not
+make an outage, though: on a healthy Redis under CPU contention a call now and
+then passes 50 ms, and a stalled event loop times out every call in flight at
+once. So the backend is marked down only after ``down_after`` (3) failed calls
+in a row that span at least ``down_window`` (0.25 s) with no success between
+them. From then on calls fail at once (reason ``down``) instead of each waiting
+for the timeout, and a background probe sends ``PING`` after 0.1 s, then
+doubling up to every ``probe_interval`` (1 s) seconds; the first answer marks
+it healthy again, so the gateway returns to Redis by itself about a second
+after an outage ends. ``gateway_state_mode_changes_total{to}`` counts the
+switches (``fallback``, ``shared``). A script's error reply (a bug,
+``CROSSSLOT`` on a misconfigured cluster) raises ``StateUnavailable("error")``
+too, logged once a minute, but is no outage: the caller's policy applies to
+that request, never a 500, and Redis stays "up".
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ class RedisBackend:
         timeout: float = 0.05,
         probe_interval: float = 1.0,
         connect_timeout: float = 0.5,
+        down_after: int = 3,
+        down_window: float = 0.25,
     ) -> None:
         self._url, self.cluster = parse_url(url)
         if self.cluster:
@@ -89,6 +97,10 @@ class RedisBackend:
         self._healthy = True
         self._probe: asyncio.Task[None] | None = None
         self.down_since: float | None = None
+        self.down_after = down_after
+        self.down_window = down_window
+        self._failures = 0  # failed calls in a row (a success resets it)
+        self._first_failure = 0.0  # monotonic time of the first of them
         self._logged_error = float("-inf")
         metrics.gateway_state_backend_up.set(1)
 
@@ -182,14 +194,16 @@ class RedisBackend:
         try:
             async with asyncio.timeout(self.timeout):
                 try:
-                    return await client.evalsha(script.sha, len(keys), *keys, *args)
+                    reply = await client.evalsha(script.sha, len(keys), *keys, *args)
                 except NoScriptError:
                     # After SCRIPT FLUSH or a restart: EVAL runs the source and caches it
                     # again, one round trip where SCRIPT LOAD + EVALSHA would take two.
-                    return await client.eval(script.script, len(keys), *keys, *args)
+                    reply = await client.eval(script.script, len(keys), *keys, *args)
+            self._failures = 0
+            return reply
         except (ResponseError, RedisClusterException) as exc:
             if _is_outage(exc):
-                self._mark_down("error")
+                self._failed("error")
                 raise StateUnavailable("error") from None
             # A script that errors (a bug, CROSSSLOT from a misconfigured cluster) is
             # not an outage: Redis stays "up", but the request must not become a 500.
@@ -202,13 +216,22 @@ class RedisBackend:
                 )
             raise StateUnavailable("error") from None
         except TimeoutError:
-            self._mark_down("timeout")
+            self._failed("timeout")
             raise StateUnavailable("timeout") from None
         except _OUTAGE:
-            self._mark_down("error")
+            self._failed("error")
             raise StateUnavailable("error") from None
 
     # -- health -------------------------------------------------------------------------
+
+    def _failed(self, reason: str) -> None:
+        """One failed call: an outage once ``down_after`` in a row span ``down_window``."""
+        now = time.monotonic()
+        if self._failures == 0:
+            self._first_failure = now
+        self._failures += 1
+        if self._failures >= self.down_after and now - self._first_failure >= self.down_window:
+            self._mark_down(reason)
 
     def _mark_down(self, reason: str) -> None:
         if not self._healthy:
@@ -216,6 +239,7 @@ class RedisBackend:
         self._healthy = False
         self.down_since = time.monotonic()
         metrics.gateway_state_backend_up.set(0)
+        metrics.gateway_state_mode_changes_total.labels("fallback").inc()
         log.warning(
             "state backend unavailable; using the fallback policy",
             extra={"fields": {"backend": self.kind, "reason": reason}},
@@ -234,7 +258,9 @@ class RedisBackend:
                 down_s = time.monotonic() - (self.down_since or time.monotonic())
                 self._healthy = True
                 self.down_since = None
+                self._failures = 0
                 metrics.gateway_state_backend_up.set(1)
+                metrics.gateway_state_mode_changes_total.labels("shared").inc()
                 log.warning(
                     "state backend is back",
                     extra={"fields": {"backend": self.kind, "down_s": round(down_s, 3)}},

@@ -1,8 +1,11 @@
 """JSON logs to stdout: one object per line, never a key or a prompt.
 
 ``configure()`` sets up stdlib logging with a JSON formatter for everything
-that is not per request. The access log, written once per request, skips the
-logging machinery: ``access()`` encodes with msgspec and writes one line.
+that is not per request. The formatter passes the message, every text field and
+the traceback through ``gateway.scrub.scrub``: an exception or a field may carry
+an upstream's words, which may echo a provider key or URL credentials. The
+access log, written once per request, skips the logging machinery: ``access()``
+encodes with msgspec and writes one line of ids, labels and numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from gateway.scrub import scrub
+
 _encoder = msgspec.json.Encoder()
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _access_enabled = True
@@ -26,14 +31,14 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
         extra = getattr(record, "fields", None)
         if extra:
-            out.update(extra)
+            out.update({k: scrub(v) if isinstance(v, str) else v for k, v in extra.items()})
         if record.exc_info and record.exc_info[0] is not None:
             out["exc_type"] = record.exc_info[0].__name__
-            out["traceback"] = self.formatException(record.exc_info)
+            out["traceback"] = scrub(self.formatException(record.exc_info))
         return _encoder.encode(out).decode()
 
 

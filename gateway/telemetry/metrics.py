@@ -164,6 +164,7 @@ def declare_series(groups: list[tuple[str, str]]) -> None:
         for reason in FALLBACK_REASONS:
             llm_fallbacks_total.labels(alias, reason)
         llm_retry_budget_exhausted_total.labels(alias)
+    declare_deployment_series(groups)
 
 
 def declare_http_series(routes: dict[str, str]) -> None:
@@ -270,4 +271,58 @@ llm_breaker_ejections_total = Counter(
 )
 
 
+# -- cost and process resources (gateway/pricing.py, pipeline/settle.py; deployment/ alerts)
+llm_cost_usd_total = Counter(
+    "llm_cost_usd_total",
+    "Estimated spend in USD at the deployment's price (config price:, else the shipped table)",
+    ["provider", "model"],
+)
+llm_unpriced_requests_total = Counter(
+    "llm_unpriced_requests_total",
+    "Requests with usage whose model has no known price (not counted in llm_cost_usd_total)",
+    ["provider", "model"],
+)
+gateway_process_resident_memory_bytes = Gauge(
+    "gateway_process_resident_memory_bytes",
+    "Resident memory of the gateway's worker processes, summed over live workers",
+    multiprocess_mode="livesum",
+)
+gateway_process_open_fds = Gauge(
+    "gateway_process_open_fds",
+    "Open file descriptors (sockets included) of the worker processes, summed",
+    multiprocess_mode="livesum",
+)
+gateway_container_memory_working_set_bytes = Gauge(
+    "gateway_container_memory_working_set_bytes",
+    "The container's (cgroup's) memory use less inactive file cache, as the kubelet counts it",
+    multiprocess_mode="livemax",
+)
+gateway_container_memory_limit_bytes = Gauge(
+    "gateway_container_memory_limit_bytes",
+    "The container's (cgroup's) memory limit; +Inf when it has none",
+    multiprocess_mode="livemax",
+)
+
+
+def declare_deployment_series(groups: list[tuple[str, str]]) -> None:
+    """Cost series for the configured (provider, alias) pairs, and the resource gauges
+    (sampled now and every few seconds by a daemon thread, once per process)."""
+    for provider, alias in groups:
+        llm_cost_usd_total.labels(provider, alias)
+        llm_unpriced_requests_total.labels(provider, alias)
+    from gateway.telemetry import resources
+
+    resources.start_sampler()
+
+
 memoize_all()
+
+
+# -- shared-state mode changes (store/redis.py); defined last, after memoize_all: not hot --
+gateway_state_mode_changes_total = Counter(
+    "gateway_state_mode_changes_total",
+    "Rate limits switching between the shared state and the local fallback (to: fallback|shared)",
+    ["to"],
+)
+for _to in ("fallback", "shared"):
+    gateway_state_mode_changes_total.labels(_to)

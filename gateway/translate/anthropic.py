@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import GatewayError, InvalidRequest, UpstreamStatus, UpstreamUnavailable
+from gateway.errors import InvalidRequest, UpstreamStatus, UpstreamUnavailable
 from gateway.translate.common import (
     DONE_FRAME,
     ChunkWriter,
@@ -42,7 +42,7 @@ from gateway.translate.common import (
     tool_call,
     unsupported,
 )
-from gateway.translate.upstream import decode_body, decode_event, ended_early, feed_sse
+from gateway.translate.upstream import SSEStream, decode_body, decode_event, ended_early
 from gateway.wire.anthropic import EventView, MessageView, UsageView
 from gateway.wire.chat import Usage
 
@@ -331,7 +331,7 @@ def stream_error(error: Any) -> UpstreamStatus:
     )
 
 
-class AnthropicStream:
+class AnthropicStream(SSEStream):
     """Anthropic Messages SSE in, OpenAI ``chat.completion.chunk`` frames out.
 
     ``message_start`` gives the first chunk (role); text and ``input_json_delta``
@@ -345,22 +345,16 @@ class AnthropicStream:
     __slots__ = (
         "_blocks",
         "_created",
-        "_error",
         "_finish",
         "_include_usage",
         "_out",
-        "_sse",
         "_tools",
         "_u",
         "_with_args",
-        "done",
-        "usage",
     )
 
     def __init__(self, include_usage: bool, created: int | None = None) -> None:
-        from _speedups.sse import SSEDecoder
-
-        self._sse = SSEDecoder()
+        super().__init__(PROVIDER)
         self._include_usage = include_usage
         self._created = created
         self._out: ChunkWriter | None = None
@@ -369,21 +363,9 @@ class AnthropicStream:
         self._with_args: set[int] = set()  # tool indexes that received argument text
         self._finish: str | None = None
         self._u = UsageView()
-        self._error: GatewayError | None = None
-        self.usage: Usage | None = None
-        self.done = False
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
-        # What came before an error goes out first; the next call raises it.
-        frames, self._error = feed_sse(self._sse, chunk, PROVIDER, self._on_event)
-        return frames
-
-    def _on_event(self, _etype: str, data: str, frames: list[bytes]) -> None:
-        self._event(decode_event(_event_decoder, data, PROVIDER), frames)
-
-    def _event(self, ev: EventView, frames: list[bytes]) -> None:
+    def _event(self, _etype: str, data: str, frames: list[bytes]) -> None:
+        ev = decode_event(_event_decoder, data, PROVIDER)
         kind = ev.type
         if self.done:
             return
@@ -447,9 +429,7 @@ class AnthropicStream:
         if merge_usage(self._u, u):
             self.usage = usage_from(self._u)
 
-    def finish(self) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
+    def _end_of_body(self) -> list[bytes]:
         if self.done:
             return []
         raise ended_early(PROVIDER, "message_stop")

@@ -17,10 +17,11 @@ from typing import Any, cast
 import msgspec
 
 from gateway.errors import InvalidRequest, UnsupportedParameter
+from gateway.sse_write import DONE as DONE_FRAME
+from gateway.sse_write import event
 from gateway.wire.chat import Usage
 
 _encode = msgspec.json.Encoder().encode
-DONE_FRAME = b"data: [DONE]\n\n"
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # one SSE event longer than this is not a chat stream
 
 IdFactory = Callable[[str], str]
@@ -289,7 +290,7 @@ def chat_completion(
 class ChunkWriter:
     """Builds OpenAI ``chat.completion.chunk`` SSE frames sharing one id/created/model."""
 
-    __slots__ = ("_prefix",)
+    __slots__ = ("_head",)
 
     def __init__(self, id: str, model: str, created: int | None = None) -> None:
         head = {
@@ -298,12 +299,12 @@ class ChunkWriter:
             "created": int(time.time()) if created is None else created,
             "model": model,
         }
-        # '{"id":..,"model":..}' -> 'data: {"id":..,"model":..,"choices":'
-        self._prefix = b"data: " + _encode(head)[:-1] + b',"choices":'
+        # '{"id":..,"model":..}' -> '{"id":..,"model":..,"choices":'
+        self._head = _encode(head)[:-1] + b',"choices":'
 
     def frame(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
-        tail = b"}\n\n" if usage is None else b',"usage":' + _encode(usage_dict(usage)) + b"}\n\n"
-        return self._prefix + _encode(choices) + tail
+        tail = b"}" if usage is None else b',"usage":' + _encode(usage_dict(usage)) + b"}"
+        return event(self._head + _encode(choices) + tail)
 
     def delta(self, index: int, delta: dict[str, Any]) -> bytes:
         return self.frame([{"index": index, "delta": delta, "finish_reason": None}])

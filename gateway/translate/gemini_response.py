@@ -30,11 +30,11 @@ from gateway.translate.common import (
     tool_call,
 )
 from gateway.translate.upstream import (
+    SSEStream,
     auth_failed,
     decode_body,
     decode_event,
     ended_early,
-    feed_sse,
     rate_limited,
     request_rejected,
     upstream_failed,
@@ -274,7 +274,7 @@ def stream_error(err: _Status) -> GatewayError:
 # -- streams ----------------------------------------------------------------------------
 
 
-class GeminiStream:
+class GeminiStream(SSEStream):
     """Gemini ``streamGenerateContent?alt=sse`` in, OpenAI chunk frames out.
 
     Each event is a whole GenerateContentResponse: text parts are deltas, a
@@ -286,7 +286,6 @@ class GeminiStream:
     __slots__ = (
         "_calls",
         "_created",
-        "_error",
         "_finished",
         "_head",
         "_include_usage",
@@ -294,9 +293,6 @@ class GeminiStream:
         "_model",
         "_out",
         "_seen",
-        "_sse",
-        "done",
-        "usage",
     )
 
     def __init__(
@@ -306,9 +302,7 @@ class GeminiStream:
         make_id: IdFactory = new_id,
         created: int | None = None,
     ) -> None:
-        from _speedups.sse import SSEDecoder
-
-        self._sse = SSEDecoder()
+        super().__init__(PROVIDER)
         self._model = model
         self._include_usage = include_usage
         self._make_id = make_id
@@ -318,23 +312,14 @@ class GeminiStream:
         self._calls: dict[int, int] = {}  # choice -> tool calls so far
         self._finished: set[int] = set()
         self._head = bytearray()  # the first bytes, to read a JSON error body sent as-is
-        self._error: GatewayError | None = None
-        self.usage: Usage | None = None
-        self.done = False
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
         if self._out is None and len(self._head) < 65536:
             self._head += chunk[: 65536 - len(self._head)]
-        # The frames before an error go out first; the next call raises it.
-        frames, self._error = feed_sse(self._sse, chunk, PROVIDER, self._on_event)
-        return frames
+        return super().feed(chunk)
 
-    def _on_event(self, _etype: str, data: str, frames: list[bytes]) -> None:
-        self._event(decode_event(_response_decoder, data, PROVIDER), frames)
-
-    def _event(self, r: _Response, frames: list[bytes]) -> None:
+    def _event(self, _etype: str, data: str, frames: list[bytes]) -> None:
+        r = decode_event(_response_decoder, data, PROVIDER)
         if r.error is not None:
             raise stream_error(r.error)
         out = self._out
@@ -375,9 +360,7 @@ class GeminiStream:
         if r.usage_metadata is not None:
             self.usage = usage_from(r.usage_metadata)
 
-    def finish(self) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
+    def _end_of_body(self) -> list[bytes]:
         if self.done:
             return []
         if self._out is None:

@@ -20,8 +20,10 @@ from typing import Any
 
 import msgspec
 
+from _speedups.sse import SSEDecoder
 from gateway.errors import GatewayError, InvalidRequest, UpstreamUnavailable
 from gateway.providers.base import StreamTranslator
+from gateway.sse_write import event as sse_event
 from gateway.translate.common import IdFactory, encode, new_id, unsupported
 from gateway.wire.anthropic import ErrorObject, ErrorResponse
 from gateway.wire.chat import Usage
@@ -368,7 +370,7 @@ def chat_to_message(
 
 
 def event(kind: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + encode(data) + b"\n\n"
+    return sse_event(encode(data), kind.encode())
 
 
 class AnthropicEventStream:
@@ -383,6 +385,7 @@ class AnthropicEventStream:
 
     __slots__ = (
         "_finish",
+        "_frames",
         "_id",
         "_inner",
         "_model",
@@ -398,6 +401,7 @@ class AnthropicEventStream:
         self, inner: StreamTranslator, model: str, provider: str, make_id: IdFactory = new_id
     ) -> None:
         self._inner = inner
+        self._frames = SSEDecoder()  # reads the inner frames as any SSE client would
         self._model = model
         self._provider = provider
         self._id = make_id("msg_")
@@ -412,6 +416,10 @@ class AnthropicEventStream:
     def usage(self) -> Usage | None:
         return self._inner.usage
 
+    @property
+    def error(self) -> GatewayError | None:
+        return self._inner.error
+
     def feed(self, chunk: bytes) -> list[bytes]:
         return self._convert(self._inner.feed(chunk))
 
@@ -423,17 +431,15 @@ class AnthropicEventStream:
 
     def _convert(self, frames: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
-        for frame in frames:
-            for piece in frame.split(b"\n\n"):
-                if not piece.startswith(b"data: "):
-                    continue
-                payload = piece[6:]
-                if self.done:
-                    break
-                if payload == b"[DONE]":
-                    self._end(out)
-                    continue
-                self._chunk(msgspec.json.decode(payload), out)
+        if not frames:
+            return out
+        for _etype, data, _id in self._frames.feed(b"".join(frames)):
+            if self.done:
+                break
+            if data == "[DONE]":
+                self._end(out)
+                continue
+            self._chunk(msgspec.json.decode(data), out)
         return out
 
     def _start(self, out: list[bytes]) -> None:
@@ -550,7 +556,7 @@ def error_body(err: GatewayError) -> bytes:
 
 def error_event(err: GatewayError) -> bytes:
     """The ``event: error`` that ends a broken ``/v1/messages`` stream."""
-    return b"event: error\ndata: " + error_body(err) + b"\n\n"
+    return sse_event(error_body(err), b"error")
 
 
 __all__ = [

@@ -1,24 +1,25 @@
 """What every translator does with a provider's failures and streams.
 
 Error statuses every provider maps the same way (401/403, 429, other 4xx, 5xx);
-bodies and stream events that do not decode; the SSE feed loop that delivers the
-frames before an error and raises it on the next call.
+bodies and stream events that do not decode; ``SSEStream``, the feed loop of every
+provider's stream translator, which delivers the frames before an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
+from _speedups.sse import SSEDecoder
 from gateway.errors import GatewayError, UpstreamStatus, UpstreamUnavailable
 from gateway.translate.common import MAX_EVENT_BYTES
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from gateway.wire.chat import Usage
 
-# (event type, data, frames out) -> None; raises GatewayError to end the stream.
-EventHandler = Callable[[str, str, list[bytes]], None]
+T = TypeVar("T")
 
 
 # -- error statuses -------------------------------------------------------------------
@@ -100,28 +101,57 @@ def decode_event(decoder: msgspec.json.Decoder[T], data: str, provider: str) -> 
     return decode_body(decoder, data, provider, "sent a stream event that is not valid JSON")
 
 
-def feed_sse(
-    sse: Any, chunk: bytes, provider: str, handle: EventHandler
-) -> tuple[list[bytes], GatewayError | None]:
-    """Feed ``chunk`` to ``sse`` and each whole event to ``handle``: (frames, deferred error).
+class SSEStream:
+    """The part of ``StreamTranslator`` every provider's stream shares: SSE in, frames
+    out, and an in-stream error that never costs the frames before it.
 
-    An error after some frames is returned, not raised, so the caller delivers
-    those frames first and raises it on its next call; an error before any frame
-    is raised. An event buffered past ``MAX_EVENT_BYTES`` is an error.
+    ``feed`` hands each whole event to ``_event(event type, data, frames)``, which
+    appends the frames it makes or raises ``GatewayError`` to end the stream. The
+    error is kept in ``error``: with frames before it in the same chunk, ``feed``
+    returns them (the relay delivers them, then the error); with none, it raises at
+    once. Either way every later call raises it. An event buffered past
+    ``MAX_EVENT_BYTES`` is an error. Subclasses add their slots, ``_event`` and
+    ``_end_of_body`` (what ``finish`` returns when no error came).
     """
-    frames: list[bytes] = []
-    try:
-        for etype, data, _id in sse.feed(chunk):
-            handle(etype, data, frames)
-        if sse.buffered > MAX_EVENT_BYTES:
-            raise UpstreamUnavailable(
-                f"provider {provider} sent an oversized stream event", provider=provider
-            )
-    except GatewayError as err:
-        if not frames:
-            raise
-        return frames, err
-    return frames, None
+
+    __slots__ = ("_provider", "_sse", "done", "error", "usage")
+
+    def __init__(self, provider: str) -> None:
+        self._sse = SSEDecoder()
+        self._provider = provider
+        self.error: GatewayError | None = None
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
+        frames: list[bytes] = []
+        sse = self._sse
+        try:
+            for etype, data, _id in sse.feed(chunk):
+                self._event(etype, data, frames)
+            if sse.buffered > MAX_EVENT_BYTES:
+                raise UpstreamUnavailable(
+                    f"provider {self._provider} sent an oversized stream event",
+                    provider=self._provider,
+                )
+        except GatewayError as err:
+            self.error = err
+            if not frames:
+                raise
+        return frames
+
+    def finish(self) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
+        return self._end_of_body()
+
+    def _event(self, etype: str, data: str, frames: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _end_of_body(self) -> list[bytes]:
+        raise NotImplementedError
 
 
 def ended_early(provider: str, before: str) -> UpstreamUnavailable:
@@ -132,12 +162,11 @@ def ended_early(provider: str, before: str) -> UpstreamUnavailable:
 
 
 __all__ = [
-    "EventHandler",
+    "SSEStream",
     "auth_failed",
     "decode_body",
     "decode_event",
     "ended_early",
-    "feed_sse",
     "rate_limited",
     "request_rejected",
     "upstream_failed",

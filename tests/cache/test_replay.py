@@ -330,3 +330,24 @@ async def test_a_lost_leader_is_noticed_by_its_followers(anyio_backend: str) -> 
     assert follower.status == "MISS" and follower.entry is None
     assert loop.time() - t0 < 1.0
     assert cache._flights == {}
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_replay_of_line_breaks_in_content_is_valid_sse(include_usage: bool) -> None:
+    """Content, refusal and tool arguments holding LF, CR and CRLF replay as events whose
+    every line is a field and whose JSON gives the same strings back."""
+    from tests.providers.golden import sse_events
+
+    text = "one\ntwo\rthree\r\nfour\n\n"
+    calls = [{"id": "c\r1", "type": "function", "function": {"name": "f", "arguments": text}}]
+    original = completion(
+        choice(0, content=text), choice(1, finish="tool_calls", refusal=text, tool_calls=calls)
+    )
+    frames = completion_frames(json.dumps(original).encode(), include_usage)
+    events = sse_events(frames)
+    assert events[-1] == ("message", "[DONE]")
+    asm = StreamAssembler()
+    asm.feed(frames)
+    if not include_usage:
+        del original["usage"]
+    assert json.loads(asm.result() or b"null") == original

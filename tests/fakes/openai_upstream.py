@@ -20,6 +20,14 @@ header, which the gateway does not forward, so e2e tests use model names):
 ``fake-stream-error``  streams one chunk, then ``data: {"error": {...}}``
 ``fake-hang-stream``   streams one chunk, then waits (up to ``HANG_S``) while
                    watching for the client to go away
+``fake-multiline``     streams the echo, each event's JSON pretty-printed over
+                   several ``data:`` lines ending in CRLF (legal SSE: a client
+                   joins them with a line feed)
+``fake-burst-error``   one write, so one network chunk: the role chunk, the
+                   ``BURST`` content chunks, then ``data: {"error": {...}}``
+``fake-late-burst-error``  the role chunk and an ``EARLY`` content chunk, then
+                   (after a pause) the ``fake-burst-error`` write without its role
+``fake-preamble-error``  one write: the role chunk, then the error (no content)
 =================  ==========================================================
 
 Every request is checked for ``Authorization: Bearer <key>`` (401 otherwise)
@@ -58,12 +66,24 @@ MODELS = (
     "fake-bad-json",
     "fake-stream-error",
     "fake-hang-stream",
+    "fake-multiline",
+    "fake-burst-error",
+    "fake-late-burst-error",
+    "fake-preamble-error",
     "fake-embed",
 )
 TOOL_NAME = "get_weather"
 TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius", "days": [1, 2, 3]}'
 TOOL_CALL_ID = "call_fake_0001"
 BAD_JSON_BODY = b"<html>this is not json</html>"
+BURST = ("burst one, ", "burst two")
+EARLY = "early, "
+SPECIAL_STREAMS = (
+    "fake-multiline",
+    "fake-burst-error",
+    "fake-late-burst-error",
+    "fake-preamble-error",
+)
 
 STATE = web.AppKey("state", dict)
 
@@ -122,6 +142,43 @@ def _frame(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
+def _multiline_frame(obj: Any) -> bytes:
+    """One event whose JSON spans several ``data:`` lines, as a pretty-printing proxy sends."""
+    lines = json.dumps(obj, indent=2).encode().split(b"\n")
+    return b"".join(b"data: " + line + b"\r\n" for line in lines) + b"\r\n"
+
+
+def _chunk(base: dict[str, Any], delta: dict[str, Any], finish: str | None = None) -> Any:
+    return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+async def _stream_special(
+    resp: web.StreamResponse, body: dict[str, Any], scenario: str, base: dict[str, Any]
+) -> None:
+    """``fake-multiline`` and the ``*-error`` scenarios written at once."""
+    role = _chunk(base, {"role": "assistant", "content": ""})
+    if scenario.endswith("-error"):
+        events = [role]
+        if scenario == "fake-late-burst-error":
+            await resp.write(_frame(role) + _frame(_chunk(base, {"content": EARLY})))
+            await asyncio.sleep(0.05)
+            events = []
+        if scenario != "fake-preamble-error":
+            events.extend(_chunk(base, {"content": p}) for p in BURST)
+        events.append(_error("The upstream failed mid-burst", "server_error"))
+        await resp.write(b"".join(_frame(e) for e in events))  # one write: one chunk
+        return
+    text = _last_user_text(body)
+    pieces = [text[i : i + ECHO_PIECE] for i in range(0, len(text), ECHO_PIECE)]
+    events = [role, *(_chunk(base, {"content": p}) for p in pieces)]
+    events.append(_chunk(base, {}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        events.append({**base, "choices": [], "usage": _usage(body, len(pieces))})
+    for e in events:
+        await resp.write(_multiline_frame(e))
+    await resp.write(b"data: [DONE]\r\n\r\n")
+
+
 class _Streams:
     def __init__(self) -> None:
         self.open = 0
@@ -152,6 +209,11 @@ async def _stream_chat(
     finished = False
     try:
         resp = await _begin_stream(request)
+        if scenario in SPECIAL_STREAMS:
+            await _stream_special(resp, body, scenario, base)
+            await resp.write_eof()
+            finished = True
+            return resp
         role = {
             **base,
             "choices": [

@@ -14,6 +14,7 @@ Layout under ``tests/data/providers/<provider>/``:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,26 @@ def splits(raw: bytes) -> list[list[bytes]]:
     out.extend([raw[:i], raw[i:]] for i in range(1, len(raw)))
     out.append([raw[i : i + 1] for i in range(len(raw))])
     return out
+
+
+_LINE = re.compile(rb"\r\n|\r|\n")
+_FIELDS = (b"data: ", b"event: ")
+
+
+def sse_events(out: bytes) -> list[tuple[str, Any]]:
+    """What the gateway wrote, read strictly as SSE: (event type, data as JSON or "[DONE]").
+
+    Every line is a ``data:`` or ``event:`` field or the blank line ending an event,
+    every event ends, and every event's data is whole JSON, however its lines were cut.
+    """
+    from tests.speedups.test_sse import reference
+
+    assert not out or out.endswith(b"\n\n"), out[-80:]
+    for line in _LINE.split(out):
+        assert not line or line.startswith(_FIELDS), f"a line of no field: {line[:80]!r}"
+    events, _last_id, _retry, buffered = reference(out)
+    assert buffered == 0
+    return [(etype, data if data == "[DONE]" else json.loads(data)) for etype, data, _ in events]
 
 
 def normalize(frames: list[bytes], rename_ids: bool = False) -> list[Any]:

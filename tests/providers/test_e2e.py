@@ -14,6 +14,7 @@ from tests.fakes import anthropic_upstream as fa
 from tests.fakes import azure_upstream as fz
 from tests.fakes import gemini_upstream as fg
 from tests.fakes import openai_upstream as fo
+from tests.providers import golden as g
 from tests.providers.conftest import KEYS
 
 pytestmark = pytest.mark.e2e
@@ -425,3 +426,30 @@ def test_openai_mid_stream_error_via_messages_is_an_error_event(providers_gatewa
     assert events[0].startswith(b"event: message_start")
     assert events[-1].startswith(b"event: error\n")
     assert b"message_stop" not in r.content
+
+
+def test_multiline_openai_events_via_messages_reach_the_anthropic_sdk(claude):
+    text = 'two\nlines, "quoted" {x}'
+    with claude.messages.stream(
+        model="openai/fake-multiline",
+        max_tokens=16,
+        messages=[{"role": "user", "content": text}],
+    ) as stream:
+        got = "".join(stream.text_stream)
+    assert got == text
+
+
+def test_content_then_error_in_one_chunk_via_messages(providers_gateway):
+    body = {
+        "model": "openai/fake-burst-error",
+        "max_tokens": 16,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+    r = httpx.post(providers_gateway.url + "/v1/messages", json=body, timeout=20)
+    assert r.status_code == 200, r.content
+    events = g.sse_events(r.content)
+    text = "".join(e["delta"]["text"] for kind, e in events if kind == "content_block_delta")
+    assert text == "".join(fo.BURST)
+    assert events[-1][0] == "error" and "failed mid-burst" in events[-1][1]["error"]["message"]
+    assert "message_stop" not in [kind for kind, _ in events]
