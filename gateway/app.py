@@ -11,7 +11,7 @@ from gateway.api.embeddings import embeddings
 from gateway.api.handlers import exception_handlers
 from gateway.api.health import health, live, ready
 from gateway.api.messages import count_tokens, messages
-from gateway.api.middleware import gateway_middleware
+from gateway.api.middleware import ROUTES, gateway_middleware
 from gateway.api.models import list_models
 from gateway.lifespan import lifespan
 from gateway.pipeline.auth import Keyring
@@ -24,7 +24,13 @@ from gateway.state import Gateway
 from gateway.store.base import StateBackend
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import logging as gwlog
-from gateway.telemetry.metrics import declare_series, record_speedups
+from gateway.telemetry.metrics import (
+    OVERFLOW_LABEL,
+    declare_cache_series,
+    declare_http_series,
+    declare_series,
+    record_speedups,
+)
 
 
 def _store(settings: Settings) -> StateBackend:
@@ -42,7 +48,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     speedups = _speedups.implementations()
     record_speedups(speedups)
     registry = Registry(settings)
-    declare_series([(d.provider, g.label) for g in registry.groups.values() for d in g.deployments])
+    # Every series knowable now exists from the first scrape (zeros, not "no data").
+    configured = [(d.provider, g.label) for g in registry.groups.values() for d in g.deployments]
+    declare_series(configured + [(p, OVERFLOW_LABEL) for p in registry.enabled()])
+    declare_http_series(ROUTES)
+    declare_cache_series([m.alias for m in settings.config.models if m.cache is not None])
     store = _store(settings)
     gw = Gateway(
         settings=settings,

@@ -10,6 +10,7 @@ from litestar import Litestar
 
 from gateway.pipeline.probes import Prober
 from gateway.state import Gateway
+from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway")
 
@@ -26,6 +27,8 @@ def _warm_tokenizers() -> None:
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     gw: Gateway = app.state.gw
     await gw.store.start()
+    if gw.store.kind == "memory":
+        metrics.gateway_state_backend_up.set(1)  # in-process state is up while we are
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
     _warm_tokenizers()

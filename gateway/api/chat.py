@@ -16,8 +16,11 @@ In the order the code runs (numbers are ARCHITECTURE.md's stage numbers):
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, post
 from litestar.response import Stream
@@ -29,7 +32,29 @@ from gateway.state import Gateway
 from gateway.telemetry import metrics
 from gateway.wire.chat import ChatRequest
 
+if TYPE_CHECKING:
+    from gateway.pipeline.cache import Lookup
+    from gateway.pipeline.ratelimit import Lease
+
 _JSON = "application/json"
+
+
+@contextmanager
+def unanswered(lease: Lease, cached: Lookup | None = None) -> Iterator[None]:
+    """Around the attempt loop: no answer gives the reservation back. An upstream error
+    refunds it (its response gets the x-ratelimit headers); a client that left (the edge
+    cancelled the request's task) refunds it and releases the cache fill it leads, so
+    identical waiting requests go upstream themselves at once."""
+    try:
+        yield
+    except GatewayError as err:
+        lease.fail(err)
+        raise
+    except asyncio.CancelledError:
+        lease.refund()
+        if cached is not None:
+            cached.abandon()
+        raise
 
 
 def _headers(dep_provider: str, overhead_s: float, upstream_s: float) -> dict[str, str]:
@@ -62,7 +87,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
 
     if not stream:
         t_sent = time.perf_counter()
-        try:
+        with unanswered(lease, cached):
             served = await attempts.complete(
                 gw,
                 group,
@@ -73,9 +98,6 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
                 info=info,
                 lease=lease,
             )
-        except GatewayError as err:
-            lease.fail(err)  # refund the tokens; the error carries the x-ratelimit headers
-            raise
         dep, (out, usage) = served.dep, served.result
         upstream_s = time.perf_counter() - t_sent
         info.upstream_s = upstream_s
@@ -93,7 +115,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
 
     on_close = settle.stream_closer(info, lease, t_sent)
 
-    try:
+    with unanswered(lease, cached):
         streamed = await attempts.stream(
             gw,
             group,
@@ -105,9 +127,6 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
             info=info,
             lease=lease,
         )
-    except GatewayError as err:
-        lease.fail(err)
-        raise
     dep, stream_relay, ttft = streamed.dep, streamed.result, streamed.ttft
     metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
     overhead = time.perf_counter() - info.start - ttft

@@ -8,8 +8,7 @@ from typing import Any
 from litestar import Request, Response, post
 
 from gateway.api.body import decode_object, read_body, validate
-from gateway.api.chat import _headers
-from gateway.errors import GatewayError
+from gateway.api.chat import _headers, unanswered
 from gateway.pipeline import attempts, settle
 from gateway.state import Gateway
 from gateway.wire.embeddings import EmbeddingsRequest
@@ -33,7 +32,7 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     info.provider = dep.provider
     lease = await gw.limiter.reserve(principal, group, dep, body, "embeddings")  # 2 rate limit
     t_sent = time.perf_counter()
-    try:
+    with unanswered(lease, cached):
         served = await attempts.complete(
             gw,
             group,
@@ -44,9 +43,6 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
             info=info,
             lease=lease,
         )
-    except GatewayError as err:
-        lease.fail(err)
-        raise
     dep, (out, usage) = served.dep, served.result
     upstream_s = time.perf_counter() - t_sent
     info.upstream_s = upstream_s

@@ -35,7 +35,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
 from gateway.api.body import decode_object, read_body, validate
-from gateway.api.chat import _headers
+from gateway.api.chat import _headers, unanswered
 from gateway.api.handlers import http_exception_handler, internal_error_handler
 from gateway.errors import GatewayError
 from gateway.pipeline import attempts, relay, settle
@@ -155,13 +155,10 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
             return chat_to_message(chat, req.model, d.provider), usage
 
         t_sent = time.perf_counter()
-        try:
+        with unanswered(lease):
             served = await attempts.complete(
                 gw, group, chat_view, build, parse, first=dep, info=info, lease=lease
             )
-        except GatewayError as err:
-            lease.fail(err)
-            raise
         dep, (out, usage) = served.dep, served.result
         upstream_s = time.perf_counter() - t_sent
         info.upstream_s = upstream_s
@@ -182,13 +179,10 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
 
     on_close = settle.stream_closer(info, lease, t_sent)
 
-    try:
+    with unanswered(lease):
         streamed = await attempts.stream(
             gw, group, chat_view, build, translator, on_close, first=dep, info=info, lease=lease
         )
-    except GatewayError as err:
-        lease.fail(err)
-        raise
     dep, stream_relay, ttft = streamed.dep, streamed.result, streamed.ttft
     metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
     overhead = time.perf_counter() - info.start - ttft
