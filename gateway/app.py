@@ -17,7 +17,7 @@ from gateway.api.embeddings import EMBEDDINGS
 from gateway.api.handlers import exception_handlers
 from gateway.api.health import health, live, ready
 from gateway.api.messages import COUNT_TOKENS, MESSAGES
-from gateway.api.middleware import Edge
+from gateway.api.middleware import ROUTES, Edge
 from gateway.api.models import list_models
 from gateway.api.routes import endpoint_route
 from gateway.lifespan import lifespan
@@ -31,7 +31,13 @@ from gateway.state import Gateway
 from gateway.store.base import StateBackend
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import logging as gwlog
-from gateway.telemetry.metrics import declare_series, record_speedups
+from gateway.telemetry.metrics import (
+    OVERFLOW_LABEL,
+    declare_cache_series,
+    declare_http_series,
+    declare_series,
+    record_speedups,
+)
 
 ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
 
@@ -81,9 +87,12 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
     gwlog.configure(settings.log_level)
     gw = build_gateway(settings, router)
     record_speedups(gw.speedups)
-    declare_series(
-        [(d.provider, g.label) for g in gw.registry.groups.values() for d in g.deployments]
-    )
+    # Every series knowable now exists from the first scrape (zeros, not "no data").
+    registry = gw.registry
+    configured = [(d.provider, g.label) for g in registry.groups.values() for d in g.deployments]
+    declare_series(configured + [(p, OVERFLOW_LABEL) for p in registry.enabled()])
+    declare_http_series(ROUTES)
+    declare_cache_series([m.alias for m in settings.config.models if m.cache is not None])
     pipeline = build_pipeline(gw)
     app = Litestar(
         route_handlers=[

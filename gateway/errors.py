@@ -3,7 +3,8 @@
 GatewayError                      500 api_error
  ├── InvalidRequest               400 invalid_request_error
  │    ├── InvalidJSON             400 code=invalid_json
- │    └── UnsupportedParameter    400 code=unsupported_parameter
+ │    ├── UnsupportedParameter    400 code=unsupported_parameter
+ │    └── ClientClosed            400 code=client_closed_request (the edge counts 499)
  ├── AuthenticationFailed         401 authentication_error
  ├── PermissionDenied             403 permission_error
  ├── NotFound                     404 invalid_request_error  code=not_found
@@ -17,9 +18,6 @@ GatewayError                      500 api_error
       ├── UpstreamStatus          the provider's own 4xx/429/5xx, mapped to our status
       ├── UpstreamTimeout         504 timeout
       └── UpstreamUnavailable     502/503 connection refused, reset, bad response
-
-``ClientClosed`` is not a GatewayError: the client went away (mid-body, or before
-the answer started); nothing is sent and the edge counts it as 499.
 
 Every error renders as ``{"error": {"message", "type", "param", "code"}}`` in
 ``api/handlers.py``; nothing else ever reaches a client. Messages never carry
@@ -164,5 +162,8 @@ class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
 
 
-class ClientClosed(Exception):
-    """The client disconnected before its answer started (499, nothing is sent)."""
+class ClientClosed(InvalidRequest):
+    """The client closed the connection before its request body was complete: a 400 that
+    the closed connection never receives; the edge counts it as 499."""
+
+    code = "client_closed_request"

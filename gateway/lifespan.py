@@ -10,6 +10,7 @@ from litestar import Litestar
 
 from gateway.pipeline.probes import Prober
 from gateway.state import Gateway
+from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway")
 
@@ -36,6 +37,8 @@ def lifespan(gw: Gateway) -> Callable[[Litestar], AbstractAsyncContextManager[No
 @asynccontextmanager
 async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.store.start()
+    if not gw.store.shared:
+        metrics.gateway_state_backend_up.set(1)  # in-process state is up while we are
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
     _warm_tokenizers()

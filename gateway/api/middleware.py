@@ -1,20 +1,30 @@
 """The edge: a plain ASGI callable around the Litestar app (``create_app`` returns it).
 
 For every HTTP request it makes the ``RequestContext`` (request id, start time),
-leaves it where the endpoint handler picks it up, adds ``x-request-id`` to the
-answer, and when the answer is done records the HTTP metrics and the access
-line from what the stages wrote into the context.
+leaves it where the endpoint handler picks it up (the only value that travels
+in the scope), adds ``x-request-id`` to the answer, and when the answer is done
+records the HTTP metrics and the access line from what the stages wrote into
+the context. It wraps Litestar's router from outside, so 404 and 405 answers get
+a request id, a metric and an access line too. Raw ASGI because it runs on
+every request and must cost next to nothing; lifespan passes straight through.
 
-It also notices a client that leaves. Once the request body has been read, the
-next ``receive()`` only returns when the client disconnects; a watcher task
-waits for it and cancels the request's task if its answer is not complete.
-Cancellation unwinds through the pipeline: pending upstream attempts are
-cancelled and their responses closed, the reservation is refunded, a committed
-stream's relay closes its upstream and settles. The request is counted as 499
-(client closed) when nothing was sent yet. It wraps Litestar's router
-from outside, so 404 and 405 answers get a request id, a metric and an access
-line too. Raw ASGI because it runs on every request and must cost next to
-nothing; lifespan and other scopes pass straight through.
+Every metric label is drawn from a closed set, whatever the client sends:
+methods outside the standard nine count as ``OTHER``, paths that match no route
+as ``unmatched``, statuses that HTTP does not define as their class (``4xx``).
+
+A client that leaves is not a server error. It is counted as 499 (nginx's
+"client closed request") and logged only in its access line:
+
+* while sending its body: reading the body raises ``ClientClosed`` (a 400 that the
+  closed connection never receives) instead of a 500;
+* after its body, before the answer started: ``_Watch`` watches ``receive()`` for
+  ``http.disconnect`` (from ``WATCH_AFTER_S`` on) and cancels the request's task.
+  The cancellation unwinds the attempt loop (retries, fallbacks and hedges stop;
+  the upstream request is closed), and the pipeline (``run.abort``) refunds the
+  rate-limit reservation and releases the cache fill the request leads;
+* once a stream was committed, the same watcher cancels the task too: the reply
+  closes its relay, which closes the upstream and settles what was relayed; the
+  status stays the 200 already sent.
 """
 
 from __future__ import annotations
@@ -22,10 +32,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
 
+from gateway.errors import ClientClosed
 from gateway.pipeline.context import SCOPE_KEY, RequestContext
 from gateway.telemetry import logging as gwlog
 from gateway.telemetry import metrics
@@ -36,21 +48,41 @@ if TYPE_CHECKING:
 
     from gateway.state import Gateway
 
-__all__ = ["Edge"]
+__all__ = ["METHODS", "ROUTES", "UNMATCHED", "Edge", "status_label"]
 
-KNOWN_ROUTES = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/embeddings",
-        "/v1/models",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/health",
-        "/health/live",
-        "/health/ready",
-    }
+# Each route and the method it serves: the only values the route label takes, besides
+# UNMATCHED. (Every route is a fixed path, so the path is its template.)
+ROUTES: dict[str, str] = {
+    "/v1/chat/completions": "POST",
+    "/v1/embeddings": "POST",
+    "/v1/models": "GET",
+    "/v1/messages": "POST",
+    "/v1/messages/count_tokens": "POST",
+    "/health": "GET",
+    "/health/live": "GET",
+    "/health/ready": "GET",
+}
+UNMATCHED = "unmatched"
+METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
+OTHER_METHOD = "OTHER"
+CLIENT_CLOSED = 499  # nginx's "client closed request": not a server error
+# A request still running this long after its body starts watching for the client
+# leaving: a disconnect is acted on within about this much, and the many answers that
+# are over sooner (cache hits, fast upstreams) never pay for the watcher's task.
+WATCH_AFTER_S = 0.05
+# Status labels: the statuses HTTP defines, and 499; any other number counts as its class.
+_STATUS_LABELS = {int(s): str(int(s)) for s in HTTPStatus} | {CLIENT_CLOSED: str(CLIENT_CLOSED)}
+_DISCONNECT: ReceiveMessage = {"type": "http.disconnect"}
 _SAFE = frozenset(b"-_.:0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def status_label(status: int) -> str:
+    label = _STATUS_LABELS.get(status)
+    if label is None:
+        label = f"{min(max(status // 100, 1), 5)}xx"
+    return label
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -74,16 +106,16 @@ class Edge:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
         path = scope["path"]
+        method = scope["method"]
         ctx = RequestContext(
             _request_id(scope["headers"]),  # type: ignore[arg-type]
-            start,
-            scope["method"],
-            path if path in KNOWN_ROUTES else "other",
+            time.perf_counter(),
+            method if method in METHODS else OTHER_METHOD,
+            path if path in ROUTES else UNMATCHED,
         )
         scope[SCOPE_KEY] = ctx  # type: ignore[literal-required]
-        watch = _Watch(ctx, receive)
+        watch = _Watch(receive, ctx, asyncio.current_task())
         rid = ctx.request_id.encode()
 
         async def send_wrapper(message: Message) -> None:
@@ -94,74 +126,105 @@ class Edge:
                 hs.append((b"x-request-id", rid))
                 message["headers"] = hs
             elif not message.get("more_body", False):
-                watch.complete = True
+                ctx.complete = True
             await send(message)
 
         try:
             await self.app(scope, watch.receive, send_wrapper)
         except asyncio.CancelledError:
-            if not watch.cancelled_it():
+            if not watch.cancelled:
                 raise
         finally:
-            watch.stop()
+            watch.close()
             _record(ctx)
 
 
 class _Watch:
-    """Reads the request for the app; once its body is in, watches for the client leaving."""
+    """The request's ``receive``, watched for the client leaving.
 
-    __slots__ = ("_disconnect", "_receive", "_task", "_watcher", "complete", "ctx")
+    Until the body is complete, messages pass through; a disconnect then raises
+    ``ClientClosed``. Once it is complete, ASGI has nothing more to deliver but
+    ``http.disconnect`` (also sent when the response is over), so a watcher task
+    waits for it and cancels the request's task; in any case it answers the app's
+    own ``receive()`` calls. The watcher starts only when a request outlives
+    ``WATCH_AFTER_S`` (or the app listens itself): most answers that come from the
+    cache or a fast upstream are over before, and cost no task.
+    """
 
-    def __init__(self, ctx: RequestContext, receive: Receive) -> None:
-        self.ctx = ctx
+    __slots__ = ("_ctx", "_gone", "_receive", "_task", "_timer", "_watcher", "cancelled")
+
+    def __init__(
+        self, receive: Receive, ctx: RequestContext, task: asyncio.Task[Any] | None
+    ) -> None:
         self._receive = receive
-        self._task = asyncio.current_task()
-        self._watcher: asyncio.Task[ReceiveMessage] | None = None
-        self.complete = False  # the whole answer was sent
+        self._ctx = ctx
+        self._task = task
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._gone: asyncio.Event | None = None
+        self.cancelled = False  # the watcher cancelled the task: the client left
 
     async def receive(self) -> ReceiveMessage:
-        watcher = self._watcher
-        if watcher is not None:  # the body is in: the next message is the disconnect
-            return await asyncio.shield(watcher)
+        if self._timer is not None:  # the body is complete: wait with the watcher
+            gone = self._watch()
+            await gone.wait()
+            return _DISCONNECT
         message = await self._receive()
         if message["type"] == "http.disconnect":
-            self.ctx.client_gone = True
-        elif not message.get("more_body", False):
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            if self._ctx.status == 0:
+                self._ctx.client_gone = True
+                raise ClientClosed("The client closed the connection before its body was complete")
+        elif not message.get("more_body", False) and self._task is not None:
+            self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch)
         return message
 
-    async def _watch(self) -> ReceiveMessage:
+    def _watch(self) -> asyncio.Event:
+        """Start the watcher (once); the event it sets when the client is gone."""
+        gone = self._gone
+        if gone is None:
+            assert self._timer is not None
+            self._timer.cancel()
+            gone = self._gone = asyncio.Event()
+            self._watcher = asyncio.get_running_loop().create_task(self._wait(gone))
+        return gone
+
+    async def _wait(self, gone: asyncio.Event) -> None:
         message = await self._receive()
-        if message["type"] == "http.disconnect" and not self.complete:
-            self.ctx.client_gone = True
-            if self._task is not None:
-                self._task.cancel()
-        return message
-
-    def cancelled_it(self) -> bool:
-        """Was the request's task cancelled by this watch (the client left)? Then the
-        cancellation stops here."""
+        if message["type"] != "http.disconnect":
+            return  # not ASGI after a complete body; nothing to watch
+        gone.set()
         task = self._task
-        if self.ctx.client_gone and task is not None:
-            task.uncancel()
-            return True
-        return False
+        ctx = self._ctx
+        if task is not None and not task.done() and not ctx.complete:
+            ctx.client_gone = True
+            self.cancelled = True
+            task.cancel()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         watcher = self._watcher
         if watcher is not None and not watcher.done():
             watcher.cancel()
+        task = self._task
+        if self.cancelled and task is not None and task.cancelling():
+            task.uncancel()  # our own cancellation, handled: the task goes on normally
 
 
 def _record(ctx: RequestContext) -> None:
     duration = time.perf_counter() - ctx.start
     route = ctx.route
     method = ctx.method
-    status = ctx.status or (499 if ctx.client_gone else 500)
-    metrics.http_requests_total.labels(method, route, str(status)).inc()
+    closed = ctx.client_gone and ctx.status in (0, 400)  # nothing (useful) was sent
+    if closed:
+        status = CLIENT_CLOSED
+        ctx.error = "client_closed_request"
+    else:
+        status = ctx.status or 500
+    metrics.http_requests_total.labels(method, route, status_label(status)).inc()
     metrics.http_request_duration_seconds.labels(method, route).observe(duration)
     label = ctx.label
-    if route != "other" and label is not None:
+    if route != UNMATCHED and label is not None and not closed:
         metrics.gateway_overhead_seconds.labels(route).observe(max(0.0, duration - ctx.upstream_s))
     fields: dict[str, Any] = {
         "msg": "request",

@@ -31,7 +31,6 @@ def endpoint_route(endpoint: Endpoint, pipeline: Pipeline) -> ASGIRouteHandler:
         ctx = context_of(scope)
         ctx.scope, ctx.receive = scope, receive
         method = scope["method"]  # type: ignore[typeddict-item]
-        reply: Reply | None
         if method != "POST":
             ctx.endpoint = endpoint
             err = MethodNotAllowed(
@@ -42,7 +41,6 @@ def endpoint_route(endpoint: Endpoint, pipeline: Pipeline) -> ASGIRouteHandler:
             reply = Reply(err.status, err.headers, endpoint.errors.body(err))
         else:
             reply = await pipeline.run(endpoint, ctx)
-        if reply is not None:
-            await send_reply(reply, send)
+        await send_reply(reply, send)
 
     return ASGIRouteHandler(endpoint.path, copy_scope=False, name=endpoint.name)(handle)

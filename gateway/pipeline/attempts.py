@@ -504,6 +504,9 @@ class _Run:
             if isinstance(err, UpstreamError):
                 settle.record_failure(dep, err)
             raise
+        except asyncio.CancelledError:  # the client left, or a hedged twin lost
+            settle.record_cancelled(dep, None)
+            raise
         finally:
             if not handed_off:
                 st.in_flight -= 1

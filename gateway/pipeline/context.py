@@ -48,6 +48,7 @@ class RequestContext:
         "body",
         "cache",
         "client_gone",
+        "complete",
         "dep",
         "endpoint",
         "error",
@@ -101,7 +102,8 @@ class RequestContext:
         self.upstream_s = 0.0  # time spent waiting on the provider
         self.ttft_s: float | None = None
         self.headers: dict[str, str] = {}  # response headers the stages and plugins add
-        self.client_gone = False
+        self.client_gone = False  # the client left before its whole answer was sent
+        self.complete = False  # the whole answer was sent
         self.view: dict[str, Any] | None = None  # the body as OpenAI chat, when it is not
 
     @property

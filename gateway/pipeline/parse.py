@@ -2,8 +2,7 @@
 
 Every failure is a GatewayError with a 4xx status and, for schema errors, the
 ``param`` path that was wrong (``messages[0].role``). A client that disconnects
-while sending its body raises ``ClientClosed``: not an error of anyone's, the
-pipeline counts it as client-closed and answers nothing.
+while sending its body raises ``ClientClosed`` (the edge counts it as 499).
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect: the client left
-            raise ClientClosed()
+            raise ClientClosed("The client closed the connection before its body was complete")
         chunk = message.get("body", b"")
         if chunk:
             total += len(chunk)

@@ -27,7 +27,8 @@ waits for a full bucket; settle charges the rest as debt). After the answer,
 background (not on the client's path): a refund, or a charge into debt.
 Streams settle when the relay closes: with the provider's usage, else the
 prompt plus one token per relayed event (a client that left early). A
-failed upstream call refunds its tokens; requests stay counted.
+failed upstream call, or a client that left before its answer (``Lease.refund``),
+refunds its tokens; requests stay counted.
 When the attempt loop moves to another deployment (a retry, hedge or fallback),
 ``reserve_deployment`` first takes that deployment's own buckets (1 request, the
 same estimate), once per request; refused, the loop skips it, and with nothing

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.errors import ClientClosed, GatewayError
+from gateway.errors import GatewayError
 from gateway.pipeline.reply import Reply
 
 if TYPE_CHECKING:
@@ -78,8 +78,7 @@ class Pipeline:
             raise ValueError(f"pipeline without stage(s) {missing}")
         self.stages = tuple(stages)
 
-    async def run(self, endpoint: Endpoint, ctx: RequestContext) -> Reply | None:
-        """The reply to send; None when the client already left (nothing to send)."""
+    async def run(self, endpoint: Endpoint, ctx: RequestContext) -> Reply:
         ctx.endpoint = endpoint
         try:
             for stage in self.stages:
@@ -89,9 +88,6 @@ class Pipeline:
             raise RuntimeError("the respond stage produced no reply")  # pragma: no cover
         except GatewayError as err:
             return fail(ctx, err)
-        except ClientClosed:
-            abort(ctx)
-            return None
         except asyncio.CancelledError:
             abort(ctx)
             raise

@@ -63,12 +63,15 @@ def record_cost(dep: Deployment, usage: Usage) -> None:
 
 
 def error_kind(err: GatewayError) -> str:
+    """The ``kind`` label: one of ``metrics.ERROR_KINDS`` (declared at start-up), whatever
+    code an error carries."""
     if isinstance(err, UpstreamTimeout):
         return "timeout"
     if isinstance(err, UpstreamStatus):
         s = err.upstream_status
         return "rate_limited" if s == 429 else ("status_5xx" if s >= 500 else "status_4xx")
-    return err.code or "error"
+    code = err.code
+    return code if code is not None and code in metrics.ERROR_KINDS else "error"
 
 
 def record_failure(dep: Deployment, err: GatewayError, *, mid_stream: bool = False) -> None:

@@ -95,6 +95,9 @@ def _memoize_labels(metric: Any) -> None:
     metric.labels = labels
 
 
+OVERFLOW_LABEL = "other"
+
+
 class LabelGuard:
     """Caps how many distinct ad-hoc model labels exist; the rest become ``other``."""
 
@@ -110,10 +113,25 @@ class LabelGuard:
             if len(self._seen) < self._limit:
                 self._seen.add(label)
                 return label
-        return "other"
+        return OVERFLOW_LABEL
 
 
 RATE_LIMIT_SCOPES = ("key", "model", "deployment")
+PROVIDER_OUTCOMES = ("success", "error", "cancelled")
+# ``llm_provider_errors_total{kind}``: what ``pipeline/settle.error_kind`` may return.
+ERROR_KINDS = (
+    "timeout",
+    "rate_limited",
+    "status_4xx",
+    "status_5xx",
+    "stream",
+    "upstream_connect_failed",
+    "upstream_unavailable",
+    "bad_gateway",
+    "error",
+)
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+FALLBACK_REASONS = ("exhausted", "context_length")
 
 
 def declare_series(groups: list[tuple[str, str]]) -> None:
@@ -121,17 +139,54 @@ def declare_series(groups: list[tuple[str, str]]) -> None:
 
     In multiprocess mode a labelled metric with no sample has no HELP/TYPE line;
     dashboards and alerts then see "no data" instead of zero. ``groups`` holds
-    the configured (provider, alias) pairs.
+    the (provider, model label) pairs knowable at start-up: each configured
+    deployment's alias, and ``other`` (the ad-hoc overflow) per enabled provider.
     """
     for scope in RATE_LIMIT_SCOPES:
         llm_rate_limit_exceeded_total.labels(scope)
+    aliases: set[str] = set()
     for provider, alias in groups:
-        llm_provider_requests_total.labels(provider, alias, "success")
-        llm_provider_errors_total.labels(provider, alias, "timeout")
+        aliases.add(alias)
+        for outcome in PROVIDER_OUTCOMES:
+            llm_provider_requests_total.labels(provider, alias, outcome)
+        for kind in ERROR_KINDS:
+            llm_provider_errors_total.labels(provider, alias, kind)
+        for kind in TOKEN_KINDS:
+            llm_tokens_total.labels(provider, alias, kind)
+        llm_provider_latency_seconds.labels(provider, alias)
         llm_time_to_first_token_seconds.labels(provider, alias)
         llm_upstream_attempts_total.labels(provider, alias)
+        llm_retries_total.labels(provider, alias)
+        llm_hedges_total.labels(provider, alias)
+        llm_breaker_ejections_total.labels(provider, alias)
         llm_breaker_state.labels(provider, alias).set(0)
+    for alias in aliases:
+        for reason in FALLBACK_REASONS:
+            llm_fallbacks_total.labels(alias, reason)
+        llm_retry_budget_exhausted_total.labels(alias)
     declare_deployment_series(groups)
+
+
+def declare_http_series(routes: dict[str, str]) -> None:
+    """The HTTP families per route (``route -> method``): 200 and 500 everywhere, and 499
+    (client closed) and the gateway's overhead where a request has a body."""
+    for route, method in routes.items():
+        statuses = ("200", "499", "500") if method == "POST" else ("200", "500")
+        for status in statuses:
+            http_requests_total.labels(method, route, status)
+        http_request_duration_seconds.labels(method, route)
+        if method == "POST":
+            gateway_overhead_seconds.labels(route)
+
+
+def declare_cache_series(aliases: list[str]) -> None:
+    """The cache families per caching alias (``llm_cache_requests_total`` is declared by
+    the cache itself)."""
+    for alias in aliases:
+        for scope in ("process", "replicas"):
+            llm_cache_coalesced_total.labels(alias, scope)
+        for kind in ("prompt", "completion"):
+            llm_cache_tokens_saved_total.labels(alias, kind)
 
 
 def memoize_all() -> None:

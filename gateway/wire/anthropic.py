@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from gateway.wire.chat import INT32_MAX, TokenCount
+
 # -- requests ---------------------------------------------------------------------------
 
 
@@ -46,20 +48,27 @@ class ToolChoice(msgspec.Struct, kw_only=True):
     disable_parallel_tool_use: bool | None = None
 
 
+class Thinking(msgspec.Struct, kw_only=True):
+    """Extended thinking; only its integer is checked, the rest is the provider's."""
+
+    type: str | None = None
+    budget_tokens: TokenCount | None = None
+
+
 class MessagesRequest(msgspec.Struct, kw_only=True):
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     messages: Annotated[list[InputMessage], Meta(min_length=1)]
-    max_tokens: Annotated[int, Meta(ge=1)]
+    max_tokens: TokenCount
     system: str | list[ContentBlock] | None = None
     stop_sequences: list[str] | None = None
     stream: bool | None = None
     temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_k: Annotated[int, Meta(ge=0, le=INT32_MAX)] | None = None
     tools: list[ToolDef] | None = None
     tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None
-    thinking: dict[str, Any] | None = None
+    thinking: Thinking | None = None
     output_config: dict[str, Any] | None = None
 
 
@@ -69,7 +78,7 @@ class CountTokensRequest(msgspec.Struct, kw_only=True):
     system: str | list[ContentBlock] | None = None
     tools: list[ToolDef] | None = None
     tool_choice: ToolChoice | None = None
-    thinking: dict[str, Any] | None = None
+    thinking: Thinking | None = None
 
 
 # -- answers and stream events (views) --------------------------------------------------
@@ -163,6 +172,7 @@ __all__ = [
     "MessagesRequest",
     "ModelInfoView",
     "ModelListView",
+    "Thinking",
     "ToolChoice",
     "ToolDef",
     "UsageView",

@@ -15,6 +15,11 @@ from msgspec import Meta
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
+# Integers a client sends are bounded where they are declared: no provider takes a token
+# count past 2^31 - 1, and a 10^30 must be a 400 naming the field, not forwarded.
+INT32_MAX = 2**31 - 1
+TokenCount = Annotated[int, Meta(ge=1, le=INT32_MAX)]
+
 
 class ContentPart(msgspec.Struct, kw_only=True):
     type: Annotated[str, Meta(min_length=1)]
@@ -72,18 +77,18 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     n: Annotated[int, Meta(ge=1, le=128)] | None = None
     stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
     presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Annotated[float, Meta(ge=-100, le=100)]] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | None = None  # OpenAI's int64
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None

@@ -7,9 +7,15 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from gateway.wire.chat import INT32_MAX
+
+# A token id: no vocabulary is anywhere near 2^31.
+TokenId = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 # A string, a list of strings, a list of token ids, or a list of token-id lists
 # (msgspec unions take one list type, so the element type is the union).
-EmbeddingInput = str | Annotated[list[str | int | list[int]], Meta(min_length=1, max_length=2048)]
+EmbeddingInput = (
+    str | Annotated[list[str | TokenId | list[TokenId]], Meta(min_length=1, max_length=2048)]
+)
 
 
 class EmbeddingsRequest(msgspec.Struct, kw_only=True):

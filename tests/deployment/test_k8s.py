@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.api.middleware import KNOWN_ROUTES
+from gateway.api.middleware import ROUTES
 from gateway.config import load_config
 from tests.deployment.conftest import K8S, OVERLAYS, find, gateway_env_names, render
 
@@ -81,7 +81,7 @@ def test_deployment_contract(target: str) -> None:
     # probes, on the gateway's own routes and its named API port
     assert c["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
-    assert c["startupProbe"]["httpGet"]["path"] in KNOWN_ROUTES
+    assert c["startupProbe"]["httpGet"]["path"] in ROUTES
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     env = env_of(c)
     assert ports == {

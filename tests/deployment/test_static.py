@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.api.middleware import KNOWN_ROUTES
+from gateway.api.middleware import ROUTES
 from tests.deployment.conftest import DEPLOY, MONITORING, gateway_env_names, ok, run, tool
 from tests.harness import ROOT
 
@@ -187,7 +187,7 @@ def test_compose_gateway_matches_the_readme_table() -> None:
     load_config(DEPLOY / src, environ={})
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     healthcheck = " ".join(gw["healthcheck"]["test"])
-    assert "/health/ready" in healthcheck and "/health/ready" in KNOWN_ROUTES
+    assert "/health/ready" in healthcheck and "/health/ready" in ROUTES
 
 
 # -- scripts -------------------------------------------------------------------------------

@@ -3,6 +3,9 @@ that cannot be reached."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -71,3 +74,78 @@ def test_sigterm_stops_gracefully(gateway_factory: GatewayFactory) -> None:
     assert httpx.get(gw.url + "/health/live", timeout=5).status_code == 200
     assert gw.stop() == 0  # SIGTERM: workers stop, the main process exits 0 within the grace
     assert "Traceback" not in gw.proc.stdout() + gw.proc.stderr()
+
+
+# -- who sees /health's details ---------------------------------------------------------
+
+MASTER = "gw-master-canary-7f3a"
+TEAM_KEY = "sk-team-canary-91b2"
+DETAIL_FIELDS = {"providers", "models", "routing", "state_backend", "rate_limits", "speedups"}
+
+
+def _keys_config(tmp_path: Path) -> str:
+    path = tmp_path / "keys.yaml"
+    digest = hashlib.sha256(TEAM_KEY.encode()).hexdigest()
+    path.write_text(
+        "models:\n"
+        "  - alias: demo\n"
+        "    deployments: [{provider: mock, model: mock-1}]\n"
+        f"keys:\n  - {{name: team, key_sha256: {digest}}}\n"
+    )
+    return str(path)
+
+
+def _health(gw: GatewayProc, headers: dict[str, str] | None = None) -> httpx.Response:
+    r = httpx.get(gw.url + "/health", headers=headers, timeout=5)
+    assert r.status_code == 200
+    assert MASTER not in r.text and TEAM_KEY not in r.text
+    return r
+
+
+def _is_summary(r: httpx.Response) -> bool:
+    body = r.json()
+    return set(body) == {"status", "version"} and body["status"] == "ok"
+
+
+def test_health_details_need_the_master_key(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = gateway_factory(
+        {"GATEWAY_CONFIG": _keys_config(tmp_path), "GATEWAY_MASTER_KEY": MASTER},
+        name="gateway-health-admin",
+    )
+    try:
+        assert _is_summary(_health(gw))
+        assert _is_summary(_health(gw, {"authorization": f"Bearer {TEAM_KEY}"}))
+        assert _is_summary(_health(gw, {"authorization": f"Bearer {MASTER}x"}))
+        assert _is_summary(_health(gw, {"authorization": f"Bearer {MASTER[:-1]}"}))
+        assert _is_summary(_health(gw, {"authorization": MASTER}))  # no scheme
+        for headers in ({"authorization": f"Bearer {MASTER}"}, {"x-api-key": MASTER}):
+            h = _health(gw, headers).json()
+            assert set(h) >= DETAIL_FIELDS, h
+            assert h["models"] == ["demo"] and "demo" in h["routing"]
+        # probes stay open
+        assert httpx.get(gw.url + "/health/live", timeout=5).status_code == 200
+        assert httpx.get(gw.url + "/health/ready", timeout=5).status_code == 200
+        # the master key is an admin credential, not an API key
+        chat = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+        r = httpx.post(
+            gw.url + "/v1/chat/completions",
+            json=chat,
+            headers={"authorization": f"Bearer {MASTER}"},
+            timeout=5,
+        )
+        assert r.status_code == 401
+    finally:
+        gw.stop()
+
+
+def test_health_with_keys_and_no_master_key_is_a_summary(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = gateway_factory({"GATEWAY_CONFIG": _keys_config(tmp_path)}, name="gateway-health-keys")
+    try:
+        assert _is_summary(_health(gw))
+        assert _is_summary(_health(gw, {"authorization": f"Bearer {TEAM_KEY}"}))
+    finally:
+        gw.stop()

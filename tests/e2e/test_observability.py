@@ -9,13 +9,14 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.conftest import GatewayFactory
-from tests.harness import PROVIDER_KEY, GatewayProc, metric_sum, parse_metrics
+from tests.harness import PROVIDER_KEY, FakeUpstream, GatewayProc, metric_sum, parse_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +40,7 @@ ROUTES = {
     "/health",
     "/health/live",
     "/health/ready",
-    "other",
+    "unmatched",
 }
 
 
@@ -84,7 +85,7 @@ def test_metrics_exposed_with_bounded_labels(
         if "route" in labels:
             assert labels["route"] in ROUTES, labels
         if "status" in labels:
-            assert re.fullmatch(r"[1-5]\d\d", labels["status"]), labels
+            assert re.fullmatch(r"[1-5](\d\d|xx)", labels["status"]), labels
 
     assert metric_sum(metrics, "http_requests_total", route=URL, status="200") >= 2
     assert metric_sum(metrics, "http_requests_total", route=URL, status="502") >= 1
@@ -224,3 +225,102 @@ def test_every_stdout_line_is_json(gateway_proc: GatewayProc) -> None:
     assert lines
     for line in lines:
         json.loads(line)
+
+
+# -- a fresh gateway: every knowable series exists before the first request ---------------
+
+FRESH_CONFIG = """\
+models:
+  - alias: primary
+    fallbacks: [backup]
+    cache: {ttl: 30}
+    deployments:
+      - {provider: openai, model: fake-echo}
+      - {provider: mock, model: mock-1}
+  - alias: backup
+    deployments: [{provider: mock, model: mock-2}]
+"""
+
+
+def labelsets(samples: list[tuple[str, dict[str, str], float]], name: str) -> set[tuple[Any, ...]]:
+    return {tuple(sorted(ls.items())) for n, ls, _v in samples if n == name}
+
+
+def has(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> bool:
+    """A sample of ``name`` with these labels exists (zero is fine: it is declared)."""
+    return any(
+        n == name and all(ls.get(k) == v for k, v in labels.items()) for n, ls, _v in samples
+    )
+
+
+def test_fresh_gateway_declares_every_knowable_series(
+    gateway_factory: GatewayFactory, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "fresh.yaml"
+    path.write_text(FRESH_CONFIG)
+    gw = gateway_factory(
+        {
+            "GATEWAY_CONFIG": str(path),
+            "OPENAI_API_KEY": PROVIDER_KEY,
+            "OPENAI_BASE_URL": fake_upstream.url,
+        },
+        name="gateway-fresh",
+    )
+    try:
+        samples = parse_metrics(gw.metrics())
+    finally:
+        gw.stop()
+    pairs = [("openai", "primary"), ("mock", "primary"), ("mock", "backup")]
+    pairs += [("openai", "other"), ("mock", "other")]  # the ad-hoc overflow label
+    for provider, model in pairs:
+        pm = {"provider": provider, "model": model}
+        for outcome in ("success", "error", "cancelled"):
+            assert has(samples, "llm_provider_requests_total", outcome=outcome, **pm), pm
+        for kind in ("timeout", "rate_limited", "status_4xx", "status_5xx", "stream"):
+            assert has(samples, "llm_provider_errors_total", kind=kind, **pm), (kind, pm)
+        for kind in ("prompt", "completion", "cached", "reasoning"):
+            assert has(samples, "llm_tokens_total", kind=kind, **pm), (kind, pm)
+        for name in (
+            "llm_provider_latency_seconds_count",
+            "llm_time_to_first_token_seconds_count",
+            "llm_upstream_attempts_total",
+            "llm_retries_total",
+            "llm_hedges_total",
+            "llm_breaker_ejections_total",
+            "llm_breaker_state",
+        ):
+            assert has(samples, name, **pm), (name, pm)
+    for alias in ("primary", "backup"):
+        for reason in ("exhausted", "context_length"):
+            assert has(samples, "llm_fallbacks_total", model=alias, reason=reason)
+        assert has(samples, "llm_retry_budget_exhausted_total", model=alias)
+    for result in ("hit", "miss", "bypass", "error"):
+        assert has(samples, "llm_cache_requests_total", model="primary", result=result)
+    assert has(samples, "llm_cache_coalesced_total", model="primary", scope="process")
+    assert has(samples, "llm_cache_tokens_saved_total", model="primary", kind="prompt")
+    assert labelsets(samples, "llm_rate_limit_exceeded_total") == {
+        (("scope", s),) for s in ("deployment", "key", "model")
+    }
+    for route in (URL, "/v1/embeddings", "/v1/messages"):
+        for status in ("200", "499", "500"):
+            assert has(samples, "http_requests_total", route=route, status=status, method="POST")
+    # the in-process state backend is up, not 0
+    up = [v for n, _ls, v in samples if n == "gateway_state_backend_up"]
+    assert up == [1.0], up
+    # declared, not counted: every counter is still zero
+    assert all(
+        v == 0 for n, _ls, v in samples if n.endswith("_total") and n != "http_requests_total"
+    )
+
+
+def test_fresh_mock_only_gateway_has_the_provider_families(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = gateway_factory({}, name="gateway-fresh-mock")
+    try:
+        text = gw.metrics()
+    finally:
+        gw.stop()
+    for name in ("llm_provider_errors_total", "llm_provider_requests_total", "llm_tokens_total"):
+        assert re.search(rf"^# TYPE {name} counter$", text, re.M), name
+    assert metric_sum(text, "gateway_state_backend_up") == 1
