@@ -84,7 +84,7 @@ def build_pipeline(gw: Gateway) -> Pipeline:
 
 def create_app(settings: Settings | None = None, *, router: Router | None = None) -> Edge:
     settings = settings or Settings.from_env()
-    gwlog.configure(settings.log_level)
+    access = gwlog.configure(settings.log_level)
     gw = build_gateway(settings, router)
     record_speedups(gw.speedups)
     # Every series knowable now exists from the first scrape (zeros, not "no data").
@@ -109,4 +109,4 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
         openapi_config=None,
         logging_config=None,
     )
-    return Edge(app, gw)
+    return Edge(app, gw, access)

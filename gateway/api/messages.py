@@ -29,12 +29,12 @@ from gateway.pipeline.shapes import ANTHROPIC
 from gateway.tokencount import chat_estimate, count_chat_tokens
 from gateway.translate.common import encode
 from gateway.translate.messages import (
-    AnthropicEventStream,
     chat_messages,
     chat_to_message,
     chat_tools,
     messages_to_chat,
 )
+from gateway.translate.messages_stream import AnthropicEventStream
 from gateway.wire.anthropic import CountTokensRequest, MessagesRequest
 
 if TYPE_CHECKING:

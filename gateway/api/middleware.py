@@ -39,7 +39,6 @@ from litestar.enums import ScopeType
 
 from gateway.errors import ClientClosed
 from gateway.pipeline.context import SCOPE_KEY, RequestContext
-from gateway.telemetry import logging as gwlog
 from gateway.telemetry import metrics
 
 if TYPE_CHECKING:
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from litestar.types import Message, Receive, ReceiveMessage, Scope, Send
 
     from gateway.state import Gateway
+    from gateway.telemetry.logging import AccessLog
 
 __all__ = ["METHODS", "ROUTES", "UNMATCHED", "Edge", "status_label"]
 
@@ -98,9 +98,10 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
 class Edge:
     """``create_app``'s result: Granian (or a test client) calls this."""
 
-    def __init__(self, app: Litestar, gateway: Gateway) -> None:
+    def __init__(self, app: Litestar, gateway: Gateway, access: AccessLog) -> None:
         self.app = app  # the Litestar app: routing, DI, the non-pipeline handlers
         self.gateway = gateway
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -136,7 +137,7 @@ class Edge:
                 raise
         finally:
             watch.close()
-            _record(ctx)
+            _record(ctx, self.access)
 
 
 class _Watch:
@@ -211,7 +212,7 @@ class _Watch:
             task.uncancel()  # our own cancellation, handled: the task goes on normally
 
 
-def _record(ctx: RequestContext) -> None:
+def _record(ctx: RequestContext, access: AccessLog) -> None:
     duration = time.perf_counter() - ctx.start
     route = ctx.route
     method = ctx.method
@@ -240,4 +241,4 @@ def _record(ctx: RequestContext) -> None:
         fields["provider"] = ctx.provider
     if ctx.error is not None:
         fields["error"] = ctx.error
-    gwlog.access(fields)
+    access.write(fields)

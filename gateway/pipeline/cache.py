@@ -59,16 +59,14 @@ only; the tokens a hit would have cost go to ``llm_cache_tokens_saved_total``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from _speedups.cachekey import cache_key
-from gateway.errors import InvalidRequest
+from gateway.pipeline.cache_entry import MAX_TTL_S, Entry, directives, tag, usage_ints
 from gateway.pipeline.reply import Reply
 from gateway.store.cache import CacheStore, CacheUnavailable, MemoryCacheStore
 from gateway.telemetry import metrics
@@ -90,92 +88,9 @@ __all__ = [
 ]
 
 ANONYMOUS = "anonymous"
-MAX_TTL_S = 86_400
-TTL_HEADER = "x-gateway-cache-ttl"
-_TTL_HEADER_B = TTL_HEADER.encode()
 _WATCH_S = 0.25  # how often a follower checks that its leader is still there
-_MAGIC = b"gwc1 "
-_TAG_SAFE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
-
-
-# -- tenant and request directives -----------------------------------------------------
-
-
-def _tag(tenant: str) -> str:
-    """The Redis Cluster hash tag for a tenant: the id itself when it is plain text."""
-    if _TAG_SAFE.fullmatch(tenant):
-        return tenant
-    return "h-" + hashlib.sha256(tenant.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _parse_ttl(value: bytes) -> int:
-    text = value.strip()
-    if text.isdigit() and len(text) <= 6:
-        ttl = int(text)
-        if 1 <= ttl <= MAX_TTL_S:
-            return ttl
-    raise InvalidRequest(
-        f"Invalid {TTL_HEADER} header: expected whole seconds from 1 to {MAX_TTL_S}",
-        param=TTL_HEADER,
-        code="invalid_header",
-    )
-
-
-def directives(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bool, bool]:
-    """(TTL override, no-cache, no-store) from raw ASGI headers; 400 on a bad TTL."""
-    ttl: int | None = None
-    no_cache = no_store = False
-    for name, value in headers:
-        if name == b"cache-control":
-            for part in value.lower().split(b","):
-                directive = part.split(b"=", 1)[0].strip()
-                if directive == b"no-cache":
-                    no_cache = True
-                elif directive == b"no-store":
-                    no_store = True
-        elif name == _TTL_HEADER_B:
-            ttl = _parse_ttl(value)
-    return ttl, no_cache, no_store
-
-
-# -- stored entries ---------------------------------------------------------------------
-
-
-class Entry:
-    """A stored answer: ``gwc1 <provider> <prompt_tokens> <completion_tokens>\\n<body>``."""
-
-    __slots__ = ("body", "completion_tokens", "prompt_tokens", "provider")
-
-    def __init__(
-        self, provider: str, body: bytes, prompt_tokens: int = 0, completion_tokens: int = 0
-    ) -> None:
-        self.provider = provider
-        self.body = body
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-
-    def encode(self) -> bytes:
-        head = f"{self.provider} {self.prompt_tokens} {self.completion_tokens}\n".encode()
-        return _MAGIC + head + self.body
-
-    @classmethod
-    def decode(cls, data: bytes) -> Entry | None:
-        """None for anything this version did not write (it is then a miss)."""
-        if not data.startswith(_MAGIC):
-            return None
-        nl = data.find(b"\n", len(_MAGIC))
-        parts = data[len(_MAGIC) : nl].split(b" ") if nl > 0 else []
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-            return None
-        return cls(parts[0].decode(), data[nl + 1 :], int(parts[1]), int(parts[2]))
-
-
-def _usage_ints(usage: Usage | None) -> tuple[int, int]:
-    if usage is None:
-        return 0, 0
-    return usage.prompt_tokens or 0, usage.completion_tokens or 0
 
 
 # -- the per-request handle -------------------------------------------------------------
@@ -276,7 +191,7 @@ class Lookup:
         """A complete 200 answer: share it with waiting requests and store it."""
         if self._done or self._cache is None:
             return
-        prompt, completion = _usage_ints(usage)
+        prompt, completion = usage_ints(usage)
         self._cache._finish(self, Entry(provider, body, prompt, completion))
 
     def watch(self, relay: StreamRelay, provider: str, endpoint: Endpoint) -> None:
@@ -407,13 +322,13 @@ class ResponseCache:
         except (TypeError, ValueError):
             self._count.request(group.label, "bypass")
             return _BYPASS
-        tag = _tag(tenant)
+        hash_tag = tag(tenant)
         lk = Lookup(
             self,
             MISS,
             label=group.label,
-            key=f"gw:{{{tag}}}:cache:{digest}",
-            lock=f"gw:{{{tag}}}:lock:{digest}",
+            key=f"gw:{{{hash_tag}}}:cache:{digest}",
+            lock=f"gw:{{{hash_tag}}}:lock:{digest}",
             ttl_ms=(ttl or alias_ttl) * 1000,
             storing=not no_store,
         )
@@ -552,20 +467,15 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 
 class CacheStage:
-    """Stage ``cache``: a HIT answers here; MISS and BYPASS go on."""
+    """Stage ``cache``: a HIT answers here; MISS and BYPASS go on (``respond`` says which)."""
 
     name = "cache"
 
     def __init__(self, cache: ResponseCache) -> None:
-        self.cache = cache
+        self.lookup = cache.lookup
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
-        endpoint = ctx.endpoint
-        assert endpoint is not None
-        if endpoint.cache_kind is None:
+        if ctx.endpoint is None or ctx.endpoint.cache_kind is None:
             return None
-        lookup = await self.cache.lookup(ctx)
-        ctx.cache = lookup
-        if lookup.entry is not None:
-            return lookup.reply(ctx)
-        return None  # MISS or BYPASS: stage ``respond`` says which
+        found = ctx.cache = await self.lookup(ctx)
+        return found.reply(ctx) if found.entry is not None else None

@@ -12,6 +12,7 @@ through ``Limiter.settle``: the lease never touches a backend itself.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,49 +35,24 @@ class _Ended:
     usage: Usage | None
 
 
+@dataclass(eq=False, slots=True)
 class Lease:
     """One request's reservation: its response headers, then its settlement."""
 
-    __slots__ = (
-        "backend",
-        "buckets",
-        "dep",
-        "extra",
-        "headers",
-        "limiter",
-        "prompt",
-        "relayed",
-        "reserved",
-        "served",
-        "settled",
-        "tokens",
-    )
-
-    def __init__(
-        self,
-        limiter: Limiter,
-        backend: StateBackend | None,
-        buckets: list[Bucket],
-        reserved: list[int],
-        prompt: int,
-        headers: dict[str, str],
-        *,
-        dep: Deployment | None = None,
-    ) -> None:
-        self.limiter = limiter
-        self.backend = backend
-        self.buckets = buckets
-        self.reserved = reserved
-        self.prompt = prompt
-        self.headers = headers
-        self.relayed = 0  # SSE events relayed: the estimate when a stream has no usage
-        self.settled = False
-        self.dep = dep  # the deployment reserved for (the first choice)
-        self.tokens: tuple[int, int] | None = None  # (prompt, completion) estimate
-        # Other deployments the attempt loop moved to: their deployment-scope leases,
-        # by deployment identity (``Limiter.reserve_deployment``), and the one that served.
-        self.extra: dict[str, Lease] = {}
-        self.served: Deployment | None = None
+    limiter: Limiter
+    backend: StateBackend | None  # where the TPM buckets were taken (None: nothing taken)
+    buckets: list[Bucket]  # the TPM buckets taken from...
+    reserved: list[int]  # ...and how much from each
+    prompt: int  # the prompt tokens of the estimate
+    headers: dict[str, str]  # the x-ratelimit headers (and server-timing) for the answer
+    dep: Deployment | None = None  # the deployment reserved for (the first choice)
+    tokens: tuple[int, int] | None = None  # (prompt, completion) estimate
+    relayed: int = 0  # SSE events relayed: the estimate when a stream has no usage
+    settled: bool = False
+    # Other deployments the attempt loop moved to: their deployment-scope leases, by
+    # deployment identity (``Limiter.reserve_deployment``), and the one that served.
+    extra: dict[str, Lease] = field(default_factory=dict)
+    served: Deployment | None = None
 
     def apply(self, headers: dict[str, str]) -> dict[str, str]:
         """Add the x-ratelimit headers (and the limiter's time to ``server-timing``)."""

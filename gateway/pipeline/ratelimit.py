@@ -172,29 +172,7 @@ class Limiter:
         ]
         if dep_entry is not None:
             scopes.append(("deployment", dep_entry[0], dep_entry[1]))
-        out: list[_Limit] = []
-        for scope, ident, limits in scopes:
-            if limits is None:
-                continue
-            for kind, rate, burst in (
-                ("r", limits.rpm, limits.rpm_burst),
-                ("t", limits.tpm, limits.tpm_burst),
-            ):
-                if rate is None:
-                    continue
-                capacity, period = bucket_shape(rate, burst)
-                key = f"gw:{{{tag}}}:rl:{scope}:{ident}:{kind}"
-                local_cap = max(1, int(capacity * self.share))
-                out.append(
-                    _Limit(
-                        Bucket(key, capacity, period),
-                        Bucket(key, local_cap, period),
-                        scope,
-                        kind,
-                        rate,
-                        group.label,
-                    )
-                )
+        out = [lim for scope in scopes for lim in self._limits(tag, *scope, group.label)]
         plan = _Plan(tuple(out), any(x.kind == "t" for x in out)) if out else None
         if len(self._plans) >= 10_000:
             self._plans.clear()
@@ -256,7 +234,16 @@ class Limiter:
     def _dep_plan(self, group: ModelGroup, entry: tuple[str, Limits]) -> _Plan:
         """The deployment scope's buckets alone (for a deployment that was not first)."""
         dep_id, limits = entry  # any deployment limit makes every key {rl}: see _plan
+        out = self._limits("rl", "deployment", dep_id, limits, group.label)
+        return _Plan(tuple(out), any(x.kind == "t" for x in out))
+
+    def _limits(
+        self, tag: str, scope: str, ident: str, limits: Limits | None, label: str
+    ) -> list[_Limit]:
+        """The RPM and TPM buckets of one scope (none when it has no limits)."""
         out: list[_Limit] = []
+        if limits is None:
+            return out
         for kind, rate, burst in (
             ("r", limits.rpm, limits.rpm_burst),
             ("t", limits.tpm, limits.tpm_burst),
@@ -264,19 +251,10 @@ class Limiter:
             if rate is None:
                 continue
             capacity, period = bucket_shape(rate, burst)
-            key = f"gw:{{rl}}:rl:deployment:{dep_id}:{kind}"
-            local_cap = max(1, int(capacity * self.share))
-            out.append(
-                _Limit(
-                    Bucket(key, capacity, period),
-                    Bucket(key, local_cap, period),
-                    "deployment",
-                    kind,
-                    rate,
-                    group.label,
-                )
-            )
-        return _Plan(tuple(out), any(x.kind == "t" for x in out))
+            key = f"gw:{{{tag}}}:rl:{scope}:{ident}:{kind}"
+            local = Bucket(key, max(1, int(capacity * self.share)), period)
+            out.append(_Limit(Bucket(key, capacity, period), local, scope, kind, rate, label))
+        return out
 
     async def _take(self, plan: _Plan, tokens: tuple[int, int], t0: float) -> Lease:
         """One atomic reservation of ``plan`` (or 429/503): the Lease that settles it."""
@@ -385,11 +363,9 @@ class Limit:
     name = "limit"
 
     def __init__(self, limiter: Limiter) -> None:
-        self.limiter = limiter
+        self.reserve = limiter.reserve
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
-        endpoint = ctx.endpoint
-        assert endpoint is not None
-        if endpoint.limited:
-            ctx.lease = await self.limiter.reserve(ctx)
+        if ctx.endpoint is not None and ctx.endpoint.limited:
+            ctx.lease = await self.reserve(ctx)
         return None

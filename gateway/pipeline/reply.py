@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,22 +25,17 @@ SSE = b"text/event-stream"
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 
 
+@dataclass(eq=False, slots=True)
 class Reply:
-    __slots__ = ("body", "frames", "headers", "media_type", "status")
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    frames: AsyncIterator[bytes] | None = None  # a stream: SSE frames, flushed one by one
+    media_type: bytes = JSON
 
-    def __init__(
-        self,
-        status: int,
-        headers: dict[str, str],
-        body: bytes = b"",
-        frames: AsyncIterator[bytes] | None = None,
-        media_type: bytes = JSON,
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.frames = frames
-        self.media_type = SSE if frames is not None else media_type
+    def __post_init__(self) -> None:
+        if self.frames is not None:
+            self.media_type = SSE
 
 
 async def send_reply(reply: Reply, send: Send) -> None:

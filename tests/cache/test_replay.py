@@ -21,9 +21,9 @@ from gateway.pipeline.cache import (
     ANONYMOUS,
     Entry,
     ResponseCache,
-    _tag,
     directives,
 )
+from gateway.pipeline.cache_entry import tag as _tag
 from gateway.pipeline.cache_replay import StreamAssembler, completion_frames
 from gateway.pipeline.context import RequestContext
 from gateway.settings import Settings
