@@ -103,6 +103,13 @@ class MemoryCacheStore:
             _, (_, evicted) = self._data.popitem(last=False)
             self.bytes -= len(evicted)
 
+    def delete(self, key: str) -> bool:
+        item = self._data.pop(key, None)
+        if item is None:
+            return False
+        self.bytes -= len(item[1])
+        return item[0] > self._clock()  # an expired entry was not there
+
     async def lookup(
         self, key: str, lock: str, token: str, lock_ms: int
     ) -> tuple[bytes | None, bool]:
