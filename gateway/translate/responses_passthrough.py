@@ -60,7 +60,9 @@ def _failed(provider: str, code: str | None, message: str | None) -> GatewayErro
         f"provider {provider} failed mid-stream: {(message or 'response failed')[:1000]}",
         provider=provider,
         upstream_status=status,
+        status=status,
         type="rate_limit_error" if status == 429 else "upstream_error",
+        code=code[:64] if code else None,
     )
 
 
