@@ -30,7 +30,7 @@ from litestar import Request, Response, delete, get
 
 from gateway.errors import GatewayError, NotFound
 from gateway.pipeline.context import SCOPE_KEY, RequestContext
-from gateway.pipeline.conversation import passthrough_body
+from gateway.pipeline.conversation import passthrough_body, valid_id
 from gateway.pipeline.endpoint import Endpoint
 from gateway.pipeline.shapes import RESPONSES
 from gateway.state import Gateway
@@ -159,18 +159,12 @@ def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id[:128]}' not found.", param="response_id")
 
 
-def _valid(response_id: str) -> bool:
-    return 0 < len(response_id) <= 128 and all(
-        c.isascii() and (c.isalnum() or c in "_-") for c in response_id
-    )
-
-
 @get("/v1/responses/{response_id:str}")
 async def retrieve_response(
     request: Request[Any, Any, Any], gw: Gateway, response_id: str
 ) -> Response[bytes]:
     tenant = _tenant(request, gw)
-    body = await gw.conversations.response(tenant, response_id) if _valid(response_id) else None
+    body = await gw.conversations.response(tenant, response_id) if valid_id(response_id) else None
     if body is None:
         raise _not_found(response_id)
     if request.query_params.get("stream") in ("true", "1"):
@@ -183,7 +177,7 @@ async def delete_response(
     request: Request[Any, Any, Any], gw: Gateway, response_id: str
 ) -> Response[bytes]:
     tenant = _tenant(request, gw)
-    if not _valid(response_id) or not await gw.conversations.delete(tenant, response_id):
+    if not valid_id(response_id) or not await gw.conversations.delete(tenant, response_id):
         raise _not_found(response_id)
     body = encode({"id": response_id, "object": "response", "deleted": True})
     return Response(body, media_type="application/json")

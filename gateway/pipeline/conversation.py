@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import msgspec
 
 from gateway.errors import InvalidRequest, ServiceUnavailable, UnsupportedParameter
 from gateway.pipeline.cache_entry import tag
-from gateway.store.base import StateUnavailable
+from gateway.store.cache import CacheUnavailable
 from gateway.store.responses import MemoryResponseStore, ResponseStore
 from gateway.telemetry import metrics
 from gateway.translate.common import encode
@@ -62,11 +63,13 @@ __all__ = [
     "Remember",
     "origin",
     "passthrough_body",
+    "valid_id",
 ]
 
 log = logging.getLogger("gateway.responses")
 GATEWAY = "gateway"  # the origin of a response the gateway translated
 _VERSION = 1
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # the ids a key may hold (as ResponseId in wire/)
 OPS = ("load", "save", "get", "delete")
 RESULTS = ("ok", "missing", "error", "too_large")
 
@@ -144,7 +147,7 @@ class Conversations:
     async def _read(self, tenant: str, response_id: str, op: str) -> Record | None:
         try:
             raw = await self.store.get(self.key(tenant, response_id))
-        except StateUnavailable as exc:
+        except CacheUnavailable as exc:
             _count(op, "error")
             raise ServiceUnavailable(
                 "Stored responses are unavailable right now; retry shortly",
@@ -167,7 +170,7 @@ class Conversations:
     async def delete(self, tenant: str, response_id: str) -> bool:
         try:
             found = await self.store.delete(self.key(tenant, response_id))
-        except StateUnavailable as exc:
+        except CacheUnavailable as exc:
             _count("delete", "error")
             raise ServiceUnavailable(
                 "Stored responses are unavailable right now; retry shortly",
@@ -194,8 +197,8 @@ class Conversations:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return  # not a response object: nothing a client could continue from
         response_id = view.id
-        if not response_id or len(response_id) > 128 or not _safe(response_id):
-            return
+        if not valid_id(response_id):
+            return  # an upstream's id that could not be looked up safely: not kept
         head = encode({"v": _VERSION, "origin": where, "input": conv.items})
         record = head[:-1] + b',"response":' + body + b"}"
         if len(record) > self.max_bytes:
@@ -207,15 +210,16 @@ class Conversations:
             return
         try:
             await self.store.put(self.key(tenant, response_id), record, self.ttl_ms)
-        except StateUnavailable as exc:
+        except CacheUnavailable as exc:
             _count("save", "error")
-            log.warning("response not stored", extra={"fields": {"reason": exc.reason}})
+            log.warning("response not stored", extra={"fields": {"reason": str(exc)}})
             return
         _count("save", "ok")
 
 
-def _safe(text: str) -> bool:
-    return all(c.isascii() and (c.isalnum() or c in "_-") for c in text)
+def valid_id(text: str) -> bool:
+    """Whether ``text`` can be a stored response's id (plain text, at most 128 chars)."""
+    return _ID.fullmatch(text) is not None
 
 
 # -- the stages ---------------------------------------------------------------------------

@@ -12,23 +12,15 @@ tenant's responses share a Redis Cluster slot, and a tenant's tag is its id or a
 digest of it, never a caller's key. A record is one key, written and deleted
 whole, so plain ``SET PX`` / ``GET`` / ``DEL`` are atomic without a script.
 Every Redis call is bounded by a short timeout; a failure raises
-``StateUnavailable`` and opens a short cool-down in which calls fail at once.
+``CacheUnavailable`` and opens a short cool-down in which calls fail at once
+(``BoundedRedis``, shared with the response cache).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
-from redis.exceptions import RedisError
-
-from gateway.store.base import StateUnavailable
-from gateway.store.cache import MemoryCacheStore
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis, RedisCluster
+from gateway.store.cache import BoundedRedis, MemoryCacheStore
 
 __all__ = ["MemoryResponseStore", "RedisResponseStore", "ResponseStore"]
 
@@ -65,44 +57,18 @@ class MemoryResponseStore:
         return self._lru.delete(key)
 
 
-class RedisResponseStore:
-    """Records in Redis (standalone or Cluster), one key each."""
+class RedisResponseStore(BoundedRedis):
+    """Records in Redis (standalone or Cluster), one key each; a failure (or the
+    cool-down after one) raises ``CacheUnavailable``."""
 
     kind = "redis"
 
-    def __init__(
-        self,
-        client: Redis | RedisCluster,
-        *,
-        timeout_s: float = 0.05,
-        cooldown_s: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.client = client
-        self.timeout_s = timeout_s
-        self.cooldown_s = cooldown_s
-        self._clock = clock
-        self._open_until = 0.0
-
-    async def _call(self, op: Callable[[], Any]) -> Any:
-        if self._clock() < self._open_until:
-            raise StateUnavailable("down")
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await op()
-        except TimeoutError:
-            self._open_until = self._clock() + self.cooldown_s
-            raise StateUnavailable("timeout") from None
-        except (RedisError, OSError):
-            self._open_until = self._clock() + self.cooldown_s
-            raise StateUnavailable("error") from None
-
     async def get(self, key: str) -> bytes | None:
-        value = await self._call(lambda: self.client.get(key))
+        value = await self._bounded(lambda: self.client.get(key))
         return bytes(value) if value is not None else None
 
     async def put(self, key: str, value: bytes, ttl_ms: int) -> None:
-        await self._call(lambda: self.client.set(key, value, px=ttl_ms))
+        await self._bounded(lambda: self.client.set(key, value, px=ttl_ms))
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._call(lambda: self.client.delete(key)))
+        return bool(await self._bounded(lambda: self.client.delete(key)))

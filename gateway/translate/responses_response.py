@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import UpstreamUnavailable
 from gateway.translate.common import IdFactory, encode, new_id
-from gateway.wire.chat import Usage
+from gateway.translate.upstream import decode_body
+from gateway.wire.chat import ChoiceView, CompletionView, Usage
 from gateway.wire.responses import ResponseUsage
 
 __all__ = [
@@ -33,8 +33,17 @@ __all__ = [
     "skeleton",
 ]
 
-_ECHOED = ("instructions", "max_output_tokens", "max_tool_calls", "previous_response_id")
-_ECHOED_OR_NULL = ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key")
+_ECHOED = (  # request fields a response repeats as they came (null when absent)
+    "instructions",
+    "max_output_tokens",
+    "max_tool_calls",
+    "previous_response_id",
+    "temperature",
+    "top_p",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+)
 
 
 def skeleton(
@@ -66,8 +75,6 @@ def skeleton(
     if text.get("verbosity"):
         out["text"]["verbosity"] = text["verbosity"]
     for key in _ECHOED:
-        out[key] = body.get(key)
-    for key in _ECHOED_OR_NULL:
         out[key] = body.get(key)
     return out
 
@@ -150,34 +157,7 @@ def function_call_item(
     }
 
 
-class _FunctionView(msgspec.Struct, frozen=True):
-    name: str = ""
-    arguments: str = ""
-
-
-class _CallView(msgspec.Struct, frozen=True):
-    id: str | None = None
-    function: _FunctionView = _FunctionView()
-
-
-class _MessageView(msgspec.Struct, frozen=True):
-    content: str | None = None
-    refusal: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: list[_CallView] | None = None
-
-
-class _ChoiceView(msgspec.Struct, frozen=True):
-    message: _MessageView = _MessageView()
-    finish_reason: str | None = None
-
-
-class _CompletionView(msgspec.Struct):
-    choices: list[_ChoiceView] = []
-    usage: Usage | None = None
-
-
-_completion_decoder = msgspec.json.Decoder(_CompletionView)
+_completion_decoder = msgspec.json.Decoder(CompletionView)
 
 
 def chat_to_response(
@@ -185,14 +165,9 @@ def chat_to_response(
 ) -> bytes:
     """An OpenAI chat completion (JSON bytes) as a Responses ``response`` (JSON bytes);
     ``base`` is the request's ``skeleton``."""
-    try:
-        view = _completion_decoder.decode(content)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        raise UpstreamUnavailable(
-            f"provider {provider} returned a body that is not a valid chat completion",
-            provider=provider,
-        ) from None
-    choice = view.choices[0] if view.choices else _ChoiceView()
+    what = "returned a body that is not a valid chat completion"
+    view = decode_body(_completion_decoder, content, provider, what)
+    choice = view.choices[0] if view.choices else ChoiceView()
     msg = choice.message
     output: list[dict[str, Any]] = []
     if msg.reasoning_content:

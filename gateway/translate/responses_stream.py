@@ -24,11 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
-from _speedups.sse import SSEDecoder
-from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.providers.base import StreamTranslator
+from gateway.translate.chat_frames import ChatFrames
 from gateway.translate.common import IdFactory, new_id
 from gateway.translate.responses_events import Events
 from gateway.translate.responses_response import (
@@ -40,12 +37,11 @@ from gateway.translate.responses_response import (
     response_usage,
     text_part,
 )
-from gateway.wire.chat import Usage
 
 __all__ = ["ResponsesEventStream"]
 
 
-class ResponsesEventStream:
+class ResponsesEventStream(ChatFrames):
     """OpenAI chunk frames from any adapter's translator in, Responses events out."""
 
     __slots__ = (
@@ -53,21 +49,17 @@ class ResponsesEventStream:
         "_calls",
         "_ev",
         "_finish",
-        "_frames",
-        "_inner",
         "_items",
         "_make_id",
         "_msg",
         "_rs",
         "_started",
-        "done",
     )
 
     def __init__(
         self, inner: StreamTranslator, base: dict[str, Any], make_id: IdFactory = new_id
     ) -> None:
-        self._inner = inner
-        self._frames = SSEDecoder()  # reads the inner frames as any SSE client would
+        super().__init__(inner)
         self._base = base  # the response skeleton (responses_response.skeleton)
         self._ev = Events()
         self._make_id = make_id
@@ -77,40 +69,6 @@ class ResponsesEventStream:
         self._rs: int | None = None  # output index of the open reasoning item
         self._calls: dict[int, int] = {}  # chat tool-call index -> output index
         self._finish: str | None = None
-        self.done = False
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._inner.usage
-
-    @property
-    def error(self) -> GatewayError | None:
-        return self._inner.error
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        return self._convert(self._inner.feed(chunk))
-
-    def finish(self) -> list[bytes]:
-        out = self._convert(self._inner.finish())
-        if not self.done:
-            raise UpstreamUnavailable("the stream ended before it was complete", provider="gateway")
-        return out
-
-    def _convert(self, frames: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        if not frames:
-            return out
-        for _etype, data, _id in self._frames.feed(b"".join(frames)):
-            if self.done:
-                break
-            if data == "[DONE]":
-                self._end(out)
-                continue
-            obj = msgspec.json.decode(data)
-            for c in obj.get("choices") or () if isinstance(obj, dict) else ():
-                if isinstance(c, dict) and c.get("index", 0) == 0:
-                    self._choice(c, out)
-        return out
 
     def _choice(self, c: dict[str, Any], out: list[bytes]) -> None:
         d = c.get("delta") or {}
