@@ -461,3 +461,20 @@ def test_redis_state_per_tenant_with_ttl_and_no_keys_in_it(
     assert [i.get("role") for i in record["input"] if i.get("type") != "function_call"].count(
         "user"
     ) == 5
+
+
+def test_the_access_line_and_metrics_count_responses(
+    client: openai.OpenAI, resp_gateway: GatewayProc
+) -> None:
+    raw = client.responses.with_raw_response.create(
+        model="claude", input="count me", extra_headers={"x-request-id": "resp-access-1"}
+    )
+    assert raw.headers["x-request-id"] == "resp-access-1"
+    line = resp_gateway.wait_for_access("resp-access-1")
+    assert line["route"] == "/v1/responses"
+    assert line["status"] == 200
+    assert line["provider"] == "anthropic"
+    assert line["model"] == "claude"
+    text = resp_gateway.metrics()
+    assert metric_sum(text, "llm_tokens_total", provider="anthropic", model="claude") > 0
+    assert metric_sum(text, "gateway_responses_state_total", op="save", result="ok") >= 1
