@@ -125,6 +125,13 @@ def _count(op: str, result: str) -> None:
     metrics.gateway_responses_state_total.labels(op, result).inc()
 
 
+def _unavailable(op: str) -> ServiceUnavailable:
+    _count(op, "error")
+    return ServiceUnavailable(
+        "Stored responses are unavailable right now; retry shortly", code="state_unavailable"
+    )
+
+
 class Conversations:
     """The process's handle on the conversation store (the state backend's, once started)."""
 
@@ -145,22 +152,25 @@ class Conversations:
         return f"gw:{{{tag(tenant)}}}:resp:{response_id}"
 
     async def _read(self, tenant: str, response_id: str, op: str) -> Record | None:
+        """The record of ``response_id``, its ``input`` extended by the response's output
+        (the whole conversation it ends); None when there is none this version reads."""
         try:
             raw = await self.store.get(self.key(tenant, response_id))
         except CacheUnavailable as exc:
-            _count(op, "error")
-            raise ServiceUnavailable(
-                "Stored responses are unavailable right now; retry shortly",
-                code="state_unavailable",
-            ) from exc
+            raise _unavailable(op) from exc
         record = None
         if raw is not None:
             try:
                 record = _record_decoder.decode(raw)
+                history = _output_decoder.decode(record.response).output
             except (msgspec.DecodeError, msgspec.ValidationError):
                 record = None  # not written by this version: as if absent
-        _count(op, "ok" if record is not None and record.v == _VERSION else "missing")
-        return record if record is not None and record.v == _VERSION else None
+        if record is None or record.v != _VERSION:
+            _count(op, "missing")
+            return None
+        _count(op, "ok")
+        record.input = record.input + history  # the whole conversation it ends
+        return record
 
     async def response(self, tenant: str, response_id: str) -> bytes | None:
         """A stored response object (``GET /v1/responses/{id}``)."""
@@ -171,11 +181,7 @@ class Conversations:
         try:
             found = await self.store.delete(self.key(tenant, response_id))
         except CacheUnavailable as exc:
-            _count("delete", "error")
-            raise ServiceUnavailable(
-                "Stored responses are unavailable right now; retry shortly",
-                code="state_unavailable",
-            ) from exc
+            raise _unavailable("delete") from exc
         _count("delete", "ok" if found else "missing")
         return found
 
@@ -187,8 +193,7 @@ class Conversations:
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
-        history = record.input + _output_decoder.decode(record.response).output
-        return Conversation(expand(history, items), record.origin)
+        return Conversation(expand(record.input, items), record.origin)
 
     async def save(self, tenant: str, conv: Conversation, where: str, body: bytes) -> None:
         """Keep ``body`` (a response) with the input it answered; never raises."""

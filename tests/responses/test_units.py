@@ -178,3 +178,26 @@ async def test_memory_store_is_per_tenant_and_deletes() -> None:
     assert Conversations.key("alice", "resp_x") == "gw:{alice}:resp:resp_x"
     # a tenant id that is not plain text never reaches a key as it is
     assert "a b" not in Conversations.key("a b", "resp_x")
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_store_is_a_503_on_read_and_never_fails_an_answer() -> None:
+    from redis.asyncio import Redis
+
+    from gateway.config import ResponsesOptions
+    from gateway.errors import ServiceUnavailable
+    from gateway.store.responses import RedisResponseStore
+    from tests.harness import closed_port
+
+    client = Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=0.2)
+    conv = Conversations(ResponsesOptions(), 0.5)
+    conv.store = RedisResponseStore(client, timeout_s=0.5)
+    try:
+        body = json.dumps({"id": "resp_y", "object": "response", "output": []}).encode()
+        await conv.save("alice", Conversation([], None), "gateway", body)  # counted, not raised
+        with pytest.raises(ServiceUnavailable):
+            await conv.recall("alice", "resp_y", [])
+        with pytest.raises(ServiceUnavailable):
+            await conv.delete("alice", "resp_y")
+    finally:
+        await client.aclose()
