@@ -12,10 +12,11 @@
 Each stage is an object with a ``name`` and ``async __call__(ctx) -> Reply | None``
 (``None``: go on; a ``Reply``: answer now). The list is data: operator plugins
 from the config (``plugins:``) are inserted ``before_<stage>`` or ``after_<stage>``
-(``gateway/plugins``). A stage may raise a ``GatewayError``: the request then
-ends in ``fail`` with the endpoint's error shape, its reservation refunded and
-its cache fill released. A client that goes away (the edge cancels the task)
-unwinds through ``abort``, which does the same and counts it as client-closed.
+(``gateway/plugins``; not ``after_respond``: the stage that answers ends the list).
+A stage may raise a ``GatewayError``: the request then ends in ``fail`` with the
+endpoint's error shape, its reservation refunded and its cache fill released. A
+client that goes away (the edge cancels the task) unwinds through ``abort``, which
+does the same and counts it as client-closed.
 Anything else is a bug: logged with the request id, answered with a 500 in the
 endpoint's shape, never a traceback to the client.
 """
@@ -39,7 +40,11 @@ __all__ = ["STAGES", "Pipeline", "Stage", "StageFailed"]
 log = logging.getLogger("gateway.pipeline")
 
 STAGES = ("parse", "auth", "cache", "route", "limit", "attempts", "settle", "respond")
-POSITIONS = frozenset(f"{when}_{s}" for s in STAGES for when in ("before", "after"))
+# Where the config may put a plugin. Not after ``respond``: it returns the reply, and
+# nothing after the stage that answers ever runs.
+POSITIONS = frozenset(f"{when}_{s}" for s in STAGES for when in ("before", "after")) - {
+    "after_respond"
+}
 
 
 class Stage(Protocol):
