@@ -43,6 +43,12 @@ keys:
     key_sha256: {hashlib.sha256(KEY.encode()).hexdigest()}
     limits: {{rpm: 100000, tpm: 100000000}}
 plugins:
+  - use: gateway.plugins.redact:Redact
+    at: before_cache
+    options: {{action: block, builtin: [], patterns: {{codename: '(?i)project\\s+falcon'}}}}
+  - use: gateway.plugins.redact:Redact
+    at: before_cache
+    options: {{builtin: [email, us_ssn, credit_card, api_key]}}
 {PROBES}\
   - use: {PROBE}:Act
     at: before_route

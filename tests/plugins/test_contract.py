@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.endpoints import ENDPOINTS, Endpoint
-from tests.harness import FakeUpstream, GatewayProc, wait_until
+from tests.harness import FakeUpstream, GatewayProc, metric_sum, wait_until
 from tests.plugins.conftest import KEY, MODELS
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +171,18 @@ def test_a_plugin_after_attempts_that_ends_a_stream_closes_the_upstream(
     assert wait_until(lambda: fake_upstream.streams()["client_gone"] > gone, timeout=5), (
         fake_upstream.streams()
     )
+
+
+def test_metrics_still_add_up_when_plugins_define_metrics(
+    plugin_gateway: GatewayProc, post: Any
+) -> None:
+    """Checking the config imports the plugins, and so prometheus_client, in the serving
+    process before any worker exists: the workers' metrics must still reach /metrics,
+    and that process's own zeros must not count as a live worker's."""
+    from tests.endpoints import CHAT
+
+    assert post(CHAT, "count me").status_code == 200
+    text = plugin_gateway.metrics()
+    assert metric_sum(text, "http_requests_total", route=CHAT.path, status="200") >= 1
+    assert metric_sum(text, "gateway_state_backend_up") == 1
+    assert "gateway_redactions_total" in text
