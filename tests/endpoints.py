@@ -5,11 +5,30 @@ contract in ``tests/plugins``, the parity tests in ``tests/e2e/test_parity.py``)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-__all__ = ["CHAT", "COUNT_TOKENS", "EMBEDDINGS", "ENDPOINTS", "MESSAGES", "Endpoint"]
+from tests.harness import PROVIDER_KEY
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+
+    from tests.harness import FakeUpstream, GatewayProc
+
+__all__ = [
+    "CHAT",
+    "COUNT_TOKENS",
+    "EMBEDDINGS",
+    "ENDPOINTS",
+    "MESSAGES",
+    "Endpoint",
+    "anthropic_sdk",
+    "gateway_env",
+    "openai_sdk",
+]
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -59,3 +78,28 @@ EMBEDDINGS = Endpoint("embeddings", "/v1/embeddings", anthropic=False)
 MESSAGES = Endpoint("messages", "/v1/messages", anthropic=True, streams=True)
 COUNT_TOKENS = Endpoint("count_tokens", "/v1/messages/count_tokens", anthropic=True)
 ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
+
+
+def gateway_env(openai_fake: FakeUpstream, anthropic_fake: Any, config: Path) -> dict[str, str]:
+    """A gateway's environment for the two fakes (OpenAI and Anthropic) and ``config``."""
+    from tests.providers.conftest import KEYS
+
+    return {
+        "OPENAI_API_KEY": PROVIDER_KEY,
+        "OPENAI_BASE_URL": openai_fake.url,
+        "ANTHROPIC_API_KEY": KEYS["anthropic"],
+        "ANTHROPIC_BASE_URL": anthropic_fake.root,
+        "GATEWAY_CONFIG": str(config),
+    }
+
+
+def openai_sdk(gw: GatewayProc, key: str) -> openai.OpenAI:
+    import openai
+
+    return openai.OpenAI(base_url=gw.api, api_key=key, max_retries=0, timeout=15)
+
+
+def anthropic_sdk(gw: GatewayProc, key: str) -> anthropic.Anthropic:
+    import anthropic
+
+    return anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=15)

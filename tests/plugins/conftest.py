@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayFactory
-from tests.endpoints import Endpoint
-from tests.harness import PROVIDER_KEY, FakeUpstream, GatewayProc
-from tests.providers.conftest import KEYS
+from tests.endpoints import Endpoint, gateway_env
+from tests.harness import FakeUpstream, GatewayProc
 
 KEY = "sk-plugin-contract-team-a"
 MODELS = {"chat": "chat", "embeddings": "embed", "messages": "claude", "count_tokens": "claude"}
@@ -74,14 +73,7 @@ def plugin_gateway(
     config = e2e_dir / "plugins.yaml"
     config.write_text(CONFIG)
     return gateway_factory(
-        {
-            "OPENAI_API_KEY": PROVIDER_KEY,
-            "OPENAI_BASE_URL": fake_upstream.url,
-            "ANTHROPIC_API_KEY": KEYS["anthropic"],
-            "ANTHROPIC_BASE_URL": anthropic_fake.root,
-            "GATEWAY_CONFIG": str(config),
-        },
-        name="gateway-plugins",
+        gateway_env(fake_upstream, anthropic_fake, config), name="gateway-plugins"
     )
 
 

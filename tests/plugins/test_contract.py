@@ -182,7 +182,14 @@ def test_metrics_still_add_up_when_plugins_define_metrics(
     from tests.endpoints import CHAT
 
     assert post(CHAT, "count me").status_code == 200
+    assert wait_until(
+        lambda: (
+            metric_sum(
+                plugin_gateway.metrics(), "http_requests_total", route=CHAT.path, status="200"
+            )
+            >= 1
+        )
+    )
     text = plugin_gateway.metrics()
-    assert metric_sum(text, "http_requests_total", route=CHAT.path, status="200") >= 1
     assert metric_sum(text, "gateway_state_backend_up") == 1
     assert "gateway_redactions_total" in text

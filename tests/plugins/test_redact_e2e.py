@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.endpoints import ENDPOINTS, Endpoint
+from tests.endpoints import ENDPOINTS, Endpoint, anthropic_sdk, openai_sdk
 from tests.harness import FakeUpstream, GatewayProc, metric_sum
 from tests.plugins.conftest import KEY
 
@@ -33,15 +33,13 @@ def received(fake: Any, text: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def oai(plugin_gateway: GatewayProc) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=plugin_gateway.api, api_key=KEY, max_retries=0, timeout=15) as c:
+    with openai_sdk(plugin_gateway, KEY) as c:
         yield c
 
 
 @pytest.fixture
 def claude(plugin_gateway: GatewayProc) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=plugin_gateway.url, api_key=KEY, max_retries=0, timeout=15
-    ) as c:
+    with anthropic_sdk(plugin_gateway, KEY) as c:
         yield c
 
 
@@ -128,7 +126,9 @@ def test_block_refuses_in_the_endpoint_shape_without_echoing_the_text(
     assert received(fake_upstream, t) == received(anthropic_fake, t) == []
 
 
-def test_a_blocked_request_never_reaches_the_sdk_as_success(claude: anthropic.Anthropic) -> None:
+def test_a_blocked_request_never_reaches_the_sdk_as_success(
+    plugin_gateway: GatewayProc, claude: anthropic.Anthropic
+) -> None:
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(
             model="claude",
