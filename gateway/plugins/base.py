@@ -21,7 +21,9 @@ chat, embeddings, messages, count_tokens), with the typed ``RequestContext``
 * reject the request: raise ``Reject(message, status=4xx, code=..., type=...,
   param=..., headers=...)`` (or any ``GatewayError``): the client gets that status
   in the endpoint's error shape (OpenAI's; Anthropic's on ``/v1/messages``);
-* add response headers: ``ctx.headers["x-..."] = "..."`` (they go out on errors too);
+* add response headers: ``ctx.headers["x-..."] = "..."`` (they go out on errors
+  too; one HTTP cannot carry, such as a CR, LF or a character past latin-1, is
+  dropped and fails the plugin);
 * rewrite the request: change ``ctx.body`` (the dict that is forwarded) before
   ``route``. Before ``cache`` the change is part of the cache key; after it, not.
 
@@ -41,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -137,13 +140,45 @@ class PluginStage:
                 result = self.fn(ctx)
                 if inspect.isawaitable(result):
                     await result
-        except GatewayError:
+        except GatewayError as err:
+            self._check_headers(ctx.headers, err.headers)
             raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # TimeoutError included: the plugin did not finish
+            _drop_bad_headers(ctx.headers)
             raise StageFailed(self.name, exc) from exc
+        self._check_headers(ctx.headers)
         return None
+
+    def _check_headers(self, *groups: dict[str, str]) -> None:
+        """Headers the plugin set that HTTP cannot carry (a CR or LF, a character past
+        latin-1, a name that is not a token) would fail the answer as it is sent: they
+        are dropped, and the plugin is failed for them here, by name."""
+        bad = [name for headers in groups for name in _drop_bad_headers(headers)]
+        if bad:
+            error = ValueError(f"set a response header that is not valid HTTP: {bad[0][:40]!r}")
+            raise StageFailed(self.name, error)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def _drop_bad_headers(headers: dict[str, str]) -> list[str]:
+    bad = [
+        name
+        for name, value in headers.items()
+        if not (
+            isinstance(name, str)
+            and isinstance(value, str)
+            and _TOKEN.fullmatch(name)
+            and _FIELD_VALUE.fullmatch(value)
+        )
+    ]
+    for name in bad:
+        del headers[name]
+    return [str(name) for name in bad]
 
 
 def load_all(specs: list[PluginSpec]) -> list[tuple[str, PluginStage]]:

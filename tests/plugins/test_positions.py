@@ -3,6 +3,7 @@ the same over real sockets, on every endpoint, in ``test_contract.py``)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -81,3 +82,21 @@ def test_a_reject_that_is_not_a_4xx_is_a_plugin_bug() -> None:
         r = c.post("/v1/chat/completions", json=CHAT)
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "internal_error"
+
+
+@pytest.mark.parametrize("value", ["a\r\nx-injected: 1", "\u20acuro", "nul\x00"])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_header_http_cannot_carry_fails_the_plugin_not_the_answer(
+    value: str, stream: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the check, the answer failed as it was sent: a 500 from outside the
+    pipeline naming no plugin (a UnicodeEncodeError), or a header injected."""
+    plugins = [{"use": f"{PROBE}:stamp", "at": "after_attempts", "options": {"value": value}}]
+    with client(plugins) as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "internal_error"
+    assert "x-probe-stamp" not in r.headers and "x-injected" not in r.headers
+    logged = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    (line,) = [x for x in logged if x["level"] == "error"]
+    assert (line["msg"], line["plugin"]) == ("plugin failed", f"{PROBE}:stamp")
