@@ -59,6 +59,19 @@ def fake_upstream(e2e_dir: Path) -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="session")
+def anthropic_fake(e2e_dir: Path) -> Iterator[Any]:
+    """The fake Anthropic upstream (``tests/fakes/anthropic_upstream.py``), shared by the
+    provider suites, the plugin contract and the endpoint-parity tests."""
+    from tests.providers.conftest import KEYS, _start_fake
+
+    fake = _start_fake("anthropic_upstream", KEYS["anthropic"], e2e_dir / "logs")
+    try:
+        yield fake
+    finally:
+        fake.proc.stop()
+
+
+@pytest.fixture(scope="session")
 def gateway_config(e2e_dir: Path) -> Path:
     path = e2e_dir / "gateway.yaml"
     path.write_text(GATEWAY_CONFIG)

@@ -82,15 +82,6 @@ def _start_fake(module: str, key: str, log_dir: Path) -> Fake:
 
 
 @pytest.fixture(scope="session")
-def anthropic_fake(e2e_dir: Path) -> Iterator[Fake]:
-    fake = _start_fake("anthropic_upstream", KEYS["anthropic"], e2e_dir / "logs")
-    try:
-        yield fake
-    finally:
-        fake.proc.stop()
-
-
-@pytest.fixture(scope="session")
 def gemini_fake(e2e_dir: Path) -> Iterator[Fake]:
     fake = _start_fake("gemini_upstream", KEYS["gemini"], e2e_dir / "logs")
     try:
