@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.errors import GatewayError
-from gateway.pipeline.relay import StreamRelay
 from gateway.pipeline.reply import Reply
 
 if TYPE_CHECKING:
@@ -130,7 +129,7 @@ async def close_unsent(ctx: RequestContext) -> None:
     attempt loop's bookkeeping, and a settle already registered), rather than leave
     the provider streaming to nobody until its own timeout."""
     served = ctx.served
-    if served is not None and isinstance(served.result, StreamRelay):
+    if served is not None and ctx.stream:  # a StreamRelay, or a keep-alive PendingStream
         await served.result.aclose()
 
 
