@@ -1,7 +1,9 @@
-"""Shared fixtures: the fake upstream, the main gateway, and a factory for extra gateways.
+"""Shared fixtures: the fake upstream, the main gateway, a factory for extra gateways,
+and the one real Redis (a server and a cluster) every suite uses.
 
-Session-scoped processes start once and are stopped at the end of the session
-whatever happened (fixture teardown, plus an atexit sweep in ``tests.harness``).
+Session-scoped processes start once, when a test first asks for them, and are stopped
+at the end of the session whatever happened (fixture teardown, plus an atexit sweep in
+``tests.harness``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tests.harness import (
     start_fake_upstream,
     start_gateway,
 )
+from tests.redis_server import RedisCluster, RedisServer, start_cluster, start_redis
 
 GATEWAY_CONFIG = """\
 models:
@@ -128,3 +131,54 @@ def client(gateway_proc: GatewayProc) -> Iterator[Any]:
 def http(gateway_proc: GatewayProc) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway_proc.url, timeout=10) as c:
         yield c
+
+
+# -- Redis -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_dir: Path) -> Iterator[RedisServer]:
+    """The one shared ``redis-server``; a test that needs it empty asks for ``redis_url``
+    (or flushes it)."""
+    server = start_redis(redis_dir / "main", "redis-main")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(redis_dir: Path) -> Iterator[RedisCluster]:
+    """A 3-primary Redis Cluster, shared like ``redis_server``."""
+    cluster = start_cluster(redis_dir / "cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_redis(redis_dir: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own, to pause, kill or restart."""
+    server = start_redis(redis_dir / f"own-{request.node.name[:40]}", "redis-own")
+    try:
+        yield server
+    finally:
+        server.stop()

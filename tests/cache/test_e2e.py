@@ -14,11 +14,11 @@ import httpx
 import openai
 import pytest
 
-from tests.cache.conftest import RedisServer, start_redis
 from tests.cache.helpers import marker
 from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import TOOL_ARGUMENTS, TOOL_NAME
 from tests.harness import PROVIDER_KEY, FakeUpstream, GatewayProc, closed_port, metric_sum
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -274,12 +274,11 @@ def test_redis_killed_mid_run_then_restarted(
     gateway_factory: GatewayFactory,
     cache_config: Path,
     fake_upstream: FakeUpstream,
-    cache_dir: Path,
+    own_redis: RedisServer,
 ) -> None:
-    server = start_redis(cache_dir / "redis-killed", "redis-killed")
-    gw = gateway_factory(gateway_env(cache_config, fake_upstream, server.url), name="gw-cache-kill")
+    env = gateway_env(cache_config, fake_upstream, own_redis.url)
+    gw = gateway_factory(env, name="gw-cache-kill")
     m = marker()
-    restarted = None
     try:
         with httpx.Client(base_url=gw.url, timeout=5) as c:
 
@@ -290,13 +289,10 @@ def test_redis_killed_mid_run_then_restarted(
                 return str(r.headers["x-gateway-cache"])
 
             assert [status(), status()] == ["MISS", "HIT"]
-            server.stop()
+            own_redis.stop()
             assert [status(), status(stream=True), status()] == ["BYPASS"] * 3
-            restarted = start_redis(cache_dir / "redis-killed", "redis-restarted", server.port)
+            own_redis.restart()  # a fresh, empty server on the same port
             time.sleep(0.6)  # the cool-down after the last failure
             assert [status(), status()] == ["MISS", "HIT"]  # back on Redis by itself
     finally:
         gw.stop()
-        server.stop()
-        if restarted is not None:
-            restarted.stop()

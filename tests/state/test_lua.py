@@ -13,7 +13,7 @@ import redis as redis_sync
 
 from _speedups import _bucket_py as kernel
 from gateway.store import scripts
-from tests.state.conftest import RedisServer
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
