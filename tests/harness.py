@@ -192,11 +192,13 @@ def _http_ok(url: str, statuses: tuple[int, ...] = (200,)) -> bool:
     return httpx.get(url, timeout=1.0).status_code in statuses
 
 
-# -- the fake upstream ------------------------------------------------------------------
+# -- fake upstreams ----------------------------------------------------------------------
 
 
 @dataclass
-class FakeUpstream:
+class Fake:
+    """A fake upstream process (``tests/fakes/<module>.py``) and what it recorded."""
+
     proc: Proc
     port: int
     key: str = PROVIDER_KEY
@@ -205,16 +207,21 @@ class FakeUpstream:
     def root(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def url(self) -> str:
-        """The OpenAI base URL (``.../v1``)."""
-        return self.root + "/v1"
-
     def requests(self) -> list[dict[str, Any]]:
         return httpx.get(self.root + "/_requests", timeout=5).json()  # type: ignore[no-any-return]
 
     def reset(self) -> None:
         httpx.post(self.root + "/_reset", timeout=5).raise_for_status()
+
+
+@dataclass
+class FakeUpstream(Fake):
+    """The OpenAI fake (``tests/fakes/openai_upstream.py``)."""
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL (``.../v1``)."""
+        return self.root + "/v1"
 
     def streams(self) -> dict[str, int]:
         return httpx.get(self.root + "/_streams", timeout=5).json()  # type: ignore[no-any-return]
@@ -233,14 +240,29 @@ class FakeUpstream:
         return found[0]
 
 
-def start_fake_upstream(log_dir: Path, key: str = PROVIDER_KEY) -> FakeUpstream:
+def start_fake(
+    module: str,
+    log_dir: Path,
+    key: str = PROVIDER_KEY,
+    *,
+    ready_path: str = "/_requests",
+    kind: type[Fake] = Fake,
+) -> Fake:
+    """``python -m tests.fakes.<module>`` on a free port; waits until ``ready_path``
+    answers 200."""
     port = free_port()
-    argv = [sys.executable, "-m", "tests.fakes.openai_upstream", "--port", str(port)]
-    proc = spawn(f"fake-upstream-{port}", [*argv, "--key", key], clean_env(), log_dir)
-    fake = FakeUpstream(proc, port, key)
-    if not wait_until(lambda: proc.alive() and _http_ok(fake.root + "/_streams")):
+    argv = [sys.executable, "-m", f"tests.fakes.{module}", "--port", str(port), "--key", key]
+    proc = spawn(f"{module}-{port}", argv, clean_env(), log_dir)
+    fake = kind(proc, port, key)
+    if not wait_until(lambda: proc.alive() and _http_ok(fake.root + ready_path)):
         proc.stop()
-        raise RuntimeError("fake upstream did not start:\n" + proc.describe())
+        raise RuntimeError(f"{module} did not start:\n" + proc.describe())
+    return fake
+
+
+def start_fake_upstream(log_dir: Path, key: str = PROVIDER_KEY) -> FakeUpstream:
+    fake = start_fake("openai_upstream", log_dir, key, ready_path="/_streams", kind=FakeUpstream)
+    assert isinstance(fake, FakeUpstream)
     return fake
 
 

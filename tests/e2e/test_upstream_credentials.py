@@ -26,8 +26,7 @@ import httpx
 import pytest
 
 from tests.fakes.echo_upstream import ECHO_MARK, OTHER_KEY, PASSWORD
-from tests.harness import GatewayProc, start_gateway
-from tests.providers.conftest import Fake, _start_fake
+from tests.harness import Fake, GatewayProc, start_fake, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +42,7 @@ SECRETS = (*CANARY.values(), SELF_HOSTED_KEY, PASSWORD, OTHER_KEY)
 
 @pytest.fixture(scope="module")
 def echo(e2e_dir: Path) -> Iterator[Fake]:
-    fake = _start_fake("echo_upstream", "unchecked", e2e_dir / "logs")
+    fake = start_fake("echo_upstream", e2e_dir / "logs", "unchecked")
     try:
         yield fake
     finally:
