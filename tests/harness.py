@@ -24,7 +24,13 @@ from typing import Any
 
 import httpx
 
+from _speedups import KERNELS, NO_EXTENSIONS
+
 ROOT = Path(__file__).resolve().parent.parent
+# What every gateway a test starts reports in /health and gateway_speedups_info: the
+# compiled twin of every kernel (``make install`` builds them all), unless the run
+# forces the pure twins (children inherit GATEWAY_NO_EXTENSIONS).
+SPEEDUPS = dict.fromkeys(KERNELS, "py" if NO_EXTENSIONS else "c")
 WAIT_S = 20.0
 PROVIDER_KEY = "test-key"
 # Variables a gateway reads; children start without any of them unless a test sets them.
@@ -105,6 +111,7 @@ class Proc:
     stdout_path: Path
     stderr_path: Path
     stopped: bool = False
+    started_at: float = field(default_factory=time.time)  # wall clock, as /health counts
 
     @property
     def pid(self) -> int:
@@ -275,6 +282,7 @@ class GatewayProc:
     port: int
     metrics_port: int
     env: dict[str, str] = field(repr=False)
+    ready_at: float = 0.0  # wall clock: when its ready path first answered
 
     @property
     def url(self) -> str:
@@ -350,6 +358,7 @@ def start_gateway(
     if not wait_until(lambda: proc.alive() and _http_ok(gw.url + ready_path, ready_statuses)):
         proc.stop()
         raise RuntimeError(f"gateway did not become ready on {ready_path}:\n" + proc.describe())
+    gw.ready_at = time.time()
     return gw
 
 

@@ -165,15 +165,31 @@ def test_sdk_plain_answer_serves_a_stream_with_usage(
     assert len(fake_upstream.find(m)) == 1
 
 
-def test_metrics_are_exported(gateway: GatewayProc) -> None:
+def test_metrics_count_this_miss_and_this_hit(gateway: GatewayProc) -> None:
+    """One miss then one hit move the counters by exactly one each, and the tokens the
+    hit saved are the usage of the answer it replayed."""
+
+    def counts() -> tuple[float, ...]:
+        text = gateway.metrics()
+        return tuple(
+            metric_sum(text, name, model="cached", **label)
+            for name, label in (
+                ("llm_cache_requests_total", {"result": "hit"}),
+                ("llm_cache_requests_total", {"result": "miss"}),
+                ("llm_cache_tokens_saved_total", {"kind": "prompt"}),
+                ("llm_cache_tokens_saved_total", {"kind": "completion"}),
+            )
+        )
+
     m = marker()
+    before = counts()
     with sdk(gateway) as client:
-        for _ in range(2):
-            client.chat.completions.create(model="cached", messages=user(m))
-    text = gateway.metrics()
-    assert metric_sum(text, "llm_cache_requests_total", model="cached", result="hit") >= 1
-    assert metric_sum(text, "llm_cache_requests_total", model="cached", result="miss") >= 1
-    assert metric_sum(text, "llm_cache_tokens_saved_total", model="cached") > 0
+        first = client.chat.completions.create(model="cached", messages=user(m))
+        client.chat.completions.create(model="cached", messages=user(m))
+    after = counts()
+    assert first.usage is not None
+    delta = tuple(b - a for a, b in zip(before, after, strict=True))
+    assert delta == (1, 1, first.usage.prompt_tokens, first.usage.completion_tokens)
 
 
 # -- two gateways sharing Redis --------------------------------------------------------
