@@ -54,11 +54,8 @@ def e2e_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fake_upstream(e2e_dir: Path) -> Iterator[FakeUpstream]:
-    fake = start_fake_upstream(e2e_dir / "logs")
-    try:
+    with start_fake_upstream(e2e_dir / "logs") as fake:
         yield fake
-    finally:
-        fake.proc.stop()
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +70,7 @@ def gateway_proc(
     e2e_dir: Path, fake_upstream: FakeUpstream, gateway_config: Path
 ) -> Iterator[GatewayProc]:
     """The main gateway: OpenAI (the fake) plus the config's aliases (mock included)."""
-    gw = start_gateway(
+    with start_gateway(
         e2e_dir / "logs",
         {
             "OPENAI_API_KEY": PROVIDER_KEY,
@@ -81,11 +78,8 @@ def gateway_proc(
             "GATEWAY_CONFIG": str(gateway_config),
         },
         name="gateway-main",
-    )
-    try:
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 GatewayFactory = Callable[..., GatewayProc]
@@ -118,13 +112,8 @@ def mock_gateway(gateway_factory: GatewayFactory) -> GatewayProc:
 
 @pytest.fixture
 def client(gateway_proc: GatewayProc) -> Iterator[Any]:
-    import openai
-
-    c = openai.OpenAI(base_url=gateway_proc.api, api_key="anything", max_retries=0, timeout=10)
-    try:
+    with gateway_proc.openai() as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture
@@ -150,11 +139,8 @@ def redis_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def redis_server(redis_dir: Path) -> Iterator[RedisServer]:
     """The one shared ``redis-server``; a test that needs it empty asks for ``redis_url``
     (or flushes it)."""
-    server = start_redis(redis_dir / "main", "redis-main")
-    try:
+    with start_redis(redis_dir / "main", "redis-main") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -167,18 +153,12 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="session")
 def redis_cluster(redis_dir: Path) -> Iterator[RedisCluster]:
     """A 3-primary Redis Cluster, shared like ``redis_server``."""
-    cluster = start_cluster(redis_dir / "cluster")
-    try:
+    with start_cluster(redis_dir / "cluster") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def own_redis(redis_dir: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """A ``redis-server`` of this test's own, to pause, kill or restart."""
-    server = start_redis(redis_dir / f"own-{request.node.name[:40]}", "redis-own")
-    try:
+    with start_redis(redis_dir / f"own-{request.node.name[:40]}", "redis-own") as server:
         yield server
-    finally:
-        server.stop()

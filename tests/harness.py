@@ -20,11 +20,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
 from _speedups import KERNELS, NO_EXTENSIONS
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 # What every gateway a test starts reports in /health and gateway_speedups_info: the
@@ -100,6 +104,20 @@ def wait_until(
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+class Stops:
+    """Something that runs until ``stop()``; as a context manager it is stopped on the
+    way out whatever happened, so a fixture is ``with start_x(...) as x: yield x``."""
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 @dataclass
@@ -203,12 +221,15 @@ def _http_ok(url: str, statuses: tuple[int, ...] = (200,)) -> bool:
 
 
 @dataclass
-class Fake:
+class Fake(Stops):
     """A fake upstream process (``tests/fakes/<module>.py``) and what it recorded."""
 
     proc: Proc
     port: int
     key: str = PROVIDER_KEY
+
+    def stop(self) -> int | None:
+        return self.proc.stop()
 
     @property
     def root(self) -> str:
@@ -277,7 +298,7 @@ def start_fake_upstream(log_dir: Path, key: str = PROVIDER_KEY) -> FakeUpstream:
 
 
 @dataclass
-class GatewayProc:
+class GatewayProc(Stops):
     proc: Proc
     port: int
     metrics_port: int
@@ -299,6 +320,20 @@ class GatewayProc:
 
     def metrics(self) -> str:
         return httpx.get(self.metrics_url, timeout=5).text
+
+    def openai(self, api_key: str = "anything", timeout: float = 10) -> openai.OpenAI:
+        """An ``openai.OpenAI`` client of this gateway that never retries on its own."""
+        import openai
+
+        return openai.OpenAI(base_url=self.api, api_key=api_key, max_retries=0, timeout=timeout)
+
+    def anthropic(self, api_key: str = "anything", timeout: float = 10) -> anthropic.Anthropic:
+        """An ``anthropic.Anthropic`` client of this gateway's ``/v1/messages``."""
+        import anthropic
+
+        return anthropic.Anthropic(
+            base_url=self.url, api_key=api_key, max_retries=0, timeout=timeout
+        )
 
     def log_lines(self) -> list[str]:
         return self.proc.stdout().splitlines()

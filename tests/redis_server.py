@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.harness import Proc, clean_env, free_port, spawn, wait_until
+from tests.harness import Proc, Stops, clean_env, free_port, spawn, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 @dataclass
-class RedisServer:
+class RedisServer(Stops):
     proc: Proc
     port: int
     log_dir: Path
@@ -115,7 +115,7 @@ def start_redis(
 
 
 @dataclass
-class RedisCluster:
+class RedisCluster(Stops):
     nodes: list[RedisServer]
 
     @property

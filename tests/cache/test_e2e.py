@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from tests.cache.helpers import marker
@@ -53,10 +52,6 @@ def redis_gateways(
         gateway_factory(env, name="gw-cache-redis-a"),
         gateway_factory(env, name="gw-cache-redis-b"),
     )
-
-
-def sdk(gw: GatewayProc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.api, api_key="anything", max_retries=0, timeout=10)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -105,7 +100,7 @@ def collect(stream: Any) -> dict[str, Any]:
 
 def test_sdk_plain_miss_then_hit(gateway: GatewayProc, fake_upstream: FakeUpstream) -> None:
     m = marker()
-    with sdk(gateway) as client:
+    with gateway.openai() as client:
         a = client.chat.completions.with_raw_response.create(model="cached", messages=user(m))
         b = client.chat.completions.with_raw_response.create(model="cached", messages=user(m))
     assert a.headers["x-gateway-cache"] == "MISS" and b.headers["x-gateway-cache"] == "HIT"
@@ -122,7 +117,7 @@ def test_sdk_stream_replay_equals_the_original(
     kw: dict[str, Any] = {"model": model, "messages": user(m), "stream": True}
     if model == "cached-tools":
         kw["tools"] = TOOLS
-    with sdk(gateway) as client:
+    with gateway.openai() as client:
         first = client.chat.completions.with_raw_response.create(**kw)
         original = collect(first.parse())
         second = client.chat.completions.with_raw_response.create(**kw)
@@ -149,7 +144,7 @@ def test_sdk_plain_answer_serves_a_stream_with_usage(
     gateway: GatewayProc, fake_upstream: FakeUpstream
 ) -> None:
     m = marker()
-    with sdk(gateway) as client:
+    with gateway.openai() as client:
         plain = client.chat.completions.create(model="cached", messages=user(m))
         raw = client.chat.completions.with_raw_response.create(
             model="cached",
@@ -183,7 +178,7 @@ def test_metrics_count_this_miss_and_this_hit(gateway: GatewayProc) -> None:
 
     m = marker()
     before = counts()
-    with sdk(gateway) as client:
+    with gateway.openai() as client:
         first = client.chat.completions.create(model="cached", messages=user(m))
         client.chat.completions.create(model="cached", messages=user(m))
     after = counts()
@@ -214,7 +209,7 @@ def test_entries_are_shared_across_gateways(
 ) -> None:
     a, b = redis_gateways
     m = marker()
-    with sdk(a) as ca, sdk(b) as cb:
+    with a.openai() as ca, b.openai() as cb:
         first = ca.chat.completions.with_raw_response.create(model="cached", messages=user(m))
         second = cb.chat.completions.with_raw_response.create(
             model="cached", messages=user(m), stream=True
@@ -272,7 +267,7 @@ def test_gateway_with_unreachable_redis_bypasses(
     gw = gateway_factory(env, name="gw-cache-noredis", ready_path="/health/live")
     m = marker()
     try:
-        with sdk(gw) as client:
+        with gw.openai() as client:
             for _ in range(3):
                 raw = client.chat.completions.with_raw_response.create(
                     model="cached", messages=user(m)

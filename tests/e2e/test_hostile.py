@@ -87,18 +87,15 @@ def gw(
 ) -> Iterator[GatewayProc]:
     path = Path(tmp_path_factory.mktemp("hostile-config")) / "gateway.yaml"
     path.write_text(config(fault))  # JSON is YAML
-    g = gateway_factory(
+    with gateway_factory(
         {
             "GATEWAY_CONFIG": str(path),
             "OPENAI_API_KEY": "test-key",
             "OPENAI_BASE_URL": fault.url,
         },
         name="gateway-hostile",
-    )
-    try:
+    ) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -42,11 +42,8 @@ SECRETS = (*CANARY.values(), SELF_HOSTED_KEY, PASSWORD, OTHER_KEY)
 
 @pytest.fixture(scope="module")
 def echo(e2e_dir: Path) -> Iterator[Fake]:
-    fake = start_fake("echo_upstream", e2e_dir / "logs", "unchecked")
-    try:
+    with start_fake("echo_upstream", e2e_dir / "logs", "unchecked") as fake:
         yield fake
-    finally:
-        fake.proc.stop()
 
 
 def _config(echo: Fake) -> str:
@@ -75,7 +72,7 @@ models:
 def gateway(echo: Fake, e2e_dir: Path) -> Iterator[GatewayProc]:
     config = e2e_dir / "credentials.yaml"
     config.write_text(_config(echo))
-    gw = start_gateway(
+    with start_gateway(
         e2e_dir / "logs",
         {
             "OPENAI_API_KEY": CANARY["openai"],
@@ -90,11 +87,8 @@ def gateway(echo: Fake, e2e_dir: Path) -> Iterator[GatewayProc]:
             "GATEWAY_CONFIG": str(config),
         },
         name="gateway-credentials",
-    )
-    try:
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 def _chat(gw: GatewayProc, model: str, stream: bool = False) -> httpx.Response:

@@ -39,11 +39,8 @@ def _session_fake(provider: str) -> Any:
 
     @pytest.fixture(scope="session", name=f"{provider}_fake")
     def fixture(e2e_dir: Path) -> Iterator[Fake]:
-        fake = start_fake(f"{provider}_upstream", e2e_dir / "logs", KEYS[provider])
-        try:
+        with start_fake(f"{provider}_upstream", e2e_dir / "logs", KEYS[provider]) as fake:
             yield fake
-        finally:
-            fake.proc.stop()
 
     return fixture
 
@@ -64,7 +61,7 @@ def providers_gateway(
     """A gateway with all four providers enabled, each pointed at its fake."""
     config = e2e_dir / "providers.yaml"
     config.write_text(PROVIDERS_CONFIG)
-    gw = start_gateway(
+    with start_gateway(
         e2e_dir / "logs",
         {
             "ANTHROPIC_API_KEY": KEYS["anthropic"],
@@ -78,34 +75,17 @@ def providers_gateway(
             "GATEWAY_CONFIG": str(config),
         },
         name="gateway-providers",
-    )
-    try:
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture
 def oai(providers_gateway: GatewayProc) -> Iterator[Any]:
-    import openai
-
-    c = openai.OpenAI(
-        base_url=providers_gateway.api, api_key="client-key", max_retries=0, timeout=20
-    )
-    try:
+    with providers_gateway.openai("client-key", timeout=20) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture
 def claude(providers_gateway: GatewayProc) -> Iterator[Any]:
-    import anthropic
-
-    c = anthropic.Anthropic(
-        base_url=providers_gateway.url, api_key="client-key", max_retries=0, timeout=20
-    )
-    try:
+    with providers_gateway.anthropic("client-key", timeout=20) as c:
         yield c
-    finally:
-        c.close()
