@@ -1,5 +1,6 @@
-"""Fixtures the benchmarks share: a uvloop event loop per module, and the suite's one
-``redis-server`` (``tests/conftest.py``), so a benchmark meets the same Redis as the tests."""
+"""Fixtures the benchmarks share with the tests: each kernel's py/c twin fixture
+(``tests/speedups/conftest.py``), so every benchmark reports py against c, and the
+suite's one ``redis-server`` (``tests/conftest.py``); plus a uvloop loop per module."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import redis_dir, redis_server
+from tests.speedups.conftest import bucket_impl, cachekey_impl, sse_impl
 
-__all__ = ["loop", "redis_dir", "redis_server"]
+__all__ = ["bucket_impl", "cachekey_impl", "loop", "redis_dir", "redis_server", "sse_impl"]
 
 
 @pytest.fixture(scope="module")
