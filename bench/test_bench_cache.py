@@ -9,7 +9,7 @@ cache key over a ~1 KiB chat body, in-flight table, store round trip):
 * ``store-*`` the store's own calls, and ``loop-noop`` the cost of driving one
   coroutine through the event loop, to subtract from the others.
 
-Redis is a local ``redis-server`` on loopback started for the module.
+Redis is a local ``redis-server`` on loopback shared with the tests (``bench/conftest.py``).
 """
 
 from __future__ import annotations
@@ -69,31 +69,6 @@ class FakeRequest:
         self.scope: dict[str, Any] = {"headers": [(b"content-type", b"application/json")]}
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-
-        lp = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover
-        lp = asyncio.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from tests.cache.conftest import start_redis
-
-    server = start_redis(tmp_path_factory.mktemp("bench-redis"), "bench-redis")
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def cache(
     request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop
@@ -114,7 +89,7 @@ def cache(
     if request.param == "redis":
         from redis.asyncio import Redis
 
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue("redis_server").url
         client = Redis.from_url(url, socket_timeout=1)
         loop.run_until_complete(rc.start(SimpleNamespace(client=client)))
         rc.store.timeout_s = 1.0  # type: ignore[attr-defined]  # measure, don't time out
