@@ -25,9 +25,11 @@ import msgspec
 import pytest
 
 from gateway.config import parse_config
+from gateway.pipeline.auth import Principal
 from gateway.pipeline.cache import ResponseCache
 from gateway.settings import Settings
 from gateway.store.cache import MemoryCacheStore, RedisCacheStore
+from tests.contexts import context_for
 
 ANSWER = msgspec.json.encode(
     {
@@ -62,11 +64,14 @@ def body(n: int) -> dict[str, Any]:
     }
 
 
-class FakeRequest:
-    __slots__ = ("scope",)
-
-    def __init__(self) -> None:
-        self.scope: dict[str, Any] = {"headers": [(b"content-type", b"application/json")]}
+def request(body: dict[str, Any]) -> Any:
+    """The context stage ``cache`` sees after ``parse`` and ``auth``."""
+    return context_for(
+        body,
+        principal=Principal(tenant="bench", name="bench"),
+        group=GROUP,
+        headers=[(b"content-type", b"application/json")],
+    )
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -91,8 +96,8 @@ def cache(
 
         url = request.getfixturevalue("redis_server").url
         client = Redis.from_url(url, socket_timeout=1)
-        loop.run_until_complete(rc.start(SimpleNamespace(client=client)))
-        rc.store.timeout_s = 1.0  # type: ignore[attr-defined]  # measure, don't time out
+        store = RedisCacheStore(client, timeout_s=1.0)  # measure, don't time out
+        loop.run_until_complete(rc.start(SimpleNamespace(cache_store=lambda timeout: store)))
     try:
         yield rc
     finally:
@@ -117,14 +122,14 @@ def test_stage_hit(benchmark: Any, loop: asyncio.AbstractEventLoop, cache: Respo
     stored = body(-1)
 
     async def prime() -> None:
-        lk = await cache.lookup(FakeRequest(), "chat", stored, GROUP)  # type: ignore[arg-type]
+        lk = await cache.lookup(request(stored))
         lk.store(ANSWER, "openai")
         await cache.aclose()
 
     loop.run_until_complete(prime())
 
     async def hit() -> None:
-        lk = await cache.lookup(FakeRequest(), "chat", stored, GROUP)  # type: ignore[arg-type]
+        lk = await cache.lookup(request(stored))
         assert lk.entry is not None
 
     benchmark(run(loop, hit))
@@ -137,7 +142,7 @@ def test_stage_miss_and_store(
     bodies = (body(n) for n in _counter)
 
     async def miss() -> None:
-        lk = await cache.lookup(FakeRequest(), "chat", next(bodies), GROUP)  # type: ignore[arg-type]
+        lk = await cache.lookup(request(next(bodies)))
         assert lk.status == "MISS"
         lk.store(ANSWER, "openai")
         await cache.aclose()  # wait for the background store: count its round trip too

@@ -57,18 +57,12 @@ BODY = {
 USAGE = Usage(prompt_tokens=150, completion_tokens=40, total_tokens=190)
 
 
-class _Req:
-    def __init__(self) -> None:
-        self.headers = {"authorization": "Bearer sk-bench"}
-        self.scope: dict[str, Any] = {}
-
-
 def _limiter(store: Any) -> tuple[Limiter, Any, Any, Any]:
     config = parse_config(CONFIG)
     settings = Settings(config=config, providers=Settings.from_env({}).providers)
     registry = Registry(settings)
     group = registry.resolve("bench")
-    principal = Keyring(config).authenticate(_Req(), "bench")
+    principal = Keyring(config).authenticate({"authorization": "Bearer sk-bench"}, "bench")
     return Limiter(config, registry, store), principal, group, group.deployments[0]
 
 
