@@ -411,7 +411,7 @@ cdef int _material(Walk* w, object tenant, object kind, object request) except -
     if type(kind) is not str:
         raise TypeError(f"kind must be str, got {type(kind).__name__}")
     if kind not in _KINDS:
-        raise ValueError(f"kind must be 'chat' or 'embeddings', got {kind!r}")
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     if type(request) is not dict:
         raise TypeError(f"request must be a dict, got {type(request).__name__}")
     w.buf.data = <char*>malloc(_INITIAL)

@@ -6,9 +6,10 @@
 keys in one Redis Cluster slot, and the tenant is also inside the hashed
 material, length-prefixed, so two tenants can never share a digest.
 
-``request`` is a JSON-decoded ``/v1/chat/completions`` (``kind="chat"``) or
-``/v1/embeddings`` (``kind="embeddings"``) body, as ``msgspec.json.decode``
-produces it: exact ``dict``/``list``/``str``/``int``/``float``/``bool``/``None``.
+``request`` is a JSON-decoded request body of its ``kind``: ``chat``
+(``/v1/chat/completions``), ``embeddings``, ``messages`` (Anthropic's
+``/v1/messages``) or ``responses``, as ``msgspec.json.decode`` produces it:
+exact ``dict``/``list``/``str``/``int``/``float``/``bool``/``None``.
 Subclasses, tuples, bytes and the like raise ``TypeError``; so do non-``str``
 dict keys. NaN and infinities raise ``ValueError``, as does nesting deeper
 than ``MAX_DEPTH`` containers (the request object itself is level 1).
@@ -71,7 +72,7 @@ __all__ = (
 
 IMPLEMENTATION = "py"
 MAGIC = b"llm-gateway/cachekey/v1\n"
-KINDS: frozenset[str] = frozenset({"chat", "embeddings"})
+KINDS: frozenset[str] = frozenset({"chat", "embeddings", "messages", "responses"})
 TRANSPORT_FIELDS: frozenset[str] = frozenset({"stream", "stream_options", "user"})
 MAX_DEPTH = 128
 
@@ -164,7 +165,7 @@ def _material(tenant: str, kind: str, request: dict[str, Any]) -> bytearray:
     if type(kind) is not str:
         raise TypeError(f"kind must be str, got {type(kind).__name__}")
     if kind not in KINDS:
-        raise ValueError(f"kind must be 'chat' or 'embeddings', got {kind!r}")
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     if type(request) is not dict:
         raise TypeError(f"request must be a dict, got {type(request).__name__}")
     for k in request:

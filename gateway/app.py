@@ -1,23 +1,30 @@
-"""``create_app(settings)``: wiring only. Granian runs it with ``--factory``."""
+"""``create_app(settings)``: wiring only. Granian runs it with ``--factory``.
+
+It builds the process's handles (``Gateway``), the one pipeline (core stages plus
+the config's plugins), a Litestar app whose pipeline endpoints are ``asgi``
+route handlers and whose other routes (models, health) get the ``Gateway`` by
+dependency injection, and returns the edge (``api/middleware.Edge``) around it.
+"""
 
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.datastructures import State
+from litestar.di import Provide
 
 import _speedups
-from gateway.api.chat import chat_completions
-from gateway.api.embeddings import embeddings
+from gateway.api.chat import CHAT
+from gateway.api.embeddings import EMBEDDINGS
 from gateway.api.handlers import exception_handlers
 from gateway.api.health import health, live, ready
-from gateway.api.messages import count_tokens, messages
-from gateway.api.middleware import ROUTES, gateway_middleware
+from gateway.api.messages import COUNT_TOKENS, MESSAGES
+from gateway.api.middleware import ROUTES, Edge
 from gateway.api.models import list_models
+from gateway.api.routes import endpoint_route
 from gateway.lifespan import lifespan
-from gateway.pipeline.auth import Keyring
-from gateway.pipeline.cache import ResponseCache, release_on_error
-from gateway.pipeline.ratelimit import Limiter
+from gateway.pipeline import attempts, auth, cache, parse, ratelimit, route, settle
 from gateway.pipeline.routing import Router
+from gateway.pipeline.run import Pipeline, Stage, insert
+from gateway.plugins.base import load_all
 from gateway.providers.registry import Registry
 from gateway.settings import Settings
 from gateway.state import Gateway
@@ -32,6 +39,8 @@ from gateway.telemetry.metrics import (
     record_speedups,
 )
 
+ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
+
 
 def _store(settings: Settings) -> StateBackend:
     if settings.redis_url:
@@ -42,48 +51,62 @@ def _store(settings: Settings) -> StateBackend:
     return MemoryBackend()
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    settings = settings or Settings.from_env()
-    gwlog.configure(settings.log_level)
-    speedups = _speedups.implementations()
-    record_speedups(speedups)
+def build_gateway(settings: Settings, router: Router | None = None) -> Gateway:
+    """The process's handles (tests pass their own ``router``, with a seeded RNG)."""
     registry = Registry(settings)
+    store = _store(settings)
+    return Gateway(
+        settings=settings,
+        registry=registry,
+        router=router or Router(settings.config.routing),
+        store=store,
+        speedups=_speedups.implementations(),
+        cache=cache.ResponseCache(settings),
+        auth=auth.Keyring(settings.config),
+        limiter=ratelimit.Limiter(settings.config, registry, store),
+    )
+
+
+def build_pipeline(gw: Gateway) -> Pipeline:
+    core: list[Stage] = [
+        parse.Parse(gw.settings),
+        auth.Auth(gw.auth, gw.registry),
+        cache.CacheStage(gw.cache),
+        route.Route(gw.router),
+        ratelimit.Limit(gw.limiter),
+        attempts.Attempts(gw),
+        settle.Settle(),
+        settle.Respond(),
+    ]
+    plugins: list[tuple[str, Stage]] = list(load_all(gw.settings.config.plugins))
+    return Pipeline(insert(core, plugins))
+
+
+def create_app(settings: Settings | None = None, *, router: Router | None = None) -> Edge:
+    settings = settings or Settings.from_env()
+    access = gwlog.configure(settings.log_level)
+    gw = build_gateway(settings, router)
+    record_speedups(gw.speedups)
     # Every series knowable now exists from the first scrape (zeros, not "no data").
+    registry = gw.registry
     configured = [(d.provider, g.label) for g in registry.groups.values() for d in g.deployments]
     declare_series(configured + [(p, OVERFLOW_LABEL) for p in registry.enabled()])
     declare_http_series(ROUTES)
     declare_cache_series([m.alias for m in settings.config.models if m.cache is not None])
-    store = _store(settings)
-    gw = Gateway(
-        settings=settings,
-        registry=registry,
-        router=Router(settings.config.routing),
-        store=store,
-        speedups=speedups,
-        cache=ResponseCache(settings),
-        auth=Keyring(settings.config),
-        limiter=Limiter(settings.config, registry, store),
-    )
+    pipeline = build_pipeline(gw)
     app = Litestar(
         route_handlers=[
-            chat_completions,
-            embeddings,
+            *(endpoint_route(e, pipeline) for e in ENDPOINTS),
             list_models,
-            messages,
-            count_tokens,
             health,
             live,
             ready,
         ],
+        dependencies={"gw": Provide(lambda: gw, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,
-        after_exception=[release_on_error],  # a failed cache fill releases its waiters
-        lifespan=[lifespan],
-        state=State({"gw": gw}),
+        lifespan=[lifespan(gw)],
         debug=False,
         openapi_config=None,
         logging_config=None,
     )
-    # Outermost, around Litestar's router: 404/405 answers get a request id, a
-    # metric and an access line too (route-level middleware would miss them).
-    app.asgi_handler = gateway_middleware(app.asgi_handler)
-    return app
+    return Edge(app, gw, access)

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -207,11 +207,21 @@ class ApiKey(_Base, frozen=True):
     models: list[Annotated[str, Meta(min_length=1)]] | None = None  # aliases or provider/model
 
 
+class PluginSpec(_Base, frozen=True):
+    """An operator stage (``gateway/plugins/base.py``): ``use`` is ``module:attribute``."""
+
+    use: Annotated[str, Meta(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+    at: str  # before_<stage> | after_<stage>
+    options: dict[str, Any] = {}
+    timeout: Annotated[float, Meta(gt=0, le=300)] = 5.0
+
+
 class Config(_Base, frozen=True):
     models: list[ModelAlias] = []
     limits: GlobalLimits = GlobalLimits()
     keys: list[ApiKey] = []
     routing: RoutingOptions = RoutingOptions()
+    plugins: list[PluginSpec] = []
 
 
 _PATH = re.compile(r"\s*-\s*at\s*`\$(.*)`$")
@@ -328,6 +338,25 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str], check_env: bool = 
     _check_routing(cfg, aliases)
     _check_limits(cfg)
     _check_keys(cfg)
+    _check_plugins(cfg)
+
+
+def _check_plugins(cfg: Config) -> None:
+    """Every plugin's position exists and the plugin loads with its options."""
+    from gateway.pipeline.run import POSITIONS
+    from gateway.plugins.base import PluginError, load
+
+    for i, spec in enumerate(cfg.plugins):
+        if spec.at not in POSITIONS:
+            raise ConfigError(
+                f"plugins[{i}].at: {spec.at[:40]!r} is not before_<stage> or after_<stage> "
+                f"(stages: parse, auth, cache, route, limit, attempts, settle, respond; "
+                f"nothing runs after respond)"
+            )
+        try:
+            load(spec)
+        except PluginError as exc:
+            raise ConfigError(f"plugins[{i}].use: {spec.use}: {exc}") from None
 
 
 # A bucket's capacity and period must fit _speedups.bucket's ranges.

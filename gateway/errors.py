@@ -3,7 +3,8 @@
 GatewayError                      500 api_error
  ├── InvalidRequest               400 invalid_request_error
  │    ├── InvalidJSON             400 code=invalid_json
- │    └── UnsupportedParameter    400 code=unsupported_parameter
+ │    ├── UnsupportedParameter    400 code=unsupported_parameter
+ │    └── ClientClosed            400 code=client_closed_request (the edge counts 499)
  ├── AuthenticationFailed         401 authentication_error
  ├── PermissionDenied             403 permission_error
  ├── NotFound                     404 invalid_request_error  code=not_found
@@ -15,8 +16,12 @@ GatewayError                      500 api_error
  ├── ServiceUnavailable           503 service_unavailable
  └── UpstreamError                502 upstream_error — anything a provider did wrong
       ├── UpstreamStatus          the provider's own 4xx/429/5xx, mapped to our status
-      ├── UpstreamTimeout         504 timeout
+      ├── UpstreamTimeout         504 timeout (kind: connect, read, first_token, idle,
+      │                           total, deadline)
       └── UpstreamUnavailable     502/503 connection refused, reset, bad response
+
+Upstream errors carry how the attempt loop treats them as fields (``retry``,
+``breaker``, ``retry_after``; the rules are in ``pipeline/classify.py``).
 
 Every error renders as ``{"error": {"message", "type", "param", "code"}}`` in
 ``api/handlers.py``; nothing else ever reaches a client. Messages never carry
@@ -29,7 +34,10 @@ credentials, so its constructor passes every text field through
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
+from gateway.pipeline.classify import Retry, for_status
+from gateway.pipeline.retry_after import wait_from
 from gateway.scrub import scrub
 
 
@@ -124,13 +132,27 @@ class ServiceUnavailable(GatewayError):
 
 
 class UpstreamError(GatewayError):
-    """A provider failed; ``provider`` names it (never its URL or key)."""
+    """A provider failed; ``provider`` names it (never its URL or key).
+
+    Its meaning for retries is a field, set here (``pipeline/classify.py`` has the
+    rules): ``retry`` (any | elsewhere | never | context), ``breaker`` (counts against
+    the deployment's breaker) and ``retry_after`` (seconds the provider asked for).
+    An answer the gateway could not use (reset, malformed, cut short) is retried.
+    """
 
     status = 502
     type = "upstream_error"
     code = "bad_gateway"
 
-    def __init__(self, message: str, *, provider: str, **kw: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        retry: Retry = "any",
+        breaker: bool = True,
+        **kw: object,
+    ) -> None:
         # The one place every upstream-derived text passes: relayed, logged, or both.
         for field in ("param", "code", "type"):
             value = kw.get(field)
@@ -141,21 +163,63 @@ class UpstreamError(GatewayError):
             kw["headers"] = {k: scrub(str(v)) for k, v in headers.items()}
         super().__init__(scrub(message), **kw)  # type: ignore[arg-type]
         self.provider = provider
+        self.retry: Retry = retry
+        self.breaker = breaker
+        self.retry_after = wait_from(self.headers)
 
 
 class UpstreamStatus(UpstreamError):
-    """The provider answered with an error status; ``upstream_status`` keeps it."""
+    """The provider answered with an error status; ``upstream_status`` keeps it, and
+    decides the classification."""
 
     def __init__(self, message: str, *, provider: str, upstream_status: int, **kw: object) -> None:
-        super().__init__(message, provider=provider, **kw)
+        text = f"{kw.get('code') or ''} {kw.get('type') or ''} {message}"
+        retry, breaker = for_status(upstream_status, text)
+        super().__init__(message, provider=provider, retry=retry, breaker=breaker, **kw)
         self.upstream_status = upstream_status
 
 
+TimeoutKind = Literal["connect", "read", "first_token", "idle", "total", "deadline"]
+
+
 class UpstreamTimeout(UpstreamError):
+    """A provider too slow; ``kind`` says for what. Any timeout of a deployment moves on
+    to another one (``elsewhere``); the request's own ``deadline`` ends it (``never``,
+    and not the deployment's fault)."""
+
     status = 504
     type = "timeout"
     code = "upstream_timeout"
 
+    def __init__(
+        self, message: str, *, provider: str, kind: TimeoutKind = "read", **kw: object
+    ) -> None:
+        deadline = kind == "deadline"
+        super().__init__(
+            message,
+            provider=provider,
+            retry="never" if deadline else "elsewhere",
+            breaker=not deadline,
+            **kw,
+        )
+        self.kind: TimeoutKind = kind
+
 
 class UpstreamUnavailable(UpstreamError):
+    """No usable answer: refused, reset, malformed or cut short. ``connect_failed``: the
+    request never reached the provider (always safe to send again)."""
+
     code = "upstream_unavailable"
+
+    def __init__(
+        self, message: str, *, provider: str, connect_failed: bool = False, **kw: object
+    ) -> None:
+        super().__init__(message, provider=provider, **kw)  # type: ignore[arg-type]
+        self.connect_failed = connect_failed
+
+
+class ClientClosed(InvalidRequest):
+    """The client closed the connection before its request body was complete: a 400 that
+    the closed connection never receives; the edge counts it as 499."""
+
+    code = "client_closed_request"

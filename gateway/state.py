@@ -1,14 +1,20 @@
-"""Typed handles that the lifespan puts on ``app.state``; controllers read them."""
+"""``Gateway``: the process's typed handles, built once by ``create_app``.
+
+The pipeline's stages are built from it; the Litestar routes outside the
+pipeline (models, health) get it by dependency injection (``gw: Gateway``).
+A plain class, not a dataclass: Litestar would try to validate a dataclass it
+injects field by field.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.pipeline.auth import Keyring
     from gateway.pipeline.cache import ResponseCache
+    from gateway.pipeline.probes import Prober
     from gateway.pipeline.ratelimit import Limiter
     from gateway.pipeline.routing import Router
     from gateway.providers.registry import Registry
@@ -16,15 +22,41 @@ if TYPE_CHECKING:
     from gateway.store.base import StateBackend
 
 
-@dataclass(eq=False)
 class Gateway:
-    settings: Settings
-    registry: Registry
-    router: Router
-    store: StateBackend
-    speedups: dict[str, str]
-    cache: ResponseCache
-    auth: Keyring
-    limiter: Limiter
-    started_at: float = field(default_factory=time.time)
-    models_cache: dict[str, Any] = field(default_factory=dict)
+    __slots__ = (
+        "auth",
+        "cache",
+        "limiter",
+        "models_cache",
+        "prober",
+        "registry",
+        "router",
+        "settings",
+        "speedups",
+        "started_at",
+        "store",
+    )
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: Registry,
+        router: Router,
+        store: StateBackend,
+        speedups: dict[str, str],
+        cache: ResponseCache,
+        auth: Keyring,
+        limiter: Limiter,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.router = router
+        self.store = store
+        self.speedups = speedups
+        self.cache = cache
+        self.auth = auth
+        self.limiter = limiter
+        self.started_at = time.time()
+        self.models_cache: dict[str, Any] = {}
+        self.prober: Prober | None = None  # active health checks, while the app runs

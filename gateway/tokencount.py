@@ -33,6 +33,7 @@ from _speedups.tokens import count_tokens
 __all__ = [
     "IMAGE_DEFAULT",
     "IMAGE_LOW_DETAIL",
+    "chat_estimate",
     "count_chat_tokens",
     "count_text_tokens",
     "encoding_for_model",
@@ -267,3 +268,17 @@ def count_text_tokens(text: str | list[str] | list[int] | list[list[int]], model
         else:
             total += _strings(item, encoding)
     return total
+
+
+def chat_estimate(body: Mapping[str, object], model: str, default_max: int) -> tuple[int, int]:
+    """``(prompt, completion)`` tokens an OpenAI chat request may use: the exact prompt,
+    and ``max_completion_tokens``/``max_tokens`` (else ``default_max``) times ``n``."""
+    tools = body.get("tools") or body.get("functions")
+    messages = body.get("messages")
+    prompt = count_chat_tokens(messages if isinstance(messages, list) else [], model, tools)  # type: ignore[arg-type]
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        limit = default_max
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    return prompt, limit * choices

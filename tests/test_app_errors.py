@@ -33,6 +33,7 @@ def app_client() -> Iterator[TestClient[Any]]:
     try:
         app = create_app(Settings.from_env({"GATEWAY_MAX_BODY_BYTES": str(CAP)}))
         with TestClient(app, raise_server_exceptions=False) as c:
+            c.gateway = app.gateway  # type: ignore[attr-defined]  # the test client wraps the edge
             yield c
     finally:
         root.handlers[:] = handlers
@@ -166,7 +167,7 @@ def test_unknown_path_and_wrong_method(app_client: TestClient[Any]) -> None:
 def test_unexpected_exception_is_a_clean_500(
     app_client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gw = app_client.app.state.gw
+    gw = app_client.gateway  # type: ignore[attr-defined]
 
     def boom(model: str) -> Any:
         raise RuntimeError("secret sk-live-do-not-print and a prompt")

@@ -1,56 +1,55 @@
-"""POST /v1/embeddings: validate, cache, route, relay, settle."""
+"""POST /v1/embeddings: what the embeddings endpoint declares; the pipeline does the rest.
+
+Validated as an ``EmbeddingsRequest``, forwarded (OpenAI, Azure) or translated
+(Gemini); Anthropic has no embeddings API (400). Never streamed; cached when the
+alias caches. Errors have OpenAI's shape.
+"""
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
-from litestar import Request, Response, post
-
-from gateway.api.body import decode_object, read_body, validate
-from gateway.api.chat import _headers, unanswered
-from gateway.pipeline import attempts, settle
-from gateway.state import Gateway
+from gateway.pipeline.endpoint import Endpoint
+from gateway.pipeline.shapes import OPENAI
+from gateway.tokencount import count_text_tokens
 from gateway.wire.embeddings import EmbeddingsRequest
 
+if TYPE_CHECKING:
+    import httpx
 
-@post("/v1/embeddings", status_code=200)
-async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
-    gw: Gateway = request.app.state.gw
-    info = request.scope["gw"]  # type: ignore[typeddict-item]
-    settings = gw.settings
+    from gateway.pipeline.context import RequestContext
+    from gateway.providers.base import Deployment, StreamTranslator
+    from gateway.wire.chat import Usage
 
-    body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
-    req = validate(body, EmbeddingsRequest)
-    principal = gw.auth.authenticate(request, req.model, gw.registry.resolve)  # 1 auth
-    group = gw.registry.resolve(req.model)
-    info.model = group.label
-    cached = await gw.cache.lookup(request, "embeddings", body, group)  # 3 cache
-    if cached.entry is not None:
-        return cached.response()
-    dep = attempts.first_choice(gw, group, body, False)  # 4 route: retries/fallbacks in 6
-    info.provider = dep.provider
-    lease = await gw.limiter.reserve(principal, group, dep, body, "embeddings")  # 2 rate limit
-    t_sent = time.perf_counter()
-    with unanswered(lease, cached):
-        served = await attempts.complete(
-            gw,
-            group,
-            body,
-            lambda d: d.adapter.embeddings_request(d, body),
-            lambda d, content: d.adapter.embeddings_response(d, content),
-            first=dep,
-            info=info,
-            lease=lease,
-        )
-    dep, (out, usage) = served.dep, served.result
-    upstream_s = time.perf_counter() - t_sent
-    info.upstream_s = upstream_s
-    settle.record_success(dep, upstream_s, usage)
-    lease.settle(usage)
-    cached.store(out, dep.provider, usage)
-    overhead = time.perf_counter() - info.start - upstream_s
-    headers = cached.mark(_headers(dep.provider, overhead, upstream_s))
-    headers["x-gateway-attempts"] = str(served.attempts)
-    lease.apply(headers)
-    return Response(out, media_type="application/json", headers=headers)
+
+class EmbeddingsExchange:
+    def request(self, dep: Deployment, ctx: RequestContext) -> httpx.Request:
+        return dep.adapter.embeddings_request(dep, ctx.body)
+
+    def response(
+        self, dep: Deployment, ctx: RequestContext, content: bytes
+    ) -> tuple[bytes, Usage | None]:
+        return dep.adapter.embeddings_response(dep, ctx.body, content)
+
+    def translator(self, dep: Deployment, ctx: RequestContext) -> StreamTranslator:
+        raise NotImplementedError("embeddings are never streamed")
+
+
+_EXCHANGE = EmbeddingsExchange()
+
+
+class Embeddings(Endpoint):
+    name = "embeddings"
+    path = "/v1/embeddings"
+    request_type = EmbeddingsRequest
+    errors = OPENAI
+    cache_kind = "embeddings"
+
+    def estimate(self, ctx: RequestContext, dep: Deployment, default_max: int) -> tuple[int, int]:
+        return count_text_tokens(ctx.body.get("input") or "", dep.model), 0
+
+    def exchange(self, dep: Deployment) -> EmbeddingsExchange:
+        return _EXCHANGE
+
+
+EMBEDDINGS = Embeddings()

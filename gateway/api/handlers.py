@@ -1,19 +1,19 @@
-"""Every exception becomes the OpenAI error envelope; nothing else reaches a client."""
+"""Errors of the Litestar routes outside the pipeline (models, health, 404, 405) as the
+OpenAI error envelope; nothing else reaches a client. The pipeline endpoints render
+their own errors (``pipeline/run.py``) in their endpoint's shape."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from gateway.errors import GatewayError
+from gateway.pipeline.context import SCOPE_KEY, RequestContext
 from gateway.wire.errors import ErrorBody, ErrorEnvelope
-
-if TYPE_CHECKING:
-    from gateway.api.middleware import RequestInfo
 
 log = logging.getLogger("gateway.errors")
 _encode = msgspec.json.Encoder().encode
@@ -29,6 +29,11 @@ _HTTP_TYPES = {
 }
 
 
+def _context(request: Request[Any, Any, Any]) -> RequestContext | None:
+    ctx = request.scope.get(SCOPE_KEY)
+    return ctx if isinstance(ctx, RequestContext) else None
+
+
 def error_response(
     status: int,
     message: str,
@@ -42,9 +47,9 @@ def error_response(
 
 
 def gateway_error_handler(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
-    info = cast("RequestInfo | None", request.scope.get("gw"))
-    if info is not None:
-        info.error = exc.code or exc.type
+    ctx = _context(request)
+    if ctx is not None:
+        ctx.error = exc.code or exc.type
     return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
 
 
@@ -64,8 +69,8 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    info = cast("RequestInfo | None", request.scope.get("gw"))
-    rid = info.request_id if info is not None else "-"
+    ctx = _context(request)
+    rid = ctx.request_id if ctx is not None else "-"
     log.error(
         "unhandled error",
         exc_info=exc,

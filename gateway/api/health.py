@@ -37,8 +37,7 @@ async def live() -> Response[bytes]:
 
 
 @get("/health/ready")
-async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
-    gw: Gateway = request.app.state.gw
+async def ready(gw: Gateway) -> Response[bytes]:
     ok = await gw.store.ping()
     return _json(
         {"status": "ready" if ok else "unavailable", "state_backend": gw.store.kind},
@@ -63,8 +62,7 @@ def shows_details(request: Request[Any, Any, Any], gw: Gateway) -> bool:
 
 
 @get("/health")
-async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
-    gw: Gateway = request.app.state.gw
+async def health(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes]:
     store_ok = await gw.store.ping()
     # healthy=False: a hot-path call failed and limits run on the local fallback until
     # the backend's probe sees it answer again (ping alone may already succeed).
@@ -72,7 +70,7 @@ async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
     status = "ok" if store_ok and not fallback else "degraded"
     if not shows_details(request, gw):
         return _json({"status": status, "version": __version__})
-    limits_mode = "in-process" if gw.store.kind == "memory" else "shared"
+    limits_mode = "shared" if gw.store.shared else "in-process"
     if fallback:
         limits_mode = "local-fallback" if gw.limiter.policy == "open" else "closed-503"
     providers: dict[str, Any] = {}

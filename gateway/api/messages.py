@@ -1,244 +1,183 @@
 """POST /v1/messages and /v1/messages/count_tokens: Anthropic's API in front of every provider.
 
-Reads top to bottom as the pipeline, like ``api/chat.py``:
-1 parse and validate   body -> dict (forwarded or translated) + MessagesRequest (checked)
-1 auth                 caller key (Bearer or x-api-key) -> Principal: 401/403
-4 route                model -> group -> deployments in order
-2 rate limit           reserve RPM+TPM, sized by the OpenAI view of the request
-5 adapt                an Anthropic deployment gets the body as it came (``messages_request``:
-                       only ``model`` replaced; the client's ``anthropic-version`` and
-                       ``anthropic-beta`` forwarded, never its key); any other provider gets
-                       it translated to OpenAI chat (``translate/messages.py``) and then to
-                       its own format by its adapter
-6 relay                the attempt loop: retries, fallbacks, breakers (as for chat);
-                       whole body, or a stream committed at its first content event
-7 settle               usage, latency and outcome -> metrics; the reservation settled
+What these endpoints declare; the pipeline (``pipeline/run.py``) does the rest.
 
-Answers come back as Anthropic JSON or a valid Anthropic event sequence. Errors use
-Anthropic's shape ``{"type":"error","error":{"type","message"}}``; a stream that breaks
-after its first byte ends with ``event: error``.
-
-count_tokens is passed through to an Anthropic upstream; for other providers it is the
-gateway's own count of the translated request (``gateway.tokencount``).
+* An Anthropic deployment (an adapter with the ``MessagesNative`` capability) gets
+  the body as it came, only ``model`` replaced; the client's ``anthropic-version``
+  and ``anthropic-beta`` are forwarded, never its key. Any other provider gets it
+  translated to OpenAI chat (``translate/messages.py``) and then to its own format
+  by its adapter; the answer comes back as Anthropic JSON or a valid Anthropic
+  event sequence.
+* Routing and the rate limiter size the request by its OpenAI-chat view.
+* Errors have Anthropic's shape ``{"type":"error","error":{"type","message"}}``; a
+  stream that breaks after its first byte ends with ``event: error``.
+* Answers are cached like chat's (the ``message`` JSON, replayed as events to a
+  streaming client).
+* count_tokens is passed through to an Anthropic upstream; for other providers it
+  is the gateway's own count of the translated request (``gateway.tokencount``),
+  marked ``x-gateway-token-count: estimated``. It is neither cached nor rate limited.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import msgspec
-from litestar import Request, Response, post
-from litestar.exceptions import HTTPException
-from litestar.response import Stream
-
-from gateway.api.body import decode_object, read_body, validate
-from gateway.api.chat import _headers, unanswered
-from gateway.api.handlers import http_exception_handler, internal_error_handler
 from gateway.errors import GatewayError
-from gateway.pipeline import attempts, relay, settle
-from gateway.providers.base import Deployment, StreamTranslator
-from gateway.state import Gateway
-from gateway.telemetry import metrics
-from gateway.tokencount import count_chat_tokens
+from gateway.pipeline.cache_replay_messages import MessageAssembler, message_frames
+from gateway.pipeline.endpoint import Endpoint
+from gateway.pipeline.shapes import ANTHROPIC
+from gateway.tokencount import chat_estimate, count_chat_tokens
 from gateway.translate.common import encode
 from gateway.translate.messages import (
-    AnthropicEventStream,
     chat_messages,
     chat_to_message,
     chat_tools,
-    error_body,
-    error_event,
     messages_to_chat,
-    status_error_type,
 )
-from gateway.wire.anthropic import CountTokensRequest, ErrorObject, ErrorResponse, MessagesRequest
-from gateway.wire.chat import Usage
+from gateway.translate.messages_stream import AnthropicEventStream
+from gateway.wire.anthropic import CountTokensRequest, MessagesRequest
 
-_JSON = "application/json"
-_FORWARDED = ("anthropic-version", "anthropic-beta")
+if TYPE_CHECKING:
+    import httpx
 
+    from gateway.pipeline.context import RequestContext
+    from gateway.providers.base import Deployment, MessagesNative, StreamTranslator
+    from gateway.wire.chat import Usage
 
-# -- errors in Anthropic's shape ----------------------------------------------------------
-
-
-def _gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
-    info: Any = request.scope.get("gw")
-    if info is not None:
-        info.error = exc.code or exc.type
-    return Response(
-        error_body(exc), status_code=exc.status, media_type=_JSON, headers=exc.headers or None
-    )
+_FORWARDED = (b"anthropic-version", b"anthropic-beta")
 
 
-def _reshaped(resp: Response[bytes]) -> Response[bytes]:
-    """An OpenAI-shaped error response from the app's handlers, in Anthropic's shape."""
-    try:
-        message = msgspec.json.decode(resp.content)["error"]["message"]
-    except (msgspec.DecodeError, KeyError, TypeError):
-        message = "error"
-    status = resp.status_code or 500
-    etype = status_error_type(status)
-    body = encode(ErrorResponse(error=ErrorObject(type=etype, message=message)))
-    return Response(body, status_code=status, media_type=_JSON, headers=resp.headers)
+def client_headers(ctx: RequestContext) -> dict[str, str]:
+    """The Anthropic headers a passthrough forwards (never the client's key)."""
+    assert ctx.scope is not None
+    out: dict[str, str] = {}
+    for k, v in ctx.scope["headers"]:
+        if k in _FORWARDED and v:
+            out.setdefault(k.decode(), v.decode("latin-1"))
+    return out
 
 
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    return _reshaped(http_exception_handler(request, exc))
+def chat_view(ctx: RequestContext) -> dict[str, Any]:
+    """The request as OpenAI chat, for sizing (made once per request); a request only
+    Anthropic can take (server tools, say) is sized by its own fields instead."""
+    view = ctx.view
+    if view is None:
+        try:
+            view = messages_to_chat(ctx.body, ctx.stream, "openai")
+        except GatewayError:
+            body = ctx.body
+            view = {"model": body.get("model"), "messages": []}
+            view["max_tokens"] = body.get("max_tokens")
+        ctx.view = view
+    return view
 
 
-def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    return _reshaped(internal_error_handler(request, exc))
+class NativeExchange:
+    """An Anthropic upstream: the body passes through."""
+
+    def __init__(self, native: MessagesNative) -> None:
+        self.native = native
+
+    def request(self, dep: Deployment, ctx: RequestContext) -> httpx.Request:
+        return self.native.messages_request(dep, ctx.body, ctx.stream, client_headers(ctx))
+
+    def response(
+        self, dep: Deployment, ctx: RequestContext, content: bytes
+    ) -> tuple[bytes, Usage | None]:
+        return self.native.messages_response(dep, content)
+
+    def translator(self, dep: Deployment, ctx: RequestContext) -> StreamTranslator:
+        return self.native.messages_stream(dep)
 
 
-_ERROR_HANDLERS: dict[Any, Any] = {
-    GatewayError: _gateway_error,
-    HTTPException: _http_error,
-    Exception: _internal_error,
-}
+class TranslatedExchange:
+    """Any other upstream: Anthropic -> OpenAI chat -> the adapter, and back."""
+
+    def request(self, dep: Deployment, ctx: RequestContext) -> httpx.Request:
+        chat = messages_to_chat(ctx.body, ctx.stream, dep.provider)
+        return dep.adapter.chat_request(dep, chat, ctx.stream)
+
+    def response(
+        self, dep: Deployment, ctx: RequestContext, content: bytes
+    ) -> tuple[bytes, Usage | None]:
+        chat, usage = dep.adapter.chat_response(dep, content)
+        return chat_to_message(chat, ctx.model, dep.provider), usage
+
+    def translator(self, dep: Deployment, ctx: RequestContext) -> StreamTranslator:
+        return AnthropicEventStream(dep.adapter.chat_stream(dep, True), ctx.model, dep.provider)
 
 
-def _client_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
-    return {k: v for k in _FORWARDED if (v := request.headers.get(k))}
+_TRANSLATED = TranslatedExchange()
 
 
-async def _anthropic_frames(r: relay.StreamRelay) -> AsyncIterator[bytes]:
-    """The relay's frames, its closing error frame replaced by Anthropic's ``event: error``."""
-    frames = r.frames()
-    try:
-        async for frame in frames:
-            # The relay sets ``error`` just before it yields the frame that reports it.
-            yield error_event(r.error) if r.error is not None else frame
-    finally:
-        aclose = getattr(frames, "aclose", None)
-        if aclose is not None:
-            await aclose()
+def _exchange(dep: Deployment) -> NativeExchange | TranslatedExchange:
+    native = dep.adapter.native_messages
+    return _TRANSLATED if native is None else NativeExchange(native)
 
 
-# -- POST /v1/messages ----------------------------------------------------------------------
+class Messages(Endpoint):
+    name = "messages"
+    path = "/v1/messages"
+    request_type = MessagesRequest
+    errors = ANTHROPIC
+    cache_kind = "messages"
+    streams = True
+
+    def sizing(self, ctx: RequestContext) -> dict[str, Any]:
+        return chat_view(ctx)
+
+    def estimate(self, ctx: RequestContext, dep: Deployment, default_max: int) -> tuple[int, int]:
+        return chat_estimate(chat_view(ctx), dep.model, default_max)
+
+    def exchange(self, dep: Deployment) -> NativeExchange | TranslatedExchange:
+        return _exchange(dep)
+
+    def replay(self, body: bytes, ctx: RequestContext) -> bytes:
+        return message_frames(body)
+
+    def assembler(self) -> MessageAssembler:
+        return MessageAssembler()
 
 
-@post("/v1/messages", status_code=200, exception_handlers=_ERROR_HANDLERS)
-async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
-    gw: Gateway = request.app.state.gw
-    info = request.scope["gw"]  # type: ignore[typeddict-item]
-    settings = gw.settings
+class CountExchange:
+    def __init__(self, native: MessagesNative) -> None:
+        self.native = native
 
-    body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
-    req = validate(body, MessagesRequest)
-    principal = gw.auth.authenticate(request, req.model, gw.registry.resolve)  # 1 auth
-    group = gw.registry.resolve(req.model)
-    info.model = group.label
-    stream = bool(req.stream)
-    client_headers = _client_headers(request)
-    # The OpenAI-shaped view of the request: what non-Anthropic deployments are sent,
-    # and what the router and the rate limiter size the request by.
-    chat_view = _chat_view(body, stream)
-    dep = attempts.first_choice(gw, group, chat_view, stream)  # 4 route
-    info.provider = dep.provider
-    lease = await gw.limiter.reserve(principal, group, dep, chat_view)  # 2 rate limit
+    def request(self, dep: Deployment, ctx: RequestContext) -> httpx.Request:
+        return self.native.count_tokens_request(dep, ctx.body, client_headers(ctx))
 
-    def build(d: Deployment) -> httpx.Request:  # 5 adapt, per deployment: groups may mix
-        native = getattr(d.adapter, "messages_request", None)
-        if native is not None:
-            return native(d, body, stream, client_headers)  # type: ignore[no-any-return]
-        return d.adapter.chat_request(d, messages_to_chat(body, stream, d.provider), stream)
+    def response(
+        self, dep: Deployment, ctx: RequestContext, content: bytes
+    ) -> tuple[bytes, Usage | None]:
+        return content, None
 
-    if not stream:
+    def translator(self, dep: Deployment, ctx: RequestContext) -> StreamTranslator:
+        raise NotImplementedError("count_tokens is never streamed")
 
-        def parse(d: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
-            if getattr(d.adapter, "messages_request", None) is not None:
-                return d.adapter.messages_response(d, content)  # type: ignore[attr-defined,no-any-return]
-            chat, usage = d.adapter.chat_response(d, content)
-            return chat_to_message(chat, req.model, d.provider), usage
 
-        t_sent = time.perf_counter()
-        with unanswered(lease):
-            served = await attempts.complete(
-                gw, group, chat_view, build, parse, first=dep, info=info, lease=lease
-            )
-        dep, (out, usage) = served.dep, served.result
-        upstream_s = time.perf_counter() - t_sent
-        info.upstream_s = upstream_s
-        settle.record_success(dep, upstream_s, usage)
-        lease.settle(usage)
-        overhead = time.perf_counter() - info.start - upstream_s
-        headers = _headers(dep.provider, overhead, upstream_s)
-        headers["x-gateway-attempts"] = str(served.attempts)
-        lease.apply(headers)
-        return Response(out, media_type=_JSON, headers=headers)
+class CountTokens(Endpoint):
+    name = "count_tokens"
+    path = "/v1/messages/count_tokens"
+    request_type = CountTokensRequest
+    errors = ANTHROPIC
+    limited = False
 
-    def translator(d: Deployment) -> StreamTranslator:
-        if getattr(d.adapter, "messages_request", None) is not None:
-            return d.adapter.messages_stream(d)  # type: ignore[attr-defined,no-any-return]
-        return AnthropicEventStream(d.adapter.chat_stream(d, True), req.model, d.provider)
+    def exchange(self, dep: Deployment) -> CountExchange:
+        native = dep.adapter.native_messages
+        assert native is not None  # ``local`` answers for every other provider
+        return CountExchange(native)
 
-    t_sent = time.perf_counter()
-
-    on_close = settle.stream_closer(info, lease, t_sent)
-
-    with unanswered(lease):
-        streamed = await attempts.stream(
-            gw, group, chat_view, build, translator, on_close, first=dep, info=info, lease=lease
+    def local(self, ctx: RequestContext, dep: Deployment) -> bytes | None:
+        if dep.adapter.native_messages is not None:
+            return None
+        # Not an Anthropic upstream: the gateway counts the request as it would send it.
+        body = ctx.body
+        n = count_chat_tokens(
+            chat_messages(body, dep.provider), dep.model, chat_tools(body, dep.provider)
         )
-    dep, stream_relay, ttft = streamed.dep, streamed.result, streamed.ttft
-    metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(ttft)
-    overhead = time.perf_counter() - info.start - ttft
-    headers = _headers(dep.provider, overhead, ttft)
-    headers["cache-control"] = "no-cache"
-    headers["x-accel-buffering"] = "no"
-    headers["x-gateway-attempts"] = str(streamed.attempts)
-    lease.apply(headers)
-    frames = lease.metered(_anthropic_frames(stream_relay))
-    return Stream(frames, media_type="text/event-stream", headers=headers)
+        ctx.headers["x-gateway-token-count"] = "estimated"
+        return encode({"input_tokens": n})
 
 
-def _chat_view(body: dict[str, Any], stream: bool) -> dict[str, Any]:
-    """The request as OpenAI chat, for sizing; a request only Anthropic can take
-    (server tools, say) is sized by its own fields instead."""
-    try:
-        return messages_to_chat(body, stream, "openai")
-    except GatewayError:
-        return {
-            "model": body.get("model"),
-            "messages": [],
-            "max_tokens": body.get("max_tokens"),
-        }
-
-
-# -- POST /v1/messages/count_tokens ---------------------------------------------------------
-
-
-@post("/v1/messages/count_tokens", status_code=200, exception_handlers=_ERROR_HANDLERS)
-async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
-    gw: Gateway = request.app.state.gw
-    info = request.scope["gw"]  # type: ignore[typeddict-item]
-    settings = gw.settings
-
-    body = decode_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
-    req = validate(body, CountTokensRequest)
-    gw.auth.authenticate(request, req.model, gw.registry.resolve)
-    group = gw.registry.resolve(req.model)
-    info.model = group.label
-    dep = gw.router.plan(group)[0]
-    info.provider = dep.provider
-    passthrough = getattr(dep.adapter, "count_tokens_request", None)
-    if passthrough is not None:
-        t_sent = time.perf_counter()
-        _resp, content = await relay.complete(dep, passthrough(dep, body, _client_headers(request)))
-        info.upstream_s = time.perf_counter() - t_sent
-        return Response(content, media_type=_JSON, headers={"x-gateway-provider": dep.provider})
-    # Not an Anthropic upstream: the gateway counts the request as it would send it.
-    n = count_chat_tokens(
-        chat_messages(body, dep.provider), dep.model, chat_tools(body, dep.provider)
-    )
-    return Response(
-        encode({"input_tokens": n}),
-        media_type=_JSON,
-        headers={"x-gateway-provider": dep.provider, "x-gateway-token-count": "estimated"},
-    )
-
-
-__all__ = ["count_tokens", "messages"]
+MESSAGES = Messages()
+COUNT_TOKENS = CountTokens()

@@ -39,13 +39,11 @@ async def _provider_models(gw: Gateway, provider: str) -> list[ModelCard]:
     else:
         try:
             dep = gw.registry.provider_deployment(provider)
-            models_request = getattr(dep.adapter, "models_request", None)
-            if models_request is not None:
+            lister = dep.adapter.lister
+            if lister is not None:
                 async with asyncio.timeout(_LIST_TIMEOUT):
-                    _resp, content = await relay.complete(dep, models_request(dep))
-                to_openai = getattr(dep.adapter, "models_response", None)
-                if to_openai is not None:
-                    content = to_openai(dep, content)
+                    _resp, content = await relay.complete(dep, lister.models_request(dep))
+                content = lister.models_response(dep, content)
                 listed = _decoder.decode(content).data
                 cards = [
                     ModelCard(id=f"{provider}/{c.id}", owned_by=provider, created=c.created)
@@ -61,8 +59,7 @@ async def _provider_models(gw: Gateway, provider: str) -> list[ModelCard]:
 
 
 @get("/v1/models")
-async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
-    gw: Gateway = request.app.state.gw
+async def list_models(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes]:
     principal = gw.auth.principal(request.headers)  # 401 when keys are configured
     cards = [ModelCard(id=alias, owned_by="gateway") for alias in gw.registry.groups]
     listings = await asyncio.gather(*(_provider_models(gw, p) for p in gw.registry.enabled()))

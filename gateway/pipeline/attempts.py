@@ -1,11 +1,14 @@
-"""Stages 4-6 under failure: retries, fallbacks, hedging and one deadline per request.
+"""Stage ``attempts``: the loop over ``ctx.plan`` with retries, fallbacks, hedging and
+one deadline per request.
 
-``complete()`` and ``stream()`` take a model group and callables that build the
-upstream request and read the answer for any deployment (the group may mix
-providers), and return ``Served(dep, attempts, result)``: the deployment that
-served, how many upstream attempts it took, and the result (``(body, usage)`` or a
-``StreamRelay`` committed at its first content event). A failure raises the last
-``GatewayError`` with ``x-gateway-attempts`` in its headers.
+For each deployment it tries, the endpoint's exchange builds the upstream request
+and reads the answer (``Endpoint.exchange``: the group may mix providers); the
+relay (``relay.py``) sends. The result is ``ctx.served``, a ``Served(dep, attempts,
+result)``: the deployment that served, how many upstream attempts it took, and the
+result (``(body, usage)`` or a stream committed at its first content event). A
+failure raises the last ``GatewayError`` with ``x-gateway-attempts`` in its
+headers. What a failure means (retry here, elsewhere, never, context-length;
+breaker or not; how long to wait) is a field of the error (``classify.py``).
 
 Semantics (Envoy's retry policy and outlier detection; nginx's "only before
 anything was sent"):
@@ -21,11 +24,12 @@ anything was sent"):
   deployment would spend the deadline again. A whole answer has no first token;
   its analogue is the response headers, which a provider sends once the whole
   answer is ready, so ``timeout.read`` is what bounds that wait.
-* **Where.** The next deployment of the router's plan not yet tried in this
-  request (at once, no wait); when all were tried, the least-tried one again after
-  a backoff: ``uniform(0, min(max_backoff, backoff * 2^n))`` (full jitter), and
-  never before a 429's wait (``retry-after-ms``, ``Retry-After``, or the
-  provider's reset headers: ``retry_after.py``). A deployment whose wait is longer
+* **Where.** The next deployment of the plan (made once, by stage ``route``; a
+  fallback alias's when it is reached) not yet tried in this request (at once);
+  when all were tried, the least-tried one again after a backoff:
+  ``uniform(0, min(max_backoff, backoff * 2^n))`` (full jitter), and never before
+  a 429's wait (``retry-after-ms``, ``Retry-After``, or the provider's reset
+  headers: ``retry_after.py``). A deployment whose wait is longer
   than ``max_backoff`` or than what is left of the deadline is not retried at all;
   when no other is left, the client gets the 429 with ``Retry-After`` and
   ``retry-after-ms``.
@@ -49,57 +53,37 @@ anything was sent"):
   alive with ``: keep-alive`` SSE comments while retries continue; if they all
   fail, the stream ends with the error event (no ``[DONE]``). Its
   ``x-gateway-provider`` then names the deployment being waited on at that time.
+
+The module is one algorithm (the loop, its hedge and its per-attempt bookkeeping
+share one request's state), which is why it is longer than most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import httpx
-
 from gateway.config import DEFAULT_DEADLINE
-from gateway.errors import (
-    GatewayError,
-    UpstreamError,
-    UpstreamStatus,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.pipeline import relay, settle
-from gateway.pipeline.relay import StreamRelay
-from gateway.pipeline.retry_after import wait_from
-from gateway.providers.base import Deployment, StreamTranslator
+from gateway.pipeline.relay import PendingStream, StreamRelay
+from gateway.pipeline.route import estimate_prompt_tokens, max_tokens_of
 from gateway.telemetry import metrics
-from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
     from gateway.config import RetryPolicy
-    from gateway.pipeline.ratelimit import Lease
-    from gateway.pipeline.routing import Router
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.endpoint import Endpoint
+    from gateway.pipeline.reply import Reply
+    from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup
     from gateway.state import Gateway
 
+__all__ = ["Attempts", "Loop", "Served", "breaker_outcome"]
+
 T = TypeVar("T")
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-KEEPALIVE_FRAME = b": keep-alive\n\n"
-# How providers say "the prompt does not fit the context window" (lower case).
-CONTEXT_MARKERS = (
-    "context_length_exceeded",
-    "context length",
-    "context window",
-    "context_window",
-    "maximum context",
-    "prompt is too long",
-    "input is too long",
-    "too many tokens",
-    "exceeds the maximum number of tokens",
-    "input token count",
-    "reduce the length of the messages",
-)
 
 
 @dataclass(slots=True)
@@ -110,81 +94,9 @@ class Served(Generic[T]):
     ttft: float = 0.0  # streams: seconds from the first attempt to the commit
 
 
-def is_context_error(err: GatewayError) -> bool:
-    if not isinstance(err, UpstreamStatus) or err.upstream_status not in (400, 413, 422):
-        return False
-    text = f"{err.code or ''} {err.type or ''} {err.message}".lower()
-    return any(m in text for m in CONTEXT_MARKERS)
-
-
-def classify(err: GatewayError) -> str:
-    """``retry``: any deployment, the same one included; ``elsewhere``: another deployment
-    only (the gateway's key refused, a timeout); ``final``: not a deployment's fault and
-    not retried (a client's 4xx, the request's deadline); ``context``: a context-length
-    error."""
-    if getattr(err, "deadline", False):
-        return "final"
-    if isinstance(err, UpstreamTimeout):
-        # A connect timeout, a stream's first-token timeout, a whole answer's read timeout:
-        # this deployment is hanging; repeating it would spend the deadline on it again.
-        return "elsewhere"
-    if getattr(err, "connect_failed", False):
-        return "retry"  # refused or unreachable at once: cheap to try again later
-    if isinstance(err, UpstreamStatus):
-        s = err.upstream_status
-        if s in RETRY_STATUSES:
-            return "retry"
-        if s in (401, 403):
-            return "elsewhere"
-        if 400 <= s < 500:
-            return "context" if is_context_error(err) else "final"
-        return "elsewhere"  # 501, 505...: this deployment cannot serve it
-    if isinstance(err, UpstreamUnavailable | UpstreamError):
-        return "retry"  # reset, malformed answer, stream cut before its first content
-    return "final"
-
-
 def breaker_outcome(err: GatewayError) -> str:
     """Does this failure count against the deployment's breaker? A client's 4xx never."""
-    if getattr(err, "deadline", False):
-        return "neutral"
-    return "neutral" if classify(err) in ("final", "context") else "failure"
-
-
-def retry_after(err: GatewayError) -> float | None:
-    """Seconds the upstream asked for (``retry_after.wait_from``; a 429's reset headers
-    were already turned into ``retry-after-ms`` by the provider's ``map_error``)."""
-    return wait_from(err.headers)
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        try:
-            from gateway.tokencount import count_chat_tokens
-
-            return int(count_chat_tokens(messages, str(body.get("model", "")), body.get("tools")))
-        except Exception:
-            return len(str(messages)) // 4
-    inp = body.get("input")
-    return len(str(inp)) // 4 if inp is not None else 0
-
-
-def _max_tokens(body: dict[str, Any]) -> int | None:
-    v = body.get("max_completion_tokens") or body.get("max_tokens")
-    return v if isinstance(v, int) else None
-
-
-def first_choice(gw: Gateway, group: ModelGroup, body: dict[str, Any], stream: bool) -> Deployment:
-    """The deployment a request starts on (what ``router.plan(group)[0]`` was), planned
-    with the request's size when the strategy prices it."""
-    cost = group.strategy == "lowest-cost" and len(group.deployments) > 1
-    return gw.router.plan(
-        group,
-        stream=stream,
-        prompt_tokens=estimate_prompt_tokens(body) if cost else 0,
-        max_tokens=_max_tokens(body),
-    )[0]
+    return "failure" if isinstance(err, UpstreamError) and err.breaker else "neutral"
 
 
 class _Stop(Exception):
@@ -199,30 +111,22 @@ class _ContextLength(Exception):
         self.err = err
 
 
-class _Run:
+class Loop:
     """One request's walk over deployments and aliases."""
 
-    def __init__(
-        self,
-        gw: Gateway,
-        group: ModelGroup,
-        body: dict[str, Any],
-        attempt: Callable[[Deployment, float, bool], Any],
-        stream: bool,
-        info: Any,
-        first: Deployment | None = None,
-        lease: Lease | None = None,
-    ) -> None:
-        self.router: Router = gw.router
-        self.first = first
-        self.lease = lease
+    def __init__(self, gw: Gateway, ctx: RequestContext) -> None:
+        endpoint, group = ctx.endpoint, ctx.group
+        assert endpoint is not None and group is not None
+        self.router = router = gw.router
         self.groups = gw.registry.groups
+        self.ctx = ctx
+        self.endpoint: Endpoint = endpoint
         self.group = group
-        self.body = body
-        self.attempt_fn = attempt
-        self.stream = stream
-        self.info = info
-        self.clock = self.router.clock
+        self.plan = ctx.plan
+        self.stream = ctx.stream
+        self.lease = ctx.lease
+        self.sizing = endpoint.sizing(ctx)  # OpenAI-chat view: prices, prompt estimate
+        self.clock = router.clock
         self.t0 = self.clock()
         policy = self.policy(group)
         self.deadline = self.t0 + (
@@ -231,7 +135,7 @@ class _Run:
         )
         self.attempts = 0
         self.last_err: GatewayError | None = None
-        self.last_dep: Deployment = group.deployments[0]
+        self.last_dep: Deployment = ctx.plan[0] if ctx.plan else group.deployments[0]
         # A deployment refused by its own rate limits (``_admit``): when nothing served,
         # the request ends with that 429 (and its Retry-After).
         self.refused: tuple[GatewayError, Deployment] | None = None
@@ -243,7 +147,7 @@ class _Run:
     @property
     def prompt_tokens(self) -> int:
         if self._prompt_tokens is None:
-            self._prompt_tokens = estimate_prompt_tokens(self.body)
+            self._prompt_tokens = estimate_prompt_tokens(self.sizing)
         return self._prompt_tokens
 
     # -- the whole request: primary group, then fallbacks ------------------------------
@@ -272,8 +176,7 @@ class _Run:
                 if served is not None:
                     if self.lease is not None:
                         self.lease.served = served.dep
-                    if self.info is not None:
-                        self.info.provider = served.dep.provider
+                    self.ctx.provider = served.dep.provider
                     return served
                 if self.clock() >= self.deadline:
                     break
@@ -295,29 +198,31 @@ class _Run:
 
     def deadline_error(self, dep: Deployment) -> UpstreamTimeout:
         total = self.deadline - self.t0
-        err = UpstreamTimeout(
+        return UpstreamTimeout(
             f"no answer from provider {dep.provider} within the request deadline ({total:g}s)",
             provider=dep.provider,
             code="deadline_exceeded",
+            kind="deadline",
         )
-        err.deadline = True  # type: ignore[attr-defined]
-        return err
 
     # -- one group ---------------------------------------------------------------------
 
-    async def run_group(self, group: ModelGroup) -> Served[Any] | None:
-        """Served, or None when the group is exhausted (its fallbacks may follow)."""
-        router = self.router
-        policy = self.policy(group)
-        plan = router.plan(
+    def _plan(self, group: ModelGroup) -> list[Deployment]:
+        """The primary group's plan is the request's (stage ``route``); a fallback's is
+        made when it is reached."""
+        if group is self.group and self.plan:
+            return self.plan
+        return self.router.plan(
             group,
             stream=self.stream,
             prompt_tokens=self.prompt_tokens if group.strategy == "lowest-cost" else 0,
-            max_tokens=_max_tokens(self.body),
+            max_tokens=max_tokens_of(self.sizing),
         )
-        if group is self.group and self.first is not None and self.first in plan:
-            plan.remove(self.first)  # the deployment the caller already chose (and reserved)
-            plan.insert(0, self.first)
+
+    async def run_group(self, group: ModelGroup) -> Served[Any] | None:
+        """Served, or None when the group is exhausted (its fallbacks may follow)."""
+        policy = self.policy(group)
+        plan = self._plan(group)
         tries: dict[Deployment, int] = {}
         not_again: set[Deployment] = set()
         pending: dict[asyncio.Task[Any], tuple[Deployment, float]] = {}
@@ -368,25 +273,14 @@ class _Run:
                         dep = next(iter(pending.values()))[0]
                         raise _Stop(self.deadline_error(dep))
                     if hedging:
-                        busy = {d for d, _ in pending.values()}
-                        twin = self._next(plan, tries, not_again | busy, policy, first=False)
-                        if twin is None or not self._budget_ok(group):
-                            hedge = None
-                            continue
-                        while not await self._admit(group, twin):
-                            not_again.add(twin)
-                            twin = self._next(plan, tries, not_again | busy, policy, first=False)
-                            if twin is None:
-                                break
-                        if twin is None:
-                            hedge = None
-                            continue
-                        pending[self._launch(twin, retry=False, hedge=True)] = (
-                            twin,
-                            self.clock(),
-                        )
-                        tries[twin] = tries.get(twin, 0) + 1
-                        n += 1
+                        twin = await self._twin(group, plan, tries, not_again, pending, policy)
+                        if twin is not None:
+                            pending[self._launch(twin, retry=False, hedge=True)] = (
+                                twin,
+                                self.clock(),
+                            )
+                            tries[twin] = tries.get(twin, 0) + 1
+                            n += 1
                         hedge = None  # one twin per request
                     continue
                 for task in done:
@@ -400,32 +294,54 @@ class _Run:
         finally:
             await self._cancel(pending)
 
+    async def _twin(
+        self,
+        group: ModelGroup,
+        plan: list[Deployment],
+        tries: dict[Deployment, int],
+        not_again: set[Deployment],
+        pending: dict[asyncio.Task[Any], tuple[Deployment, float]],
+        policy: RetryPolicy,
+    ) -> Deployment | None:
+        """The deployment a hedge goes to (admitted by its own limits), or None."""
+        busy = {d for d, _ in pending.values()}
+        twin = self._next(plan, tries, not_again | busy, policy, first=False)
+        if twin is None or not self._budget_ok(group):
+            return None
+        while not await self._admit(group, twin):
+            not_again.add(twin)
+            twin = self._next(plan, tries, not_again | busy, policy, first=False)
+            if twin is None:
+                return None
+        return twin
+
     async def _admit(self, group: ModelGroup, dep: Deployment) -> bool:
         """Reserve ``dep``'s own limits when it is not the deployment the lease was reserved
         for; False (the refusal kept for the request's end) when they are spent."""
         lease = self.lease
-        if lease is None or lease.limiter is None or dep is lease.dep:
+        if lease is None or dep is lease.dep:
             return True
         try:
-            await lease.limiter.reserve_deployment(lease, group, dep)
+            await lease.limiter.reserve_deployment(self.ctx, lease, group, dep)
         except GatewayError as err:  # 429 (or 503: limits cannot be checked, policy closed)
             self.refused = (err, dep)
             return False
         return True
 
     def _failed(self, dep: Deployment, exc: GatewayError, not_again: set[Deployment]) -> None:
-        """A failed attempt: raise to end the request, or return to retry."""
+        """A failed attempt: raise to end the request, or return to retry. Only upstream
+        errors are retried; anything else (a request no adapter can build) ends it."""
         self.last_err, self.last_dep = exc, dep
-        kind = classify(exc)
-        if kind == "context":
+        retry = exc.retry if isinstance(exc, UpstreamError) else "never"
+        if retry == "context":
             raise _ContextLength(exc)
-        if kind == "final":
+        if retry == "never":
             raise _Stop(exc)
-        if kind == "elsewhere":
+        if retry == "elsewhere":
             not_again.add(dep)
-        ra = retry_after(exc)
-        if ra:
-            self.router.cool_down(dep, ra)
+        wait = exc.retry_after if isinstance(exc, UpstreamError) else None
+        if wait:
+            self.router.cool_down(dep, wait)
 
     def _next(
         self,
@@ -460,8 +376,7 @@ class _Run:
         cooldown = self.router.state(dep).cooldown_until - now
         wait = 0.0
         if again:
-            cap = min(policy.max_backoff, policy.backoff * 2**waits)
-            wait = self.router._rng.uniform(0.0, cap)
+            wait = self.router.jitter(min(policy.max_backoff, policy.backoff * 2**waits))
         if cooldown > 0:
             if cooldown > policy.max_backoff:
                 return None  # the provider asks for longer than we wait: the 429 goes back
@@ -481,8 +396,9 @@ class _Run:
     def _count(self, dep: Deployment, retry: bool, hedge: bool = False) -> None:
         self.attempts += 1
         self.last_dep = dep
-        if self.info is not None:
-            self.info.provider = dep.provider
+        ctx = self.ctx
+        ctx.provider = dep.provider
+        ctx.attempts = self.attempts
         metrics.llm_upstream_attempts_total.labels(dep.provider, dep.label).inc()
         if retry:
             metrics.llm_retries_total.labels(dep.provider, dep.label).inc()
@@ -513,17 +429,22 @@ class _Run:
             task.add_done_callback(done)
         return task
 
+    # -- one attempt -----------------------------------------------------------------
+
     async def _attempt(self, dep: Deployment) -> Any:
-        router = self.router
-        st = router.state(dep)
+        st = self.router.state(dep)
         probe = st.breaker.acquire()
         st.in_flight += 1
         outcome = "neutral"
         handed_off = False
+        remaining = self.deadline - self.clock()
         try:
-            result = await self.attempt_fn(dep, self.deadline - self.clock(), probe)
+            if self.stream:
+                result: Any = await self._stream(dep, remaining, probe)
+                handed_off = True  # its close hook does the bookkeeping
+            else:
+                result = await self._whole(dep, remaining)
             outcome = "success"
-            handed_off = self.stream
             return result
         except GatewayError as err:
             outcome = breaker_outcome(err)
@@ -537,6 +458,57 @@ class _Run:
             if not handed_off:
                 st.in_flight -= 1
                 st.breaker.record(outcome, probe)
+
+    async def _whole(self, dep: Deployment, remaining: float) -> Any:
+        exchange = self.endpoint.exchange(dep)
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                _resp, content = await relay.complete(dep, exchange.request(dep, self.ctx))
+                result = exchange.response(dep, self.ctx, content)
+        except TimeoutError:
+            raise self.deadline_error(dep) from None
+        self.router.state(dep).observe(total=time.perf_counter() - t0)
+        return result
+
+    async def _stream(self, dep: Deployment, remaining: float, probe: bool) -> StreamRelay:
+        exchange = self.endpoint.exchange(dep)
+        t = dep.timeouts
+        limit = min(t.first_token, remaining)
+        try:
+            async with asyncio.timeout(max(0.0, limit)):
+                r, ttft = await relay.start_stream(
+                    dep,
+                    exchange.request(dep, self.ctx),
+                    exchange.translator(dep, self.ctx),
+                    idle=t.idle,
+                    total=t.total,
+                )
+        except TimeoutError:
+            if limit < t.first_token:
+                raise self.deadline_error(dep) from None
+            raise UpstreamTimeout(
+                f"provider {dep.provider} sent no first token within {t.first_token:g}s",
+                provider=dep.provider,
+                code="first_token_timeout",
+                kind="first_token",
+            ) from None
+        st = self.router.state(dep)
+        st.observe(ttft=ttft)
+        st.breaker.record("success", probe)
+        sent = time.perf_counter() - ttft
+
+        def closed(r: StreamRelay) -> None:
+            st.in_flight -= 1
+            if r.error is not None:
+                st.breaker.record(breaker_outcome(r.error))
+            elif r.completed:
+                st.observe(total=time.perf_counter() - sent)
+            if r.translator.usage is None and r.content_frames:
+                r.prompt_tokens = self.prompt_tokens  # what a broken stream settles
+
+        r.add_close_hook(closed)
+        return r
 
     async def _cancel(self, pending: dict[asyncio.Task[Any], tuple[Deployment, float]]) -> None:
         if not pending:
@@ -553,179 +525,48 @@ class _Run:
         pending.clear()
 
 
-# -- the two entry points -----------------------------------------------------------------
+class Attempts:
+    """Stage ``attempts``: the loop over ``ctx.plan``; ``ctx.served`` is its result. A
+    stream that waits longer than ``routing.stream_keepalive`` for its first content is
+    committed as a ``PendingStream`` that sends keep-alives while the loop goes on."""
 
+    name = "attempts"
 
-async def complete(
-    gw: Gateway,
-    group: ModelGroup,
-    body: dict[str, Any],
-    build: Callable[[Deployment], httpx.Request],
-    parse: Callable[[Deployment, bytes], tuple[bytes, Usage | None]],
-    *,
-    first: Deployment | None = None,
-    info: Any = None,
-    lease: Lease | None = None,
-) -> Served[tuple[bytes, Usage | None]]:
-    """A whole answer from the group (or its fallbacks): ``(body, usage)``."""
-    router = gw.router
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.keepalive = gw.router.options.stream_keepalive
 
-    async def attempt(dep: Deployment, remaining: float, probe: bool) -> Any:
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        endpoint, dep = ctx.endpoint, ctx.dep
+        assert endpoint is not None and dep is not None
+        local = endpoint.local(ctx, dep)
+        if local is not None:  # the gateway answers this one itself
+            ctx.served = Served(dep, 0, (local, None))
+            return None
+        loop = Loop(self.gw, ctx)
         t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout(max(0.0, remaining)):
-                _resp, content = await relay.complete(dep, build(dep))
-                result = parse(dep, content)
-        except TimeoutError:
-            raise run.deadline_error(dep) from None
-        router.state(dep).observe(total=time.perf_counter() - t0)
-        return result
-
-    run = _Run(gw, group, body, attempt, False, info, first, lease)
-    return await run.run()
-
-
-async def stream(
-    gw: Gateway,
-    group: ModelGroup,
-    body: dict[str, Any],
-    build: Callable[[Deployment], httpx.Request],
-    translator: Callable[[Deployment], StreamTranslator],
-    on_close: Callable[[Any], Any] | None = None,
-    *,
-    first: Deployment | None = None,
-    info: Any = None,
-    lease: Lease | None = None,
-) -> Served[Any]:
-    """A stream committed at its first content event. ``on_close(r)`` runs once when the
-    served stream ends (``r.error``, ``r.completed``, ``r.usage``, ``r.dep``)."""
-    router = gw.router
-
-    async def attempt(dep: Deployment, remaining: float, probe: bool) -> Any:
-        t = dep.timeouts
-        limit = min(t.first_token, remaining)
-        try:
-            async with asyncio.timeout(max(0.0, limit)):
-                r, ttft = await relay.start_stream(
-                    dep, build(dep), translator(dep), None, idle=t.idle, total=t.total
-                )
-        except TimeoutError:
-            if limit < t.first_token:
-                raise run.deadline_error(dep) from None
-            err = UpstreamTimeout(
-                f"provider {dep.provider} sent no first token within {t.first_token:g}s",
-                provider=dep.provider,
-                code="first_token_timeout",
-            )
-            err.first_token = True  # type: ignore[attr-defined]
-            raise err from None
-        st = router.state(dep)
-        st.observe(ttft=ttft)
-        st.breaker.record("success", probe)
-        sent = time.perf_counter() - ttft
-
-        def closed(r: StreamRelay) -> None:
-            st.in_flight -= 1
-            if r.error is not None:
-                st.breaker.record(breaker_outcome(r.error))
-            elif r.completed:
-                st.observe(total=time.perf_counter() - sent)
-            if r.translator.usage is None and r.content_frames:
-                r.prompt_tokens = run.prompt_tokens  # what a broken stream settles
-
-        r.add_close_hook(closed)
-        return r
-
-    run = _Run(gw, group, body, attempt, True, info, first, lease)
-    keepalive = router.options.stream_keepalive
-    t0 = time.perf_counter()
-    if not keepalive:
-        served = await run.run()
-        served.result.on_close = on_close
-        served.ttft = time.perf_counter() - t0
-        return served
-    task = asyncio.ensure_future(run.run())
-    done, _ = await asyncio.wait({task}, timeout=keepalive)
-    if done:
-        served = task.result()
-        served.result.on_close = on_close
-        served.ttft = time.perf_counter() - t0
-        return served
-    pending = PendingStream(task, run, keepalive, on_close)
-    return Served(run.last_dep, run.attempts, pending, time.perf_counter() - t0)
-
-
-class PendingStream:
-    """A stream committed (status 200 sent) before its first content, to send keep-alive
-    comments while the attempt loop still runs; it then relays the winner's frames, or
-    ends with the error event. Reads like a ``StreamRelay``."""
-
-    def __init__(
-        self,
-        task: asyncio.Future[Served[Any]],
-        run: _Run,
-        interval: float,
-        on_close: Callable[[Any], Any] | None,
-    ) -> None:
-        self._task = task
-        self._run = run
-        self._interval = interval
-        self.on_close = on_close
-        self.inner: StreamRelay | None = None
-        self._error: GatewayError | None = None
-        self.dep = run.last_dep
-        self.client_gone = True
-
-    @property
-    def error(self) -> GatewayError | None:
-        return self.inner.error if self.inner is not None else self._error
-
-    @property
-    def completed(self) -> bool:
-        return self.inner.completed if self.inner is not None else False
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.inner.usage if self.inner is not None else None
-
-    async def frames(self) -> AsyncIterator[bytes]:
-        task = self._task
-        try:
-            while not task.done():
-                done, _ = await asyncio.wait({task}, timeout=self._interval)
-                if not done:
-                    yield KEEPALIVE_FRAME
+        if not ctx.stream:
+            served = await loop.run()
+            ctx.upstream_s = time.perf_counter() - t0
+        elif not self.keepalive:
+            served = await loop.run()
+            served.ttft = ctx.ttft_s = time.perf_counter() - t0
+        else:
+            task = asyncio.ensure_future(loop.run())
             try:
+                done, _ = await asyncio.wait({task}, timeout=self.keepalive)
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+            if done:
                 served = task.result()
-            except GatewayError as err:
-                self._error = err
-                self.dep = self._run.last_dep
-                yield relay.error_frame(err)
-                self.client_gone = False
-                return
-            self.inner = served.result
-            self.dep = served.dep
-            self.inner.on_close = self.on_close
-            async for frame in self.inner.frames():
-                yield frame
-            self.client_gone = self.inner.client_gone
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        task = self._task
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if self.inner is not None:
-            await self.inner.aclose()
-            return
-        if not task.cancelled() and task.exception() is None:
-            # served just as the client went away: close the winner's upstream
-            self.inner = task.result().result
-            self.inner.on_close = self.on_close
-            await self.inner.aclose()
-            return
-        cb, self.on_close = self.on_close, None
-        if cb is not None:
-            cb(self)
+            else:
+                pending = PendingStream(task, lambda: loop.last_dep, self.keepalive)
+                served = Served(loop.last_dep, loop.attempts, pending)
+            served.ttft = ctx.ttft_s = time.perf_counter() - t0
+        ctx.served = served
+        ctx.dep = served.dep
+        ctx.provider = served.dep.provider
+        ctx.attempts = served.attempts
+        return None

@@ -21,14 +21,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from gateway.config import Config, Limits
 from gateway.errors import AuthenticationFailed, PermissionDenied
 
-__all__ = ["ANONYMOUS", "Keyring", "Principal", "merge_limits"]
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.reply import Reply
+    from gateway.providers.registry import Registry
+
+__all__ = ["ANONYMOUS", "Auth", "Keyring", "Principal", "credentials", "merge_limits"]
 
 ANONYMOUS = "anonymous"
 _MAX_KEY_BYTES = 4096  # longer is no key of ours; do not hash megabytes
@@ -91,14 +98,14 @@ class Keyring:
 
     def authenticate(
         self,
-        request: Any,
+        headers: Mapping[str, str],
         model: str,
         resolve: Callable[[str], Any] | None = None,
     ) -> Principal:
-        """The request's Principal, left on ``request.scope["principal"]`` for later
-        stages; 401 / 403 as the module docstring says. ``resolve(model)`` gives the
-        model's group (its ``name`` is the canonical ``provider/model`` of bare names)."""
-        principal = self.principal(request.headers)
+        """The caller's Principal, 401 / 403 as the module docstring says. ``resolve(model)``
+        gives the model's group (its ``name`` is the canonical ``provider/model`` of bare
+        names)."""
+        principal = self.principal(headers)
         if principal.models is not None and model not in principal.models:
             canonical = model
             if resolve is not None and model not in self._aliases:
@@ -110,7 +117,6 @@ class Keyring:
                     param="model",
                     code="model_not_allowed",
                 )
-        request.scope["principal"] = principal
         return principal
 
     def principal(self, headers: Mapping[str, str]) -> Principal:
@@ -138,3 +144,30 @@ class Keyring:
         if entry is None or not hmac.compare_digest(entry[0], digest):
             raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
         return entry[1]
+
+
+class Auth:
+    """Stage ``auth``: ``ctx.principal`` from the caller's key, ``ctx.group`` from the model."""
+
+    name = "auth"
+
+    def __init__(self, keyring: Keyring, registry: Registry) -> None:
+        self.keyring = keyring
+        self.registry = registry
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        assert ctx.scope is not None
+        headers = credentials(ctx.scope)
+        resolve = self.registry.resolve
+        ctx.principal = self.keyring.authenticate(headers, ctx.model, resolve)
+        ctx.group = resolve(ctx.model)
+        return None
+
+
+def credentials(scope: Scope) -> dict[str, str]:
+    """The headers that may carry the caller's key, from the raw ASGI headers."""
+    out: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        if k == b"authorization" or k == b"x-api-key":
+            out.setdefault(k.decode(), v.decode("latin-1"))
+    return out

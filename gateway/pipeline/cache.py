@@ -1,29 +1,29 @@
-"""Stage 3: the response cache. Exact match, per tenant, single-flight.
+"""Stage ``cache``: the response cache. Exact match, per tenant, single-flight.
 
-How the controllers use it (``api/chat.py``, ``api/embeddings.py``)::
+How the pipeline (``run.py``) uses it, for endpoints that declare a ``cache_kind``
+(chat, embeddings, messages)::
 
-    cached = await gw.cache.lookup(request, "chat", body, group)   # after auth + limits
-    if cached.entry is not None:
-        return cached.response()            # HIT: the JSON, or a replayed SSE stream
-    ...route, adapt, relay...
-    cached.store(out, dep.provider, usage)  # a complete 200 answer (no-op unless caching)
-    Stream(cached.frames(stream_relay, dep.provider), ...)  # stored once the stream completes
-    cached.mark(headers)                    # x-gateway-cache: HIT | MISS | BYPASS
+    ctx.cache = await cache.lookup(ctx)      # after auth: the tenant is known
+    HIT   -> ctx.cache.reply(ctx)            # the JSON, or a replayed SSE stream
+    MISS  -> ctx.cache.store(out, provider, usage)     # a complete 200 answer
+             ctx.cache.watch(relay, provider)           # a stream: stored once complete
+    any   -> ctx.cache.abandon()             # no answer (error, client gone): release waiters
 
 **Key.** ``_speedups.cachekey.cache_key(tenant, kind, body)`` over the decoded
-body; it ignores ``stream``, ``stream_options`` and ``user``, so a streamed and a
-plain request share an entry. Redis keys are ``gw:{tenant}:cache:<digest>``
+body, the tenant being ``ctx.principal.tenant`` (set by stage ``auth``); it
+ignores ``stream``, ``stream_options`` and ``user``, so a streamed and a plain
+request share an entry. Redis keys are ``gw:{tenant}:cache:<digest>``
 (and ``gw:{tenant}:lock:<digest>``); the tenant is also hashed into the digest.
 
 **What is stored.** The answer as one non-streamed JSON body (for chat, a
 ``chat.completion``), behind a one-line header with the provider that produced
 it and its token usage. A streamed answer is assembled into that JSON and stored
-only if the relay completed with no error and every choice has a finish reason;
-a client that streams gets the stored JSON replayed as a valid OpenAI SSE
-stream. One format serves both kinds of client and is what the non-streamed
-answer already is. The assembly (``StreamAssembler``) and the replay
-(``completion_frames``) live in ``cache_replay.py``; this module keys, stores,
-coalesces and serves.
+only if the relay completed with no error and the answer is whole;
+a client that streams gets the stored JSON replayed as a valid SSE stream of
+its endpoint (``Endpoint.replay``; the assembly is ``Endpoint.assembler``). One
+format serves both kinds of client and is what the non-streamed answer already
+is. The assemblies and replays live in ``cache_replay.py``; this module keys,
+stores, coalesces and serves.
 
 **When.** Only aliases with ``models[].cache.ttl`` cache; ``x-gateway-cache-ttl:
 <1..86400>`` overrides the TTL per request (anything else is a 400 naming the
@@ -59,31 +59,24 @@ only; the tokens a hit would have cost go to ``llm_cache_tokens_saved_total``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import re
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, cast
-
-from litestar import Response
-from litestar.response import Stream
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from _speedups.cachekey import cache_key
-from gateway.errors import InvalidRequest
-from gateway.pipeline.cache_replay import StreamAssembler, completion_frames
-from gateway.store.cache import CacheStore, CacheUnavailable, MemoryCacheStore, RedisCacheStore
+from gateway.pipeline.cache_entry import MAX_TTL_S, Entry, directives, tag, usage_ints
+from gateway.pipeline.reply import Reply
+from gateway.store.cache import CacheStore, CacheUnavailable, MemoryCacheStore
 from gateway.telemetry import metrics
 
 if TYPE_CHECKING:
-    from litestar import Request
-    from litestar.types import Scope
-
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.endpoint import Endpoint
     from gateway.pipeline.relay import StreamRelay
-    from gateway.providers.registry import ModelGroup
     from gateway.settings import Settings
+    from gateway.store.base import StateBackend
     from gateway.wire.chat import Usage
 
 __all__ = [
@@ -92,117 +85,12 @@ __all__ = [
     "Entry",
     "Lookup",
     "ResponseCache",
-    "release_on_error",
-    "tenant_of",
 ]
 
 ANONYMOUS = "anonymous"
-MAX_TTL_S = 86_400
-TTL_HEADER = "x-gateway-cache-ttl"
-_TTL_HEADER_B = TTL_HEADER.encode()
-_SCOPE_KEY = "gw_cache"  # the leader's Lookup, for release_on_error
 _WATCH_S = 0.25  # how often a follower checks that its leader is still there
-_MAGIC = b"gwc1 "
-_TAG_SAFE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
-
-
-# -- tenant and request directives -----------------------------------------------------
-
-
-def tenant_of(scope: Mapping[str, object]) -> str:
-    """The tenant whose entries a request may read and write.
-
-    Stage 1 (``pipeline/auth.py``) leaves the Principal on ``scope["principal"]``
-    (``scope["gw"].principal`` is accepted too); without one the caller is
-    ``anonymous``. Controllers that hold the Principal can instead pass
-    ``tenant=`` to ``ResponseCache.lookup``.
-    """
-    principal = scope.get("principal")
-    if principal is None:
-        principal = getattr(scope.get("gw"), "principal", None)
-    tenant = getattr(principal, "tenant", None)
-    return tenant if isinstance(tenant, str) and tenant else ANONYMOUS
-
-
-def _tag(tenant: str) -> str:
-    """The Redis Cluster hash tag for a tenant: the id itself when it is plain text."""
-    if _TAG_SAFE.fullmatch(tenant):
-        return tenant
-    return "h-" + hashlib.sha256(tenant.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _parse_ttl(value: bytes) -> int:
-    text = value.strip()
-    if text.isdigit() and len(text) <= 6:
-        ttl = int(text)
-        if 1 <= ttl <= MAX_TTL_S:
-            return ttl
-    raise InvalidRequest(
-        f"Invalid {TTL_HEADER} header: expected whole seconds from 1 to {MAX_TTL_S}",
-        param=TTL_HEADER,
-        code="invalid_header",
-    )
-
-
-def directives(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bool, bool]:
-    """(TTL override, no-cache, no-store) from raw ASGI headers; 400 on a bad TTL."""
-    ttl: int | None = None
-    no_cache = no_store = False
-    for name, value in headers:
-        if name == b"cache-control":
-            for part in value.lower().split(b","):
-                directive = part.split(b"=", 1)[0].strip()
-                if directive == b"no-cache":
-                    no_cache = True
-                elif directive == b"no-store":
-                    no_store = True
-        elif name == _TTL_HEADER_B:
-            ttl = _parse_ttl(value)
-    return ttl, no_cache, no_store
-
-
-# -- stored entries ---------------------------------------------------------------------
-
-
-class Entry:
-    """A stored answer: ``gwc1 <provider> <prompt_tokens> <completion_tokens>\\n<body>``."""
-
-    __slots__ = ("body", "completion_tokens", "prompt_tokens", "provider")
-
-    def __init__(
-        self, provider: str, body: bytes, prompt_tokens: int = 0, completion_tokens: int = 0
-    ) -> None:
-        self.provider = provider
-        self.body = body
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-
-    def encode(self) -> bytes:
-        head = f"{self.provider} {self.prompt_tokens} {self.completion_tokens}\n".encode()
-        return _MAGIC + head + self.body
-
-    @classmethod
-    def decode(cls, data: bytes) -> Entry | None:
-        """None for anything this version did not write (it is then a miss)."""
-        if not data.startswith(_MAGIC):
-            return None
-        nl = data.find(b"\n", len(_MAGIC))
-        parts = data[len(_MAGIC) : nl].split(b" ") if nl > 0 else []
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-            return None
-        return cls(parts[0].decode(), data[nl + 1 :], int(parts[1]), int(parts[2]))
-
-
-def _usage_ints(usage: Usage | None) -> tuple[int, int]:
-    if usage is None:
-        return 0, 0
-    return usage.prompt_tokens or 0, usage.completion_tokens or 0
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 # -- the per-request handle -------------------------------------------------------------
@@ -236,17 +124,14 @@ class Lookup:
         "_cache",
         "_done",
         "_flight",
-        "_info",
         "_lookup_s",
         "entry",
         "held",
-        "include_usage",
         "key",
         "label",
         "lock",
         "status",
         "storing",
-        "stream",
         "token",
         "ttl_ms",
     )
@@ -272,74 +157,59 @@ class Lookup:
         self.token = ""
         self.held = False  # this request holds the Redis fill lock
         self.entry: Entry | None = None
-        self.stream = False
-        self.include_usage = False
         self._flight: _Flight | None = None
         self._done = cache is None
-        self._info: Any = None
         self._lookup_s = 0.0
 
     # -- HIT ------------------------------------------------------------------------
 
-    def response(self) -> Response[Any]:
-        """The cached answer, as JSON or as a replayed SSE stream."""
+    def reply(self, ctx: RequestContext) -> Reply:
+        """The cached answer, as JSON or as the endpoint's replayed SSE stream."""
         entry = self.entry
-        assert entry is not None
-        info = self._info
-        if info is not None:
-            info.provider = entry.provider
-            total = time.perf_counter() - info.start
-        else:
-            total = self._lookup_s
+        endpoint = ctx.endpoint
+        assert entry is not None and endpoint is not None
+        ctx.provider = entry.provider
+        total = time.perf_counter() - ctx.start
         timing = f"gateway;dur={total * 1000:.3f}, cache;dur={self._lookup_s * 1000:.3f}"
-        headers = {"x-gateway-provider": entry.provider, "server-timing": timing}
+        headers = ctx.headers
+        headers["x-gateway-provider"] = entry.provider
+        headers["server-timing"] = timing
         headers["x-gateway-cache"] = HIT
-        if self.stream:
-            headers["cache-control"] = "no-cache"
-            headers["x-accel-buffering"] = "no"
-            return Stream(
-                _once(completion_frames(entry.body, self.include_usage)),
-                media_type="text/event-stream",
-                headers=headers,
-            )
-        return Response(entry.body, media_type="application/json", headers=headers)
+        if ctx.stream:
+            return Reply(200, headers, frames=_once(endpoint.replay(entry.body, ctx)))
+        return Reply(200, headers, entry.body)
 
     # -- MISS / BYPASS ----------------------------------------------------------------
 
-    def mark(self, headers: dict[str, str]) -> dict[str, str]:
-        """Add ``x-gateway-cache`` (and the lookup's time to ``server-timing``)."""
-        headers["x-gateway-cache"] = self.status
-        if self.status != BYPASS and "server-timing" in headers:
-            headers["server-timing"] += f", cache;dur={self._lookup_s * 1000:.3f}"
-        return headers
+    def timing(self) -> str:
+        """The lookup's part of ``server-timing`` (empty when the cache was not asked)."""
+        if self.status == BYPASS:
+            return ""
+        return f", cache;dur={self._lookup_s * 1000:.3f}"
 
     def store(self, body: bytes, provider: str, usage: Usage | None = None) -> None:
         """A complete 200 answer: share it with waiting requests and store it."""
         if self._done or self._cache is None:
             return
-        prompt, completion = _usage_ints(usage)
+        prompt, completion = usage_ints(usage)
         self._cache._finish(self, Entry(provider, body, prompt, completion))
 
-    def frames(self, relay: StreamRelay, provider: str) -> AsyncIterator[bytes]:
-        """The relay's frames, watched: a complete stream is assembled and stored."""
+    def watch(self, relay: StreamRelay, provider: str, endpoint: Endpoint) -> None:
+        """Assemble the relayed stream as it goes; store it if it ends whole and clean."""
         if self._done or self._cache is None or not (self.storing or self._flight):
-            return relay.frames()
-        return self._tee(relay, provider)
+            return
+        assembler = endpoint.assembler()
+        relay.observe(assembler.feed)
 
-    async def _tee(self, relay: StreamRelay, provider: str) -> AsyncGenerator[bytes, None]:
-        assembler = StreamAssembler()
-        try:
-            # aclosing: a client that goes away closes the relay (and the upstream) at once
-            async with aclosing(cast("AsyncGenerator[bytes, None]", relay.frames())) as frames:
-                async for frame in frames:
-                    assembler.feed(frame)
-                    yield frame
-            if relay.completed and relay.error is None:
-                body = assembler.result(relay.usage)
+        def closed(r: StreamRelay) -> None:
+            if r.completed and r.error is None:
+                body = assembler.result(r.usage)
                 if body is not None:
-                    self.store(body, provider, relay.usage)
-        finally:
+                    self.store(body, provider, r.usage)
+                    return
             self.abandon()
+
+        relay.add_close_hook(closed)
 
     def abandon(self) -> None:
         """No answer to store (error, cut stream, client gone): release waiters and lock."""
@@ -357,13 +227,6 @@ class Lookup:
 
 
 _BYPASS = Lookup(None, BYPASS)
-
-
-async def release_on_error(exc: BaseException, scope: Scope) -> None:
-    """Litestar ``after_exception`` hook: a request that failed releases its flight."""
-    lookup = cast("Mapping[str, object]", scope).get(_SCOPE_KEY)
-    if isinstance(lookup, Lookup):
-        lookup.abandon()
 
 
 # -- the cache --------------------------------------------------------------------------
@@ -426,11 +289,11 @@ class ResponseCache:
     def enabled(self) -> bool:
         return bool(self.ttl_s)
 
-    async def start(self, backend: object) -> None:
-        """Use the state backend's Redis client when it has one (lifespan, after it started)."""
-        client = getattr(backend, "client", None)
-        if client is not None:
-            self.store = RedisCacheStore(client, timeout_s=self.timeout_s)
+    async def start(self, backend: StateBackend) -> None:
+        """Use the state backend's store when it has one (lifespan, after it started)."""
+        store = backend.cache_store(self.timeout_s)
+        if store is not None:
+            self.store = store
 
     async def aclose(self) -> None:
         """Let pending stores finish (briefly) before the Redis client closes."""
@@ -439,48 +302,39 @@ class ResponseCache:
 
     # -- stage 3 ----------------------------------------------------------------------
 
-    async def lookup(
-        self,
-        request: Request[Any, Any, Any],
-        kind: str,
-        body: dict[str, Any],
-        group: ModelGroup,
-        *,
-        tenant: str | None = None,
-    ) -> Lookup:
+    async def lookup(self, ctx: RequestContext) -> Lookup:
         """Decide HIT / MISS / BYPASS; a MISS may make this request the fill's leader."""
-        scope = request.scope
-        ttl, no_cache, no_store = directives(scope["headers"])
+        endpoint, group, principal = ctx.endpoint, ctx.group, ctx.principal
+        assert endpoint is not None and group is not None and ctx.scope is not None
+        kind = endpoint.cache_kind
+        if kind is None:
+            return _BYPASS
+        ttl, no_cache, no_store = directives(ctx.scope["headers"])  # a bad TTL: 400 always
         alias_ttl = self.ttl_s.get(group.name)
         if alias_ttl is None or (no_cache and no_store):
             if alias_ttl is not None:
                 self._count.request(group.label, "bypass")
             return _BYPASS
         t0 = time.perf_counter()
-        tenant = tenant or tenant_of(scope)
+        tenant = principal.tenant if principal is not None else ANONYMOUS
         try:
-            digest = cache_key(tenant, kind, body)
+            digest = cache_key(tenant, kind, ctx.body)
         except (TypeError, ValueError):
             self._count.request(group.label, "bypass")
             return _BYPASS
-        tag = _tag(tenant)
+        hash_tag = tag(tenant)
         lk = Lookup(
             self,
             MISS,
             label=group.label,
-            key=f"gw:{{{tag}}}:cache:{digest}",
-            lock=f"gw:{{{tag}}}:lock:{digest}",
+            key=f"gw:{{{hash_tag}}}:cache:{digest}",
+            lock=f"gw:{{{hash_tag}}}:lock:{digest}",
             ttl_ms=(ttl or alias_ttl) * 1000,
             storing=not no_store,
         )
-        if kind == "chat" and body.get("stream") is True:
-            lk.stream = True
-            opts = body.get("stream_options")
-            lk.include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-        lk._info = cast("Mapping[str, object]", scope).get("gw")
         try:
             if not no_cache:
-                await self._read(lk, scope)
+                await self._read(lk)
         finally:
             lk._lookup_s = time.perf_counter() - t0
         self._count.request(group.label, "error" if lk.status == BYPASS else lk.status.lower())
@@ -488,7 +342,7 @@ class ResponseCache:
             self._count.saved(group.label, lk.entry)
         return lk
 
-    async def _read(self, lk: Lookup, scope: Scope) -> None:
+    async def _read(self, lk: Lookup) -> None:
         flight = self._flights.get(lk.key)
         if flight is not None:  # an identical request is on its way upstream: wait for it
             entry = await self._follow(flight)
@@ -498,7 +352,6 @@ class ResponseCache:
         # Register before the first await so that concurrent twins in this process follow.
         lk._flight = flight = _Flight(lk)
         self._flights[lk.key] = flight
-        scope[_SCOPE_KEY] = lk  # type: ignore[literal-required]
         lk.token = os.urandom(12).hex()
         lock_ms = self.lock_ms if lk.storing else 0
         try:
@@ -516,7 +369,7 @@ class ResponseCache:
         except BaseException:
             self._abandon(lk)
             raise
-        lk.held = held and isinstance(self.store, RedisCacheStore)
+        lk.held = held
         entry = Entry.decode(raw) if raw is not None else None
         if entry is not None:
             self._hit(lk, entry, None)
@@ -580,11 +433,6 @@ class ResponseCache:
             if lk.held:
                 self._spawn(self._unlock(lk))
             return
-        store = self.store
-        if isinstance(store, MemoryCacheStore):
-            store.put(lk.key, entry.encode(), lk.ttl_ms)
-            self._release(lk, entry)
-            return
         self._spawn(self._write(lk, entry))
 
     async def _write(self, lk: Lookup, entry: Entry) -> None:
@@ -612,3 +460,22 @@ class ResponseCache:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class CacheStage:
+    """Stage ``cache``: a HIT answers here; MISS and BYPASS go on (``respond`` says which)."""
+
+    name = "cache"
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.lookup = cache.lookup
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        if ctx.endpoint is None or ctx.endpoint.cache_kind is None:
+            return None
+        found = ctx.cache = await self.lookup(ctx)
+        return found.reply(ctx) if found.entry is not None else None

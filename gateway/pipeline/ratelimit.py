@@ -61,29 +61,25 @@ gateway returns to Redis by itself (``gateway_state_mode_changes_total``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.config import Config, Limits
-from gateway.errors import GatewayError, RateLimited, ServiceUnavailable
+from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.pipeline.lease import Lease
 from gateway.store.base import Bucket, Reservation, StateBackend, StateUnavailable
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import metrics
-from gateway.tokencount import count_chat_tokens, count_text_tokens
 
 if TYPE_CHECKING:
     from gateway.pipeline.auth import Principal
-    from gateway.pipeline.relay import StreamRelay
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.reply import Reply
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup, Registry
-    from gateway.wire.chat import Usage
 
-__all__ = ["NO_LEASE", "Lease", "Limiter", "bucket_shape", "duration"]
+__all__ = ["Limit", "Limiter", "bucket_shape", "duration"]
 
 MINUTE_US = 60_000_000
 _SCOPE_WORDS = {"key": "this API key", "model": "model {}", "deployment": "the deployment of {}"}
@@ -140,7 +136,7 @@ class Limiter:
         self.policy = lim.on_redis_error
         self.share = lim.local_share
         self.default_max_tokens = lim.default_max_tokens
-        self._shadow = self.policy == "open" and not isinstance(store, MemoryBackend)
+        self._shadow = self.policy == "open" and store.shared
         self._models: dict[str, Limits] = {
             m.alias: m.limits for m in config.models if m.limits is not None
         }
@@ -157,7 +153,6 @@ class Limiter:
                     self._deployments[id(dep)] = (dep_id, cfg.limits)
         self.shared = bool(self._models or self._deployments)
         self._plans: dict[tuple[str, str, int], _Plan | None] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         for reason in ("timeout", "error", "down"):
             metrics.gateway_state_fallbacks_total.labels(reason)
 
@@ -177,80 +172,54 @@ class Limiter:
         ]
         if dep_entry is not None:
             scopes.append(("deployment", dep_entry[0], dep_entry[1]))
-        out: list[_Limit] = []
-        for scope, ident, limits in scopes:
-            if limits is None:
-                continue
-            for kind, rate, burst in (
-                ("r", limits.rpm, limits.rpm_burst),
-                ("t", limits.tpm, limits.tpm_burst),
-            ):
-                if rate is None:
-                    continue
-                capacity, period = bucket_shape(rate, burst)
-                key = f"gw:{{{tag}}}:rl:{scope}:{ident}:{kind}"
-                local_cap = max(1, int(capacity * self.share))
-                out.append(
-                    _Limit(
-                        Bucket(key, capacity, period),
-                        Bucket(key, local_cap, period),
-                        scope,
-                        kind,
-                        rate,
-                        group.label,
-                    )
-                )
+        out = [lim for scope in scopes for lim in self._limits(tag, *scope, group.label)]
         plan = _Plan(tuple(out), any(x.kind == "t" for x in out)) if out else None
         if len(self._plans) >= 10_000:
             self._plans.clear()
         self._plans[cache_key] = plan
         return plan
 
-    def estimate(self, body: Mapping[str, Any], dep: Deployment, kind: str) -> tuple[int, int]:
-        """``(prompt, completion)`` tokens the request may use."""
-        if kind == "embeddings":
-            return count_text_tokens(body.get("input") or "", dep.model), 0
-        tools = body.get("tools") or body.get("functions")
-        prompt = count_chat_tokens(body.get("messages") or [], dep.model, tools)
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            limit = self.default_max_tokens
-        n = body.get("n")
-        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-        return prompt, limit * choices
-
     # -- stage 2 ------------------------------------------------------------------------
 
-    async def reserve(
-        self,
-        principal: Principal,
-        group: ModelGroup,
-        dep: Deployment,
-        body: Mapping[str, Any],
-        kind: str = "chat",
-    ) -> Lease:
-        """Reserve across every scope, or raise 429 (503 when Redis fails and policy is
-        closed). The Lease settles, and puts the x-ratelimit headers on the response."""
+    @property
+    def has_deployment_limits(self) -> bool:
+        return bool(self._deployments)
+
+    def deployment_id(self, dep: Deployment | None) -> str | None:
+        """The identity of ``dep``'s provider quota (None: it has no limits of its own)."""
+        entry = self._deployments.get(id(dep)) if dep is not None else None
+        return entry[0] if entry is not None else None
+
+    async def reserve(self, ctx: RequestContext) -> Lease | None:
+        """Reserve across every scope for the request's first deployment, or raise 429
+        (503 when Redis fails and policy is closed). The Lease settles, and puts the
+        x-ratelimit headers on the response; None when no limit applies at all."""
+        principal, group, dep, endpoint = ctx.principal, ctx.group, ctx.dep, ctx.endpoint
+        assert principal is not None and group is not None and dep is not None
+        assert endpoint is not None
         plan = self._plan(principal, group, dep)
         if plan is None:
             if not self._deployments:
-                return NO_LEASE
+                return None
             # Nothing to take here, but a retry elsewhere may meet a deployment's limits.
-            return Lease(self, None, [], [], 0, {}, dep=dep, body=body, kind=kind)
-        t0 = time.perf_counter()
-        tokens = self.estimate(body, dep, kind) if plan.tokens else None
-        lease = await self._take(plan, tokens or (0, 0), t0)
-        lease.dep, lease.body, lease.kind, lease.tokens = dep, body, kind, tokens
+            lease = Lease(self, None, [], [], 0, {}, dep=dep)
+        else:
+            t0 = time.perf_counter()
+            tokens = endpoint.estimate(ctx, dep, self.default_max_tokens) if plan.tokens else None
+            lease = await self._take(plan, tokens or (0, 0), t0)
+            lease.dep, lease.tokens = dep, tokens
         return lease
 
-    async def reserve_deployment(self, lease: Lease, group: ModelGroup, dep: Deployment) -> None:
+    async def reserve_deployment(
+        self, ctx: RequestContext, lease: Lease, group: ModelGroup, dep: Deployment
+    ) -> None:
         """Before an attempt on ``dep``, not the deployment ``lease`` was reserved for: take
         1 request and the lease's token estimate from ``dep``'s own (deployment-scope)
         buckets, once per request, or raise 429. No limits on ``dep``: nothing, no I/O.
         The reservation settles with the lease (real usage if ``dep`` served, else a
         refund of its tokens)."""
         entry = self._deployments.get(id(dep))
-        if entry is None or lease.limiter is None:
+        if entry is None:
             return
         first = self._deployments.get(id(lease.dep))
         if (first is not None and first[0] == entry[0]) or entry[0] in lease.extra:
@@ -258,13 +227,23 @@ class Limiter:
         plan = self._dep_plan(group, entry)
         t0 = time.perf_counter()
         if lease.tokens is None and plan.tokens:
-            lease.tokens = self.estimate(lease.body or {}, dep, lease.kind)
+            assert ctx.endpoint is not None
+            lease.tokens = ctx.endpoint.estimate(ctx, dep, self.default_max_tokens)
         lease.extra[entry[0]] = await self._take(plan, lease.tokens or (0, 0), t0)
 
     def _dep_plan(self, group: ModelGroup, entry: tuple[str, Limits]) -> _Plan:
         """The deployment scope's buckets alone (for a deployment that was not first)."""
         dep_id, limits = entry  # any deployment limit makes every key {rl}: see _plan
+        out = self._limits("rl", "deployment", dep_id, limits, group.label)
+        return _Plan(tuple(out), any(x.kind == "t" for x in out))
+
+    def _limits(
+        self, tag: str, scope: str, ident: str, limits: Limits | None, label: str
+    ) -> list[_Limit]:
+        """The RPM and TPM buckets of one scope (none when it has no limits)."""
         out: list[_Limit] = []
+        if limits is None:
+            return out
         for kind, rate, burst in (
             ("r", limits.rpm, limits.rpm_burst),
             ("t", limits.tpm, limits.tpm_burst),
@@ -272,19 +251,10 @@ class Limiter:
             if rate is None:
                 continue
             capacity, period = bucket_shape(rate, burst)
-            key = f"gw:{{rl}}:rl:deployment:{dep_id}:{kind}"
-            local_cap = max(1, int(capacity * self.share))
-            out.append(
-                _Limit(
-                    Bucket(key, capacity, period),
-                    Bucket(key, local_cap, period),
-                    "deployment",
-                    kind,
-                    rate,
-                    group.label,
-                )
-            )
-        return _Plan(tuple(out), any(x.kind == "t" for x in out))
+            key = f"gw:{{{tag}}}:rl:{scope}:{ident}:{kind}"
+            local = Bucket(key, max(1, int(capacity * self.share)), period)
+            out.append(_Limit(Bucket(key, capacity, period), local, scope, kind, rate, label))
+        return out
 
     async def _take(self, plan: _Plan, tokens: tuple[int, int], t0: float) -> Lease:
         """One atomic reservation of ``plan`` (or 429/503): the Lease that settles it."""
@@ -354,176 +324,16 @@ class Limiter:
 
     # -- stage 7 ------------------------------------------------------------------------
 
-    def _settle(self, lease: Lease, actual: int) -> None:
+    def settle(self, lease: Lease, actual: int) -> None:
+        """Correct ``lease``'s TPM reservations to ``actual`` tokens (off the client's path:
+        the backend applies it at once in-process, in the background on Redis)."""
         lease.settled = True
         todo = [(b, r) for b, r in zip(lease.buckets, lease.reserved, strict=True) if r != actual]
-        if not todo:
+        if not todo or lease.backend is None:
             return
         buckets = [b for b, _ in todo]
         reserved = [r for _, r in todo]
-        actuals = [actual] * len(todo)
-        if isinstance(lease.backend, MemoryBackend):  # in-process: no I/O, settle now
-            lease.backend.settle_now(buckets, reserved, actuals)
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - no loop: nothing to settle with
-            return
-        task = loop.create_task(self._settle_remote(buckets, reserved, actuals))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _settle_remote(
-        self, buckets: list[Bucket], reserved: list[int], actual: list[int]
-    ) -> None:
-        # A lost settle only keeps a reservation as it was (never over-admits).
-        with contextlib.suppress(StateUnavailable):
-            await self.store.settle(buckets, reserved, actual)
-
-    async def aclose(self) -> None:
-        """Let pending settles finish (briefly) before the backend closes."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
-
-
-class Lease:
-    """An admitted request's reservation: its response headers, then its settlement."""
-
-    __slots__ = (
-        "backend",
-        "body",
-        "buckets",
-        "dep",
-        "extra",
-        "headers",
-        "kind",
-        "limiter",
-        "prompt",
-        "relayed",
-        "reserved",
-        "served",
-        "settled",
-        "tokens",
-    )
-
-    def __init__(
-        self,
-        limiter: Limiter | None,
-        backend: StateBackend | None,
-        buckets: list[Bucket],
-        reserved: list[int],
-        prompt: int,
-        headers: dict[str, str],
-        *,
-        dep: Deployment | None = None,
-        body: Mapping[str, Any] | None = None,
-        kind: str = "chat",
-    ) -> None:
-        self.limiter = limiter
-        self.backend = backend
-        self.buckets = buckets
-        self.reserved = reserved
-        self.prompt = prompt
-        self.headers = headers
-        self.relayed = 0  # SSE events relayed: the estimate when a stream has no usage
-        self.settled = False
-        self.dep = dep  # the deployment reserved for (the first choice)
-        self.body = body
-        self.kind = kind
-        self.tokens: tuple[int, int] | None = None  # (prompt, completion) estimate
-        # Other deployments the attempt loop moved to: their deployment-scope leases,
-        # by deployment identity (``Limiter.reserve_deployment``), and the one that served.
-        self.extra: dict[str, Lease] = {}
-        self.served: Deployment | None = None
-
-    def apply(self, headers: dict[str, str]) -> dict[str, str]:
-        """Add the x-ratelimit headers (and the limiter's time to ``server-timing``)."""
-        for k, v in self.headers.items():
-            if k == "server-timing":
-                headers[k] = f"{headers[k]}, {v}" if k in headers else v
-            else:
-                headers[k] = v
-        return headers
-
-    def settle(self, usage: Usage | None) -> None:
-        """The answer is complete: correct the TPM reservation to its real usage."""
-        if self.extra:
-            self._close_extra(lambda _: None if usage is None else _total(usage))
-        if self.settled or self.limiter is None or not self.buckets:
-            return
-        if usage is None:  # nothing reported: the estimate stands
-            self.settled = True
-            return
-        self.limiter._settle(self, _total(usage))
-
-    def fail(self, err: GatewayError) -> None:
-        """No answer (upstream error): refund the tokens; the error response gets the headers."""
-        for k, v in self.headers.items():
-            if k != "server-timing":
-                err.headers.setdefault(k, v)
-        self.refund()
-
-    def refund(self) -> None:
-        """No answer (an upstream error, or the client left before it): give the reserved
-        tokens back, on every deployment reserved; the request stays counted."""
-        if self.extra:
-            self._close_extra(None)
-        if not self.settled and self.limiter is not None and self.buckets:
-            self.limiter._settle(self, 0)
-
-    def settle_stream(self, relay: StreamRelay) -> None:
-        """From the stream's ``on_close``: provider usage, else prompt + relayed events."""
-        if self.extra:
-            usage = relay.usage
-            self._close_extra(
-                lambda x: _total(usage) if usage is not None else x.prompt + self.relayed
-            )
-        if self.settled or self.limiter is None or not self.buckets:
-            return
-        usage = relay.usage
-        if usage is not None:
-            self.limiter._settle(self, _total(usage))
-        else:
-            self.limiter._settle(self, self.prompt + self.relayed)
-
-    def metered(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The frames, counted (about one token each) for ``settle_stream``'s estimate."""
-        if self.limiter is None or not (self.buckets or self.limiter._deployments):
-            return frames
-        return self._count(frames)
-
-    def _close_extra(self, actual: Callable[[Lease], int | None] | None) -> None:
-        """Settle the other deployments' reservations: the one that served (``actual`` of
-        it; None: the estimate stands), and refund every other one's tokens."""
-        assert self.limiter is not None
-        entry = self.limiter._deployments.get(id(self.served)) if self.served else None
-        served = entry[0] if entry is not None and actual is not None else None
-        extra, self.extra = self.extra, {}
-        for ident, sub in extra.items():
-            if not sub.buckets or sub.settled:
-                continue
-            if ident != served:
-                self.limiter._settle(sub, 0)
-                continue
-            assert actual is not None
-            real = actual(sub)
-            if real is None:
-                sub.settled = True
-            else:
-                self.limiter._settle(sub, real)
-
-    async def _count(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async with aclosing(frames) as inner:  # type: ignore[type-var]
-            async for frame in inner:
-                self.relayed += frame.count(b"data: ")
-                yield frame
-
-
-def _total(usage: Usage) -> int:
-    return usage.total_tokens or (usage.prompt_tokens + usage.completion_tokens)
-
-
-NO_LEASE = Lease(None, None, [], [], 0, {})
+        lease.backend.settle_later(buckets, reserved, [actual] * len(todo))
 
 
 def _headers(plan: _Plan, res: Reservation) -> dict[str, str]:
@@ -545,3 +355,17 @@ def _headers(plan: _Plan, res: Reservation) -> dict[str, str]:
         out[f"x-ratelimit-remaining-{suffix}"] = str(take.remaining)
         out[f"x-ratelimit-reset-{suffix}"] = duration(take.reset_us)
     return out
+
+
+class Limit:
+    """Stage ``limit``: ``ctx.lease`` reserved on the first deployment, or 429 / 503."""
+
+    name = "limit"
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.reserve = limiter.reserve
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        if ctx.endpoint is not None and ctx.endpoint.limited:
+            ctx.lease = await self.reserve(ctx)
+        return None

@@ -1,6 +1,6 @@
-"""Stage 6: send the upstream request and relay the answer; the only module that sends.
+"""Sending an upstream request and relaying its answer: the only module that sends.
 
-``complete()`` returns a whole body. ``open_stream()`` sends, checks the status
+``complete()`` returns a whole body. ``start_stream()`` sends, checks the status
 and waits for the first translated frames before the response is committed,
 so a failure until then is an ordinary HTTP error; after that, ``StreamRelay``
 yields frames as they arrive and ends a broken stream with an error event and
@@ -11,9 +11,18 @@ upstream response at once.
 The commit point is the first *content* event: a preamble (OpenAI's role-only
 first chunk, Anthropic's ``message_start``/``content_block_start``/``ping``) is
 held back with it, so a stream that dies after its preamble can still be retried.
-``start_stream()`` is ``open_stream()`` with the per-attempt limits the attempt
-loop (``attempts.py``) sets: stream idle and total timeouts, and what to settle
-when a stream breaks before the provider reported usage.
+The attempt loop (``attempts.py``) sets each stream's idle and total timeouts and
+what to settle when it breaks before the provider reported usage.
+
+Whoever needs to see a relayed stream attaches to it rather than wrapping it:
+``observe(fn)`` sees every piece before the client does (the cache's assembler,
+the limiter's event count), ``add_close_hook(fn)`` runs once when it ends however
+it ends (the loop's bookkeeping, then settle), and ``error_event`` is the
+endpoint's error shape. One generator per stream, whatever is attached.
+
+``PendingStream`` is the keep-alive: a stream committed (status 200 sent) while
+the attempt loop still looks for a deployment, sending ``: keep-alive`` comments
+until the winner's frames (or the error event) follow.
 """
 
 from __future__ import annotations
@@ -27,11 +36,10 @@ import httpx
 import msgspec
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from gateway.pipeline.shapes import OPENAI
 from gateway.providers.base import Deployment, StreamTranslator
-from gateway.sse_write import event
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
-from gateway.wire.errors import ErrorBody, ErrorEnvelope
 
 _encode = msgspec.json.Encoder().encode
 MAX_PREAMBLE_FRAMES = 64  # commit anyway after this many frames without content
@@ -71,36 +79,31 @@ def is_content(frame: bytes) -> bool:
     return bool(frame)
 
 
-def error_frame(err: GatewayError) -> bytes:
-    """The SSE event that ends a broken stream (the openai SDK raises it as APIError)."""
-    body = ErrorEnvelope(ErrorBody(err.message, err.type, err.param, err.code))
-    return event(_encode(body))
+error_frame = OPENAI.event  # the default end of a broken stream: OpenAI's error event
 
 
 def _transport_error(dep: Deployment, exc: Exception, phase: str) -> GatewayError:
-    """httpx's error as the client should see it; ``err.connect_failed`` is set when the
-    request never reached the provider (always safe to retry)."""
-    err: GatewayError
+    """httpx's error as the client should see it; a connection that never reached the
+    provider is ``connect_failed`` (always safe to retry)."""
     if isinstance(exc, httpx.TimeoutException):
-        which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
-        limit = dep.timeouts.connect if which == "connect" else dep.timeouts.read
-        err = UpstreamTimeout(
-            f"provider {dep.provider} timed out ({which} timeout {limit:g}s) {phase}",
+        connect = isinstance(exc, httpx.ConnectTimeout)
+        limit = dep.timeouts.connect if connect else dep.timeouts.read
+        return UpstreamTimeout(
+            f"provider {dep.provider} timed out "
+            f"({'connect' if connect else 'read'} timeout {limit:g}s) {phase}",
             provider=dep.provider,
+            kind="connect" if connect else "read",
         )
-    elif isinstance(exc, httpx.ConnectError):
-        err = UpstreamUnavailable(
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamUnavailable(
             f"cannot connect to provider {dep.provider}",
             provider=dep.provider,
             code="upstream_connect_failed",
+            connect_failed=True,
         )
-    else:
-        err = UpstreamUnavailable(
-            f"provider {dep.provider} connection failed {phase}", provider=dep.provider
-        )
-    connect_failed = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-    err.connect_failed = connect_failed  # type: ignore[union-attr]
-    return err
+    return UpstreamUnavailable(
+        f"provider {dep.provider} connection failed {phase}", provider=dep.provider
+    )
 
 
 def idle_timeout(dep: Deployment, idle: float) -> UpstreamTimeout:
@@ -108,6 +111,7 @@ def idle_timeout(dep: Deployment, idle: float) -> UpstreamTimeout:
         f"provider {dep.provider} sent nothing for {idle:g}s mid-stream (idle timeout)",
         provider=dep.provider,
         code="stream_idle_timeout",
+        kind="idle",
     )
 
 
@@ -183,9 +187,10 @@ class StreamRelay:
         chunks: AsyncIterator[bytes],
         translator: StreamTranslator,
         first: list[bytes],
-        on_close: Callable[[StreamRelay], Any] | None = None,
     ) -> None:
         self.dep = dep
+        self.error_event: Callable[[GatewayError], bytes] = error_frame  # the endpoint's shape
+        self._observers: list[Callable[[bytes], Any]] = []
         self.translator = translator
         self.error: GatewayError | None = None
         self.completed = False
@@ -197,7 +202,6 @@ class StreamRelay:
         self._resp = resp
         self._chunks = chunks
         self._first = first
-        self.on_close = on_close
         self._hooks: list[Callable[[StreamRelay], Any]] = []
 
     @property
@@ -210,8 +214,13 @@ class StreamRelay:
         return Usage(prompt_tokens=p, completion_tokens=n, total_tokens=p + n)
 
     def add_close_hook(self, hook: Callable[[StreamRelay], Any]) -> None:
-        """Runs at close, before ``on_close`` (the attempt loop's bookkeeping)."""
+        """``hook(relay)`` runs once at close, in the order the hooks were added."""
         self._hooks.append(hook)
+
+    def observe(self, observer: Callable[[bytes], Any]) -> None:
+        """``observer(frames)`` sees every relayed piece before the client does (the cache's
+        assembler, the limiter's event count): no generator layer per observer."""
+        self._observers.append(observer)
 
     async def _next(self) -> bytes:
         chunks = self._chunks
@@ -225,10 +234,15 @@ class StreamRelay:
 
     async def frames(self) -> AsyncIterator[bytes]:
         translator = self.translator
+        observers = self._observers
         loop = asyncio.get_running_loop()
         try:
             self.content_frames = len(self._first)
-            yield b"".join(self._first)
+            out = b"".join(self._first)
+            for observe in observers:
+                observe(out)
+            self.completed = translator.done and translator.error is None
+            yield out
             try:
                 while True:
                     if translator.error is not None:
@@ -238,26 +252,36 @@ class StreamRelay:
                         chunk = await self._next()
                     except StopAsyncIteration:
                         break
-                    out = translator.feed(chunk)
-                    if out:
-                        self.content_frames += len(out)
-                        yield b"".join(out) if len(out) > 1 else out[0]
+                    frames = translator.feed(chunk)
+                    if frames:
+                        self.content_frames += len(frames)
+                        out = b"".join(frames) if len(frames) > 1 else frames[0]
+                        for observe in observers:
+                            observe(out)
+                        # The provider's own end ([DONE], message_stop) was relayed: the
+                        # answer is whole even if the client leaves before the body's EOF.
+                        self.completed = translator.done and translator.error is None
+                        yield out
                     if self.deadline is not None and loop.time() > self.deadline:
                         raise UpstreamTimeout(
                             f"provider {self.dep.provider} stream passed its total timeout",
                             provider=self.dep.provider,
                             code="stream_total_timeout",
+                            kind="total",
                         )
                 tail = translator.finish()
                 self.completed = True
                 if tail:
-                    yield b"".join(tail)
+                    out = b"".join(tail)
+                    for observe in observers:
+                        observe(out)
+                    yield out
             except GatewayError as err:
                 self.error = err
-                yield error_frame(err)
+                yield self.error_event(err)
             except httpx.TransportError as exc:
                 self.error = _transport_error(self.dep, exc, "mid-stream")
-                yield error_frame(self.error)
+                yield self.error_event(self.error)
             self.client_gone = False
         finally:
             await self.aclose()
@@ -266,35 +290,24 @@ class StreamRelay:
         resp, self._resp = self._resp, None  # type: ignore[assignment]
         if resp is not None:
             await resp.aclose()
-            for hook in self._hooks:
+            hooks, self._hooks = self._hooks, []
+            for hook in hooks:
                 hook(self)
-            if self.on_close is not None:
-                self.on_close(self)
-
-
-async def open_stream(
-    dep: Deployment,
-    request: httpx.Request,
-    translator: StreamTranslator,
-    on_close: Callable[[StreamRelay], Any] | None = None,
-) -> tuple[StreamRelay, float]:
-    """Send, check the status, and read until the first content; returns (relay, ttft)."""
-    return await start_stream(dep, request, translator, on_close)
 
 
 async def start_stream(
     dep: Deployment,
     request: httpx.Request,
     translator: StreamTranslator,
-    on_close: Callable[[StreamRelay], Any] | None = None,
     *,
     idle: float | None = None,
     total: float | None = None,
     prompt_tokens: int = 0,
 ) -> tuple[StreamRelay, float]:
-    """``open_stream`` with the attempt's limits: ``idle`` seconds between upstream
-    chunks once committed (None: the transport's read timeout), ``total`` seconds for
-    the whole stream from its sending; the caller bounds the wait for the first content."""
+    """Send, check the status, and read until the first content: ``(relay, ttft)``.
+    ``idle``: seconds between upstream chunks once committed (None: the transport's
+    read timeout); ``total``: seconds for the whole stream from its sending. The
+    caller bounds the wait for the first content."""
     t0 = time.perf_counter()
     resp = await send(dep, request)
     if resp.status_code >= 400:
@@ -335,7 +348,7 @@ async def start_stream(
     except BaseException:
         await resp.aclose()
         raise
-    r = StreamRelay(dep, resp, chunks, translator, first, on_close)
+    r = StreamRelay(dep, resp, chunks, translator, first)
     if idle is not None and idle < dep.timeouts.read:
         r.idle = idle
     ttft = time.perf_counter() - t0
@@ -343,3 +356,98 @@ async def start_stream(
         r.deadline = asyncio.get_running_loop().time() + total - ttft
     r.prompt_tokens = prompt_tokens
     return r, ttft
+
+
+KEEPALIVE_FRAME = b": keep-alive\n\n"
+
+
+class PendingStream:
+    """A stream committed (status 200 sent) before its first content, sending keep-alive
+    comments every ``interval`` seconds while the attempt loop (``task``, whose result
+    has ``.dep`` and a ``StreamRelay`` as ``.result``) still runs; it then relays the
+    winner's frames, or ends with the error event. Reads like a ``StreamRelay``;
+    ``waiting_on()`` names the deployment being waited on."""
+
+    def __init__(
+        self, task: asyncio.Future[Any], waiting_on: Callable[[], Deployment], interval: float
+    ) -> None:
+        self._task = task
+        self._waiting_on = waiting_on
+        self._interval = interval
+        self.inner: StreamRelay | None = None
+        self._error: GatewayError | None = None
+        self.dep = waiting_on()
+        self.client_gone = True
+        self.error_event: Callable[[GatewayError], bytes] = error_frame
+        self._observers: list[Callable[[bytes], Any]] = []
+        self._hooks: list[Callable[[Any], Any]] = []
+
+    @property
+    def error(self) -> GatewayError | None:
+        return self.inner.error if self.inner is not None else self._error
+
+    @property
+    def completed(self) -> bool:
+        return self.inner.completed if self.inner is not None else False
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage if self.inner is not None else None
+
+    def observe(self, observer: Callable[[bytes], Any]) -> None:
+        self._observers.append(observer)
+
+    def add_close_hook(self, hook: Callable[[Any], Any]) -> None:
+        self._hooks.append(hook)
+
+    def _adopt(self, inner: StreamRelay) -> None:
+        """The winner: it relays from now on, with everything attached to this stream."""
+        self.inner = inner
+        inner.error_event = self.error_event
+        for observer in self._observers:
+            inner.observe(observer)
+        for hook in self._hooks:
+            inner.add_close_hook(hook)
+        self._hooks = []
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        task = self._task
+        try:
+            while not task.done():
+                done, _ = await asyncio.wait({task}, timeout=self._interval)
+                if not done:
+                    yield KEEPALIVE_FRAME
+            try:
+                served = task.result()
+            except GatewayError as err:
+                self._error = err
+                self.dep = self._waiting_on()
+                yield self.error_event(err)
+                self.client_gone = False
+                return
+            self.dep = served.dep
+            self._adopt(served.result)
+            assert self.inner is not None
+            async for frame in self.inner.frames():
+                yield frame
+            self.client_gone = self.inner.client_gone
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        task = self._task
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self.inner is not None:
+            await self.inner.aclose()
+            return
+        if not task.cancelled() and task.exception() is None:
+            # served just as the client went away: close the winner's upstream
+            self._adopt(task.result().result)
+            assert self.inner is not None
+            await self.inner.aclose()
+            return
+        hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook(self)

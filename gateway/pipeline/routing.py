@@ -132,6 +132,10 @@ class Router:
 
         return changed
 
+    def jitter(self, cap: float) -> float:
+        """A uniform wait in ``[0, cap]`` (full-jitter backoff), from the router's RNG."""
+        return self._rng.uniform(0.0, cap)
+
     def cool_down(self, dep: Deployment, seconds: float) -> None:
         st = self.state(dep)
         st.cooldown_until = max(st.cooldown_until, self.clock() + seconds)

@@ -1,4 +1,12 @@
-"""Stage 7: after the answer, record what it really cost (tokens, latency, outcome)."""
+"""Stages ``settle`` and ``respond``: what the answer really cost, and the reply.
+
+``Settle`` records the outcome on the deployment that served (metrics: requests,
+latency, tokens), corrects the rate-limit reservation to the real usage and
+hands the answer to the response cache. A whole answer settles at once; a
+stream settles when it ends, however it ends (completed, broken, client gone),
+from a close hook on its relay. ``Respond`` puts the headers together and
+returns the ``Reply``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import pricing
 from gateway.errors import GatewayError, UpstreamStatus, UpstreamTimeout
+from gateway.pipeline.reply import Reply
 from gateway.providers.base import Deployment
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
-    from gateway.pipeline.relay import StreamRelay
+    from gateway.pipeline.context import RequestContext
 
 
 def record_success(dep: Deployment, latency_s: float, usage: Usage | None) -> None:
@@ -78,22 +87,83 @@ def record_cancelled(dep: Deployment, usage: Usage | None) -> None:
         record_usage(dep, usage)
 
 
-def stream_closer(info: Any, lease: Any, t_sent: float) -> Callable[[StreamRelay], None]:
+def stream_settler(ctx: RequestContext, t_sent: float) -> Callable[[Any], None]:
     """What runs once when a relayed stream ends, however it ends: settle the rate-limit
-    reservation (``lease``) and record the outcome on the deployment that served."""
+    reservation and record the outcome on the deployment that served."""
 
-    def on_close(r: StreamRelay) -> None:
-        lease.settle_stream(r)  # usage, or what was relayed before an early end
-        total = time.perf_counter() - t_sent
-        info.upstream_s = total
+    def closed(r: Any) -> None:
+        lease = ctx.lease
+        if lease is not None:
+            lease.settle_stream(r)  # usage, or what was relayed before an early end
+        ctx.upstream_s = time.perf_counter() - t_sent
+        ctx.usage = r.usage
         if r.error is not None:
+            ctx.error = r.error.code or r.error.type
             record_failure(r.dep, r.error, mid_stream=True)
             if r.usage is not None:
                 record_usage(r.dep, r.usage)
         elif r.completed:
-            record_success(r.dep, total, r.usage)
+            record_success(r.dep, ctx.upstream_s, r.usage)
         else:
-            info.error = "client_disconnected"
+            ctx.error = "client_disconnected"
             record_cancelled(r.dep, r.usage)
 
-    return on_close
+    return closed
+
+
+class Settle:
+    name = "settle"
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        served = ctx.served
+        endpoint = ctx.endpoint
+        assert served is not None and endpoint is not None
+        dep = served.dep
+        lease, cache = ctx.lease, ctx.cache
+        if not ctx.stream:
+            if served.attempts == 0:  # answered by the gateway itself: nothing upstream
+                return None
+            out, usage = served.result
+            ctx.usage = usage
+            record_success(dep, ctx.upstream_s, usage)
+            if lease is not None:
+                lease.settle(usage)  # reserved tokens -> real usage
+            if cache is not None:
+                cache.store(out, dep.provider, usage)
+            return None
+        relay = served.result
+        relay.error_event = endpoint.errors.event
+        metrics.llm_time_to_first_token_seconds.labels(dep.provider, dep.label).observe(
+            ctx.ttft_s or 0.0
+        )
+        if lease is not None and lease.counts_events:
+            relay.observe(lease.count)
+        if cache is not None:
+            cache.watch(relay, dep.provider, endpoint)
+        relay.add_close_hook(stream_settler(ctx, time.perf_counter() - (ctx.ttft_s or 0.0)))
+        return None
+
+
+class Respond:
+    name = "respond"
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        served = ctx.served
+        assert served is not None
+        headers = ctx.headers
+        headers["x-gateway-provider"] = served.dep.provider
+        headers["x-gateway-attempts"] = str(served.attempts)
+        upstream = ctx.ttft_s if ctx.stream else ctx.upstream_s
+        upstream = upstream or 0.0
+        overhead = time.perf_counter() - ctx.start - upstream
+        timing = f"gateway;dur={overhead * 1000:.3f}, upstream;dur={upstream * 1000:.3f}"
+        if ctx.cache is not None:
+            timing += ctx.cache.timing()
+            headers["x-gateway-cache"] = ctx.cache.status
+        headers["server-timing"] = timing
+        if ctx.lease is not None:
+            ctx.lease.apply(headers)
+        if ctx.stream:
+            stream = served.result
+            return Reply(200, headers, frames=stream.frames(), close=stream.aclose)
+        return Reply(200, headers, served.result[0])

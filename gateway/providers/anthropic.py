@@ -22,7 +22,7 @@ import msgspec
 
 from gateway.errors import GatewayError, UpstreamStatus
 from gateway.pipeline.retry_after import client_hints
-from gateway.providers.base import Deployment
+from gateway.providers.base import Deployment, MessagesNative, ModelLister
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.sse_write import json_event
 from gateway.translate import anthropic as tr
@@ -101,6 +101,10 @@ class PassthroughStream(SSEStream):
 class AnthropicAdapter:
     name = PROVIDER
 
+    def __init__(self) -> None:
+        self.native_messages: MessagesNative | None = self
+        self.lister: ModelLister | None = self
+
     def prepare(self, dep: Deployment) -> None:
         root = _api_root(dep.base_url)
         headers: list[tuple[bytes, bytes]] = [
@@ -144,10 +148,12 @@ class AnthropicAdapter:
     def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request:
         raise unsupported("model", PROVIDER, "Anthropic has no embeddings API")
 
-    def embeddings_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+    def embeddings_response(
+        self, dep: Deployment, body: dict[str, Any], content: bytes
+    ) -> tuple[bytes, Usage | None]:
         raise unsupported("model", PROVIDER, "Anthropic has no embeddings API")
 
-    # -- Anthropic-native /v1/messages (optional methods, found with getattr) ------------
+    # -- Anthropic-native /v1/messages (the MessagesNative capability) -------------------
 
     def _native_headers(
         self, dep: Deployment, client_headers: dict[str, str]

@@ -119,6 +119,9 @@ class AzureStream(SSEStream):
 class AzureAdapter(OpenAIAdapter):
     def __init__(self) -> None:
         super().__init__(PROVIDER)
+        # Deployments are not listed: Azure's model list names base models, not the
+        # deployment names clients must send (configured aliases are listed instead).
+        self.lister = None
 
     def prepare(self, dep: Deployment) -> None:
         root = _root(dep.base_url)
@@ -147,10 +150,6 @@ class AzureAdapter(OpenAIAdapter):
 
     def chat_stream(self, dep: Deployment, include_usage: bool) -> AzureStream:  # type: ignore[override]
         return AzureStream(include_usage)
-
-    # Deployments are not listed: Azure's model list names base models, not the
-    # deployment names clients must send (configured aliases are listed instead).
-    models_request = None  # type: ignore[assignment]
 
     def map_error(
         self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes

@@ -91,8 +91,39 @@ class StreamTranslator(Protocol):
         ...
 
 
+class MessagesNative(Protocol):
+    """An upstream that speaks Anthropic's Messages API itself: ``/v1/messages`` and its
+    ``count_tokens`` are passed through instead of translated."""
+
+    def messages_request(
+        self, dep: Deployment, body: dict[str, Any], stream: bool, client_headers: dict[str, str]
+    ) -> httpx.Request: ...
+
+    def messages_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]: ...
+
+    def messages_stream(self, dep: Deployment) -> StreamTranslator: ...
+
+    def count_tokens_request(
+        self, dep: Deployment, body: dict[str, Any], client_headers: dict[str, str]
+    ) -> httpx.Request: ...
+
+
+class ModelLister(Protocol):
+    """An upstream that can list its models (``GET /v1/models``), in OpenAI's shape."""
+
+    def models_request(self, dep: Deployment) -> httpx.Request: ...
+
+    def models_response(self, dep: Deployment, content: bytes) -> bytes: ...
+
+
 class Adapter(Protocol):
+    """Every adapter speaks OpenAI chat and embeddings (an upstream without embeddings
+    raises a 400 from ``embeddings_request``); the optional capabilities are typed
+    attributes, ``None`` when the upstream has no such API."""
+
     name: str
+    native_messages: MessagesNative | None
+    lister: ModelLister | None
 
     def prepare(self, dep: Deployment) -> None:
         """Precompute URLs and static headers into ``dep.cache`` at start-up."""
@@ -109,8 +140,10 @@ class Adapter(Protocol):
     def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request: ...
 
     def embeddings_response(
-        self, dep: Deployment, content: bytes
-    ) -> tuple[bytes, Usage | None]: ...
+        self, dep: Deployment, body: dict[str, Any], content: bytes
+    ) -> tuple[bytes, Usage | None]:
+        """``body`` is the request the answer is for (its encoding format, its size)."""
+        ...
 
     def map_error(
         self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes

@@ -19,7 +19,7 @@ import httpx
 
 from gateway.errors import GatewayError
 from gateway.pipeline.retry_after import client_hints
-from gateway.providers.base import Deployment
+from gateway.providers.base import Deployment, MessagesNative, ModelLister
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.translate import gemini_embeddings, gemini_request, gemini_response
 from gateway.translate.common import encode, path_segment
@@ -29,6 +29,11 @@ PROVIDER = "gemini"
 
 
 class GeminiAdapter:
+    native_messages: MessagesNative | None = None  # /v1/messages is translated to chat
+
+    def __init__(self) -> None:
+        self.lister: ModelLister | None = self
+
     name = PROVIDER
 
     def prepare(self, dep: Deployment) -> None:
@@ -76,8 +81,10 @@ class GeminiAdapter:
         batch, payload = gemini_embeddings.embeddings_to_gemini(body, dep.cache["model"])
         return self._post(dep, "batch_embed_url" if batch else "embed_url", payload)
 
-    def embeddings_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
-        return gemini_embeddings.gemini_embeddings_to_openai(content, dep.cache["model"])
+    def embeddings_response(
+        self, dep: Deployment, body: dict[str, Any], content: bytes
+    ) -> tuple[bytes, Usage | None]:
+        return gemini_embeddings.gemini_embeddings_to_openai(content, dep.cache["model"], body)
 
     def models_request(self, dep: Deployment) -> httpx.Request:
         c = dep.cache

@@ -20,7 +20,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.pipeline.retry_after import client_hints
-from gateway.providers.base import Deployment
+from gateway.providers.base import Deployment, MessagesNative, ModelLister
 from gateway.providers.transport import post
 from gateway.sse_write import DONE as DONE_FRAME
 from gateway.sse_write import json_event
@@ -103,8 +103,11 @@ def stream_error(provider: str, raw: msgspec.Raw) -> GatewayError:
 class OpenAIAdapter:
     """Speaks OpenAI's wire format; also used by the ``mock`` provider."""
 
+    native_messages: MessagesNative | None = None  # /v1/messages is translated to chat
+
     def __init__(self, name: str = "openai") -> None:
         self.name = name
+        self.lister: ModelLister | None = self
 
     def prepare(self, dep: Deployment) -> None:
         base = dep.base_url.rstrip("/")
@@ -151,7 +154,9 @@ class OpenAIAdapter:
     def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request:
         return self._request(dep, "embeddings_url", {**body, "model": dep.model})
 
-    def embeddings_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+    def embeddings_response(
+        self, dep: Deployment, body: dict[str, Any], content: bytes
+    ) -> tuple[bytes, Usage | None]:
         return content, self._usage(dep, content)
 
     def models_request(self, dep: Deployment) -> httpx.Request:
@@ -159,6 +164,9 @@ class OpenAIAdapter:
         return httpx.Request(
             "GET", c["models_url"], headers=c["headers"], extensions=c["extensions"]
         )
+
+    def models_response(self, dep: Deployment, content: bytes) -> bytes:
+        return content  # already OpenAI's shape
 
     def _usage(self, dep: Deployment, content: bytes) -> Usage | None:
         try:

@@ -10,6 +10,13 @@ two atomic operations:
 ``settle(buckets, reserved, actual)``
     corrects earlier reservations to the real usage: refunds ``reserved - actual``
     or charges ``actual - reserved`` (into debt if need be). One script call.
+    ``settle_later`` is the same off the caller's path: at once in-process, as a
+    background call on Redis (a lost settle only keeps a reservation as it was,
+    which never over-admits).
+
+A backend also says whether its state is ``shared`` with other processes, and
+gives the response cache its store (``cache_store``: None keeps the cache in
+process). The pipeline talks to a backend only through this Protocol.
 
 A bucket's key decides where it lives; on Redis Cluster all keys of one call
 must share a hash slot (``{tag}``), which the caller (``pipeline/ratelimit.py``)
@@ -22,7 +29,10 @@ backend's own call: Redis needs several failures in a row, not one slow call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from gateway.store.cache import CacheStore
 
 __all__ = ["Bucket", "Reservation", "StateBackend", "StateUnavailable", "Take"]
 
@@ -61,6 +71,7 @@ class Reservation(NamedTuple):
 
 class StateBackend(Protocol):
     kind: str
+    shared: bool  # other processes see the same state (Redis); False in-process
 
     @property
     def healthy(self) -> bool:
@@ -90,4 +101,14 @@ class StateBackend(Protocol):
         now_us: int | None = None,
     ) -> list[int]:
         """Correct reservations; returns each bucket's remaining tokens."""
+        ...
+
+    def settle_later(
+        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+    ) -> None:
+        """``settle`` off the caller's path; failures are dropped (never over-admit)."""
+        ...
+
+    def cache_store(self, timeout_s: float) -> CacheStore | None:
+        """The response cache's store on this backend (None: the cache keeps its own)."""
         ...

@@ -24,10 +24,11 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
+
+from gateway.store import scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -115,10 +116,6 @@ class MemoryCacheStore:
         return None
 
 
-def _script(name: str) -> str:
-    return resources.files("gateway.store").joinpath(name).read_text(encoding="utf-8")
-
-
 class RedisCacheStore:
     """The cache in Redis (standalone or Cluster) through three small Lua scripts.
 
@@ -141,9 +138,10 @@ class RedisCacheStore:
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._open_until = 0.0
-        self._lookup = client.register_script(_script("cache_lookup.lua"))
-        self._store = client.register_script(_script("cache_store.lua"))
-        self._unlock = client.register_script(_script("cache_unlock.lua"))
+        handles = scripts.register(client, scripts.CACHE_SCRIPTS)
+        self._lookup = handles["cache_lookup"]
+        self._store = handles["cache_store"]
+        self._unlock = handles["cache_unlock"]
 
     @property
     def available(self) -> bool:

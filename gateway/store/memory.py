@@ -27,7 +27,7 @@ def _monotonic_us() -> int:
 
 class MemoryBackend:
     kind = "memory"
-    client = None  # no Redis: the response cache keeps its own in-process store
+    shared = False
 
     def __init__(self, clock: Callable[[], int] = _monotonic_us) -> None:
         self._clock = clock
@@ -126,6 +126,14 @@ class MemoryBackend:
         now_us: int | None = None,
     ) -> list[int]:
         return self.settle_now(buckets, reserved, actual, now_us)
+
+    def settle_later(
+        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+    ) -> None:
+        self.settle_now(buckets, reserved, actual)  # no I/O: now is as cheap as later
+
+    def cache_store(self, timeout_s: float) -> None:
+        return None  # the response cache keeps its own in-process store
 
     def _wrote(self, now: int, count: int) -> None:
         self._writes += count

@@ -42,6 +42,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 
 from gateway.store import scripts
 from gateway.store.base import Bucket, Reservation, StateUnavailable, Take
+from gateway.store.cache import RedisCacheStore
 from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.store")
@@ -75,6 +76,7 @@ def is_redis_url(url: str) -> bool:
 
 class RedisBackend:
     kind = "redis"
+    shared = True
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class RedisBackend:
         self._healthy = True
         self._probe: asyncio.Task[None] | None = None
         self.down_since: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.down_after = down_after
         self.down_window = down_window
         self._failures = 0  # failed calls in a row (a success resets it)
@@ -146,6 +149,8 @@ class RedisBackend:
             return False
 
     async def aclose(self) -> None:
+        if self._tasks:  # settles in flight: briefly, before the client closes
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -183,6 +188,25 @@ class RedisBackend:
             args += (b.capacity, b.period_us, res, act)
         reply = _ints(await self.run("ratelimit_settle", [b.key for b in buckets], args))
         return [reply[i] for i in range(0, len(reply), 3)]
+
+    def settle_later(
+        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+    ) -> None:
+        coro = self._settle_quietly(buckets, reserved, actual)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_quietly(
+        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+    ) -> None:
+        with contextlib.suppress(StateUnavailable):  # a lost settle never over-admits
+            await self.settle(buckets, reserved, actual)
+
+    def cache_store(self, timeout_s: float) -> RedisCacheStore | None:
+        if self.client is None:
+            return None
+        return RedisCacheStore(self.client, timeout_s=timeout_s)
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""

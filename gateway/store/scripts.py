@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
     from redis.commands.core import AsyncScript
 
-__all__ = ["RATELIMIT_SCRIPTS", "preload", "register", "source"]
+__all__ = ["CACHE_SCRIPTS", "RATELIMIT_SCRIPTS", "preload", "register", "source"]
 
 RATELIMIT_SCRIPTS = ("ratelimit_reserve", "ratelimit_settle")
+CACHE_SCRIPTS = ("cache_lookup", "cache_store", "cache_unlock")
 
 
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)\n", re.MULTILINE)

@@ -22,7 +22,6 @@ from gateway.scrub import scrub
 
 _encoder = msgspec.json.Encoder()
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-_access_enabled = True
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,27 +41,35 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(out).decode()
 
 
-def configure(level: str) -> None:
-    global _access_enabled
+def configure(level: str) -> AccessLog:
+    """Set up stdlib logging at ``level``; the access log that goes with it."""
     root = logging.getLogger()
     root.handlers[:] = []
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, 20))
-    _access_enabled = _LEVELS.get(level, 20) <= 20
     for noisy in ("httpx", "httpcore", "aiohttp", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return AccessLog(enabled=_LEVELS.get(level, 20) <= 20)
 
 
-def access(fields: dict[str, Any]) -> None:
-    """One access-log line; ``fields`` holds ids, labels, numbers: never content."""
-    if not _access_enabled:
-        return
-    fields["ts"] = round(time.time(), 3)
-    fields["level"] = "info"
-    fields["logger"] = "access"
-    try:
-        os.write(1, _encoder.encode(fields) + b"\n")
-    except OSError:  # stdout closed: logging must never fail a request
-        pass
+class AccessLog:
+    """The per-request access line (the edge writes one per request); off above ``info``."""
+
+    __slots__ = ("enabled",)
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def write(self, fields: dict[str, Any]) -> None:
+        """One line; ``fields`` holds ids, labels, numbers: never content."""
+        if not self.enabled:
+            return
+        fields["ts"] = round(time.time(), 3)
+        fields["level"] = "info"
+        fields["logger"] = "access"
+        try:
+            os.write(1, _encoder.encode(fields) + b"\n")
+        except OSError:  # stdout closed: logging must never fail a request
+            pass

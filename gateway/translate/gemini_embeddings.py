@@ -9,7 +9,6 @@ from the text (a quarter of its characters, at least one per input).
 from __future__ import annotations
 
 import base64
-import contextvars
 import struct
 from typing import Any
 
@@ -45,13 +44,6 @@ _models_decoder = msgspec.json.Decoder(_ModelList)
 
 # -- embeddings -------------------------------------------------------------------------
 
-# What embeddings_response needs from its request (encoding, a token estimate). The
-# Adapter protocol hands the response only the body, so the request leaves this
-# note in the context of the task that handles both.
-_EMBEDDING_REQUEST: contextvars.ContextVar[tuple[str, int]] = contextvars.ContextVar(
-    "gemini_embedding_request"
-)
-
 
 def embeddings_to_gemini(body: dict[str, Any], model: str) -> tuple[bool, dict[str, Any]]:
     """(batch?, body) for ``:batchEmbedContents`` or ``:embedContent``."""
@@ -70,8 +62,6 @@ def embeddings_to_gemini(body: dict[str, Any], model: str) -> tuple[bool, dict[s
     task = body.get("task_type")
     if isinstance(task, str):
         extra["taskType"] = task
-    fmt = body.get("encoding_format") or "float"
-    _EMBEDDING_REQUEST.set((fmt, sum(max(1, len(t) // 4) for t in texts)))
     if isinstance(inputs, str):
         return False, {"content": {"parts": [{"text": inputs}]}, **extra}
     return True, {
@@ -82,15 +72,26 @@ def embeddings_to_gemini(body: dict[str, Any], model: str) -> tuple[bool, dict[s
     }
 
 
+def _texts(body: dict[str, Any]) -> list[str]:
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        return [inputs]
+    if isinstance(inputs, list):
+        return [x for x in inputs if isinstance(x, str)]
+    return []
+
+
 def gemini_embeddings_to_openai(
-    content: bytes, model: str, encoding_format: str | None = None
+    content: bytes, model: str, body: dict[str, Any]
 ) -> tuple[bytes, Usage]:
+    """Gemini's answer to the OpenAI request ``body`` (its ``encoding_format``; its size
+    is the token count when Gemini reports none)."""
     r = decode_body(
         _embed_decoder, content, PROVIDER, "returned an embeddings body that is not valid JSON"
     )
     vectors = [r.embedding] if r.embedding is not None else (r.embeddings or [])
-    fmt, estimate = _EMBEDDING_REQUEST.get(("float", 0))
-    fmt = encoding_format or fmt
+    fmt = body.get("encoding_format") or "float"
+    estimate = sum(max(1, len(t) // 4) for t in _texts(body))
     data = []
     for i, e in enumerate(vectors):
         emb: Any = e.values

@@ -13,17 +13,19 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
+from gateway.api.chat import CHAT
 from gateway.config import ConfigError
 from gateway.errors import InvalidRequest
+from gateway.pipeline.auth import Principal
 from gateway.pipeline.cache import (
     ANONYMOUS,
     Entry,
     ResponseCache,
-    _tag,
     directives,
-    tenant_of,
 )
+from gateway.pipeline.cache_entry import tag as _tag
 from gateway.pipeline.cache_replay import StreamAssembler, completion_frames
+from gateway.pipeline.context import RequestContext
 from gateway.settings import Settings
 from gateway.wire.chat import Usage
 from tests.cache.helpers import sse_chunks
@@ -244,13 +246,6 @@ def test_tenant_tags_are_hash_tag_safe() -> None:
     assert _tag("{x}") != _tag("{y}")
 
 
-def test_tenant_of() -> None:
-    assert tenant_of({}) == ANONYMOUS
-    assert tenant_of({"principal": SimpleNamespace(tenant="t1")}) == "t1"
-    assert tenant_of({"gw": SimpleNamespace(principal=SimpleNamespace(tenant="t2"))}) == "t2"
-    assert tenant_of({"principal": SimpleNamespace(tenant="")}) == ANONYMOUS
-
-
 def test_settings() -> None:
     from gateway.config import parse_config
 
@@ -267,12 +262,16 @@ def test_settings() -> None:
 # -- the cache driven directly -----------------------------------------------------------
 
 
-class FakeRequest:
-    def __init__(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.scope: dict[str, Any] = {"headers": headers or [], "gw": None}
-
-
 GROUP = SimpleNamespace(name="cached", label="cached")
+
+
+def request(tenant: str = ANONYMOUS) -> RequestContext:
+    """What stage ``cache`` sees of a chat request after ``parse`` and ``auth``."""
+    ctx = RequestContext("rid", 0.0, "POST", CHAT.path)
+    ctx.scope = {"headers": []}  # type: ignore[typeddict-item]
+    ctx.endpoint, ctx.body, ctx.group = CHAT, BODY, GROUP  # type: ignore[assignment]
+    ctx.principal = Principal(tenant=tenant, name=tenant)
+    return ctx
 
 
 def make_cache(**env: str) -> ResponseCache:
@@ -297,13 +296,13 @@ BODY = {"model": "cached", "messages": [{"role": "user", "content": "hi"}]}
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_explicit_tenants_never_share(anyio_backend: str) -> None:
     cache = make_cache()
-    a = await cache.lookup(FakeRequest(), "chat", BODY, GROUP, tenant="a")  # type: ignore[arg-type]
+    a = await cache.lookup(request("a"))
     assert a.status == "MISS"
     a.store(b'{"x": 1}', "mock")
-    b = await cache.lookup(FakeRequest(), "chat", BODY, GROUP, tenant="b")  # type: ignore[arg-type]
+    b = await cache.lookup(request("b"))
     assert b.status == "MISS" and b.key != a.key
     assert a.key.startswith("gw:{a}:cache:") and b.key.startswith("gw:{b}:cache:")
-    again = await cache.lookup(FakeRequest(), "chat", BODY, GROUP, tenant="a")  # type: ignore[arg-type]
+    again = await cache.lookup(request("a"))
     assert again.status == "HIT" and again.entry is not None and again.entry.body == b'{"x": 1}'
     b.abandon()
 
@@ -317,16 +316,13 @@ async def test_a_lost_leader_is_noticed_by_its_followers(anyio_backend: str) -> 
     kept: list[Any] = []
 
     async def leader() -> None:
-        kept.append(await cache.lookup(FakeRequest(), "chat", BODY, GROUP))  # type: ignore[arg-type]
+        kept.append(await cache.lookup(request()))
 
     await asyncio.create_task(leader())
     assert kept[0].status == "MISS"
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    follower = await asyncio.wait_for(
-        cache.lookup(FakeRequest(), "chat", BODY, GROUP),
-        5,  # type: ignore[arg-type]
-    )
+    follower = await asyncio.wait_for(cache.lookup(request()), 5)
     assert follower.status == "MISS" and follower.entry is None
     assert loop.time() - t0 < 1.0
     assert cache._flights == {}

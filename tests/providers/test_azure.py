@@ -56,13 +56,13 @@ def test_embeddings_urls(base, version, url):
         "model": "text-embedding-3-small",
         "usage": {"prompt_tokens": 2, "total_tokens": 2},
     }
-    out, usage = dep.adapter.embeddings_response(dep, json.dumps(answer).encode())
+    out, usage = dep.adapter.embeddings_response(dep, body, json.dumps(answer).encode())
     assert json.loads(out) == answer and usage.prompt_tokens == 2
 
 
 def test_deployments_are_not_listed_from_the_upstream():
     dep = g.make_dep(P, MODEL, BASE)
-    assert getattr(dep.adapter, "models_request", None) is None
+    assert dep.adapter.lister is None
 
 
 def test_non_json_answer_is_502():

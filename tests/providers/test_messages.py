@@ -14,6 +14,7 @@ from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.azure import AzureStream
 from gateway.providers.openai import OpenAIStream
 from gateway.translate import messages as m
+from gateway.translate import messages_stream as ms
 from gateway.translate.anthropic import AnthropicStream
 from gateway.translate.common import counter_ids
 from gateway.translate.gemini_response import GeminiStream
@@ -174,7 +175,7 @@ def test_stream_becomes_valid_anthropic_events(name):
 
     def once(pieces):
         inner = make_inner()
-        t = m.AnthropicEventStream(inner, "alias", "test", make_id=counter_ids())
+        t = ms.AnthropicEventStream(inner, "alias", "test", make_id=counter_ids())
         frames = g.run_stream(t, pieces)
         assert t.done
         # the same stream through the inner translator alone, for comparison
@@ -209,7 +210,7 @@ def test_anthropic_round_trip_keeps_the_original_events_meaning():
     raw = (g.DATA / "anthropic" / "stream_tools.sse").read_bytes()
     direct = g.run_stream(AnthropicAdapter().messages_stream(None), [raw])  # type: ignore[arg-type]
     via = g.run_stream(
-        m.AnthropicEventStream(AnthropicStream(True), "alias", "anthropic", counter_ids()), [raw]
+        ms.AnthropicEventStream(AnthropicStream(True), "alias", "anthropic", counter_ids()), [raw]
     )
     a, b = assemble(parse_events(direct)), assemble(parse_events(via))
     assert [(x.type, getattr(x, "text", None), getattr(x, "input", None)) for x in b.content] == [
@@ -235,7 +236,7 @@ def test_anthropic_round_trip_keeps_the_original_events_meaning():
     ],
 )
 def test_stream_failures_propagate(path, make_inner, status):
-    t = m.AnthropicEventStream(make_inner(), "alias", "p", counter_ids())
+    t = ms.AnthropicEventStream(make_inner(), "alias", "p", counter_ids())
     with pytest.raises(g.Raised) as info:
         g.run_stream(t, [path.read_bytes()])
     assert info.value.err.status == status
@@ -246,7 +247,7 @@ def test_stream_failures_propagate(path, make_inner, status):
 
 def test_empty_answer_is_still_a_valid_sequence():
     inner = OpenAIStream("openai", True)
-    t = m.AnthropicEventStream(inner, "alias", "openai", counter_ids())
+    t = ms.AnthropicEventStream(inner, "alias", "openai", counter_ids())
     raw = (
         b'data: {"id":"x","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
         b'data: {"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'

@@ -27,7 +27,7 @@ from gateway.providers.anthropic import PassthroughStream
 from gateway.providers.azure import AzureStream
 from gateway.providers.base import StreamTranslator
 from gateway.providers.openai import OpenAIStream
-from gateway.translate import messages as m
+from gateway.translate import messages_stream as ms
 from gateway.translate.anthropic import AnthropicStream
 from gateway.translate.common import counter_ids
 from gateway.translate.gemini_response import GeminiStream
@@ -40,7 +40,7 @@ Source = tuple[Path, Callable[[], StreamTranslator]]
 
 def _messages(inner: Callable[[], StreamTranslator]) -> Callable[[], StreamTranslator]:
     """The same stream behind ``/v1/messages`` (a deployment that is not Anthropic)."""
-    return lambda: m.AnthropicEventStream(inner(), "alias", "p", make_id=counter_ids())
+    return lambda: ms.AnthropicEventStream(inner(), "alias", "p", make_id=counter_ids())
 
 
 def _behind_messages(name: str) -> Source:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.api.chat import CHAT
 from gateway.config import (
     DEFAULT_DEADLINE,
     DEFAULT_FIRST_TOKEN,
@@ -16,7 +17,7 @@ from gateway.config import (
 )
 from gateway.errors import UpstreamStatus, UpstreamTimeout
 from gateway.pipeline import attempts
-from tests.resilience.helpers import Fault, alias, body_for, call, dep, drive
+from tests.resilience.helpers import Fault, alias, body_for, call, context, dep, drive
 
 FAST = {"retry": {"attempts": 3, "backoff": 0.05, "max_backoff": 1.0}}
 RESETS_20S = "fault-429-oai-20s-6m0s"  # requests spent, reset in 20 s; tokens reset in 6 min
@@ -113,19 +114,17 @@ def test_a_lone_hanging_deployment_fails_fast(fault: Fault) -> None:
 
 
 def test_timeouts_move_on_and_never_repeat() -> None:
-    first_token = UpstreamTimeout("no first token", provider="openai", code="first_token_timeout")
-    connect = UpstreamTimeout("connect timeout", provider="openai")
-    connect.connect_failed = True  # type: ignore[attr-defined]
-    read = UpstreamTimeout("read timeout", provider="openai")
+    first_token = UpstreamTimeout("no first token", provider="openai", kind="first_token")
+    connect = UpstreamTimeout("connect timeout", provider="openai", kind="connect")
+    read = UpstreamTimeout("read timeout", provider="openai", kind="read")
     for err in (first_token, connect, read):
-        assert attempts.classify(err) == "elsewhere"
+        assert err.retry == "elsewhere"
         assert attempts.breaker_outcome(err) == "failure"
-    deadline = UpstreamTimeout("deadline", provider="openai")
-    deadline.deadline = True  # type: ignore[attr-defined]
-    assert attempts.classify(deadline) == "final"
+    deadline = UpstreamTimeout("deadline", provider="openai", kind="deadline")
+    assert deadline.retry == "never"
     assert attempts.breaker_outcome(deadline) == "neutral"
     limited = UpstreamStatus("429", provider="openai", upstream_status=429, status=429)
-    assert attempts.classify(limited) == "retry"
+    assert limited.retry == "any" and limited.breaker
 
 
 # -- the defaults themselves ------------------------------------------------------------------
@@ -143,9 +142,8 @@ def test_default_timeouts_leave_room_for_a_fallback(fault: Fault) -> None:
     async def scenario(gw):
         out = {}
         for name in ("o", "n"):
-            group = gw.registry.resolve(name)
-            run = attempts._Run(gw, group, body_for(name), None, True, None)
-            out[name] = (group.deployments[0].timeouts, run.deadline - run.t0)
+            run = _loop(gw, name)
+            out[name] = (run.group.deployments[0].timeouts, run.deadline - run.t0)
         return out
 
     ant = {"provider": "anthropic", "model": "claude-x", "base_url": fault.root}
@@ -169,8 +167,17 @@ async def _first_token(gw, name: str) -> float:
     return float(gw.registry.resolve(name).deployments[0].timeouts.first_token)
 
 
+def _loop(gw, name: str) -> attempts.Loop:
+    """The attempt loop a streamed request for ``name`` would run (not started)."""
+    ctx = context(CHAT, body_for(name, stream=True))
+    ctx.endpoint, ctx.body, ctx.stream = CHAT, body_for(name, stream=True), True
+    ctx.group = gw.registry.resolve(name)
+    ctx.plan = list(ctx.group.deployments)
+    return attempts.Loop(gw.gateway, ctx)
+
+
 async def _deadline(gw, name: str) -> float:
-    run = attempts._Run(gw, gw.registry.resolve(name), body_for(name), None, True, None)
+    run = _loop(gw, name)
     return float(run.deadline - run.t0)
 
 

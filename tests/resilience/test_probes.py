@@ -212,15 +212,15 @@ def test_the_lifespan_starts_and_cancels_probes_and_the_mock_answers_them(tmp_pa
     async def main() -> None:
         app = create_app(Settings.from_env({"GATEWAY_CONFIG": str(path)}))
         async with AsyncTestClient(app, timeout=10):
-            task = app.state.probes._task  # the app runs in the test client's own loop
+            task = app.gateway.prober._task  # the app runs in the test client's own loop
             assert task is not None and not task.done()
-            gw = app.state.gw
+            gw = app.gateway
             b = gw.router.state(gw.registry.groups["m"].deployments[0]).breaker
             for _ in range(5):
                 b.record("failure")
             assert b.state == OPEN and b.open_until - b._clock() > 10  # a 30 s ejection
             assert await _until(lambda: b.current() == HALF_OPEN, within=3.0)
-        assert task.cancelled() and app.state.probes._task is None  # cancelled at shutdown
+        assert task.cancelled() and app.gateway.prober._task is None  # cancelled at shutdown
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

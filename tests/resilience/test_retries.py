@@ -9,8 +9,9 @@ import random
 
 import pytest
 
+from gateway.api.embeddings import EMBEDDINGS
 from gateway.pipeline.breaker import CLOSED
-from tests.resilience.helpers import Fault, alias, call, dep, drive
+from tests.resilience.helpers import Fault, alias, call, dep, drive, send
 
 FAST = {"retry": {"attempts": 3, "backoff": 0.1, "max_backoff": 1.0}}
 SLACK = 0.25  # scheduling on two shared cores
@@ -210,20 +211,11 @@ def test_no_budget_means_no_retries(fault: Fault) -> None:
 
 def test_embeddings_are_retried_too(fault: Fault) -> None:
     async def scenario(gw):
-        group = gw.registry.resolve("e")
-        body = {"model": "e", "input": "hi"}
-        from gateway.pipeline import attempts
+        out, _ctx = await send(gw, {"model": "e", "input": "hi"}, EMBEDDINGS)
+        return out
 
-        return await attempts.complete(
-            gw,
-            group,
-            body,
-            lambda d: d.adapter.embeddings_request(d, body),
-            lambda d, c: d.adapter.embeddings_response(d, c),
-        )
-
-    served = drive([alias("e", dep(fault, "fault-flaky-2"))], scenario, FAST)
-    assert served.attempts == 3 and fault.count("fault-flaky-2") == 3
+    out = drive([alias("e", dep(fault, "fault-flaky-2"))], scenario, FAST)
+    assert out.status == 200 and out.attempts == 3 and fault.count("fault-flaky-2") == 3
 
 
 def test_breaker_state_after_retries(fault: Fault) -> None:

@@ -6,10 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 
-from gateway.pipeline import attempts
-from gateway.pipeline.attempts import KEEPALIVE_FRAME, PendingStream
+from gateway.pipeline.relay import KEEPALIVE_FRAME, PendingStream
 from tests.harness import wait_until
-from tests.resilience.helpers import Fault, alias, body_for, call, dep, drive, events, stream_text
+from tests.resilience.helpers import (
+    Fault,
+    alias,
+    body_for,
+    call,
+    dep,
+    drive,
+    events,
+    send,
+    stream_text,
+)
 
 FAST = {"retry": {"attempts": 3, "backoff": 0.05, "max_backoff": 0.5}}
 FULL = "w0 w1 w2 w3 w4 "
@@ -87,18 +96,8 @@ def test_total_timeout_ends_a_long_stream(fault: Fault) -> None:
 
 async def _stream_with_close(gw, model: str):
     closed: list[object] = []
-    group = gw.registry.resolve(model)
-    body = body_for(model, True)
-    served = await attempts.stream(
-        gw,
-        group,
-        body,
-        lambda d: d.adapter.chat_request(d, body, True),
-        lambda d: d.adapter.chat_stream(d, False),
-        closed.append,
-    )
-    frames = [f async for f in served.result.frames()]
-    return served, frames, closed
+    out, _ctx = await send(gw, body_for(model, True), on_close=closed.append)
+    return out.served, out.frames, closed
 
 
 def test_keepalives_while_waiting_then_content(fault: Fault) -> None:

@@ -26,6 +26,7 @@ from gateway.settings import Settings
 from gateway.store.base import StateUnavailable
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import metrics
+from tests.contexts import context_for
 from tests.harness import closed_port
 
 URL = "/v1/chat/completions"
@@ -315,6 +316,7 @@ class _FlakyStore:
     """Answers like Redis for ``ok_calls`` reservations, then fails like a dead one."""
 
     kind = "redis"
+    shared = True
     healthy = True
 
     def __init__(self, ok_calls: int) -> None:
@@ -340,7 +342,10 @@ def test_fallback_starts_from_this_replicas_recent_use() -> None:
         codes = []
         for _ in range(4):
             try:
-                await limiter.reserve(principal, group, group.deployments[0], chat("mock-1"))
+                ctx = context_for(
+                    chat("mock-1"), principal=principal, group=group, dep=group.deployments[0]
+                )
+                await limiter.reserve(ctx)
                 codes.append(200)
             except RateLimited:
                 codes.append(429)

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.pipeline.ratelimit import Lease, Limiter
+from gateway.pipeline.lease import Lease
+from gateway.pipeline.ratelimit import Limiter
 from gateway.store.base import Bucket
 from gateway.store.memory import MemoryBackend
 from gateway.wire.chat import Usage
@@ -36,11 +37,8 @@ limits:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
     d = Path(tmp_path_factory.mktemp("streams"))
     (d / "gw.yaml").write_text(CONFIG)
-    gw = start_gateway(d / "logs", {"GATEWAY_CONFIG": str(d / "gw.yaml")}, name="gw-streams")
-    try:
+    with start_gateway(d / "logs", {"GATEWAY_CONFIG": str(d / "gw.yaml")}, name="gw-streams") as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 def _remaining(gw: GatewayProc, key: str) -> int:
@@ -104,7 +102,6 @@ def test_lease_settle_stream_estimate_without_usage() -> None:
     limiter: Any = Limiter.__new__(Limiter)
     limiter.local = MemoryBackend()
     limiter.store = store
-    limiter._tasks = set()
     b = Bucket("k", 1000, 60_000_000)
     store.reserve_now([b], [600])
     lease = Lease(limiter, store, [b], [600], 100, {})

@@ -1,41 +1,62 @@
-"""Reading and validating request bodies: caps, JSON, depth, schema.
+"""Stage ``parse``: the body read from ASGI, decoded, and checked against the endpoint.
 
 Every failure is a GatewayError with a 4xx status and, for schema errors, the
-``param`` path that was wrong (``messages[0].role``).
+``param`` path that was wrong (``messages[0].role``). A client that disconnects
+while sending its body raises ``ClientClosed`` (the edge counts it as 499).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-from litestar import Request
 
-from gateway.errors import InvalidJSON, InvalidRequest, PayloadTooLarge
+from gateway.errors import ClientClosed, InvalidJSON, InvalidRequest, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from litestar.types import Receive, Scope
+
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.reply import Reply
+    from gateway.settings import Settings
 
 T = TypeVar("T")
 _AT = re.compile(r"\s*-\s*at\s*`\$\.?(.*)`$")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+def header(scope: Scope, name: bytes) -> str | None:
+    """One request header (the first), decoded as latin-1; None when absent."""
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole body, refusing anything over ``limit`` bytes without reading it all."""
-    declared = request.headers.get("content-length")
+    declared = header(scope, b"content-length")
     if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidRequest("Content-Length is not a number") from None
+        if not declared.isdigit() or len(declared) > 20:
+            raise InvalidRequest("Content-Length is not a number")
+        size = int(declared)
         if size > limit:
             raise PayloadTooLarge(f"Request body is {size} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client left
+            raise ClientClosed("The client closed the connection before its body was complete")
+        chunk = message.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -89,3 +110,25 @@ def validate(obj: dict[str, Any], type_: type[T]) -> T:
                 param = missing.group(1)
         where = f" at `{param}`" if param else ""
         raise InvalidRequest(f"Invalid request{where}: {problem}", param=param) from None
+
+
+class Parse:
+    """Body -> ``ctx.body`` (the dict that is forwarded), ``ctx.request`` (the endpoint's
+    validated Struct), ``ctx.model`` and ``ctx.stream``."""
+
+    name = "parse"
+
+    def __init__(self, settings: Settings) -> None:
+        self.limit = settings.max_body_bytes
+        self.depth = settings.max_json_depth
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        endpoint = ctx.endpoint
+        assert endpoint is not None and ctx.scope is not None and ctx.receive is not None
+        body = decode_object(await read_body(ctx.scope, ctx.receive, self.limit), self.depth)
+        ctx.body = body
+        request = validate(body, endpoint.request_type)
+        ctx.request = request
+        ctx.model = endpoint.model(request)
+        ctx.stream = endpoint.stream(request)
+        return None

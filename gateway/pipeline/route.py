@@ -1,0 +1,63 @@
+"""Stage ``route``: the model's group -> ``ctx.plan``, the deployments in the order to try.
+
+The plan is made once per request (``routing.Router.plan``: the alias's
+strategy, then the deployments that cannot serve now moved to the end) and the
+attempt loop walks it; ``ctx.dep`` is its first deployment, the one the
+rate limiter reserves for. Strategies that price a request (``lowest-cost``) size
+it from the endpoint's OpenAI-chat view of the body.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.tokencount import count_chat_tokens
+
+if TYPE_CHECKING:
+    from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.reply import Reply
+    from gateway.pipeline.routing import Router
+
+__all__ = ["Route", "estimate_prompt_tokens", "max_tokens_of"]
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Prompt tokens of an OpenAI-shaped body (chat: exact; anything else: a rough share)."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        try:
+            return int(count_chat_tokens(messages, str(body.get("model", "")), body.get("tools")))
+        except (TypeError, ValueError):
+            return len(str(messages)) // 4
+    inp = body.get("input")
+    return len(str(inp)) // 4 if inp is not None else 0
+
+
+def max_tokens_of(body: dict[str, Any]) -> int | None:
+    v = body.get("max_completion_tokens") or body.get("max_tokens")
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+class Route:
+    name = "route"
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, ctx: RequestContext) -> Reply | None:
+        group, endpoint = ctx.group, ctx.endpoint
+        assert group is not None and endpoint is not None
+        if group.strategy == "lowest-cost" and len(group.deployments) > 1:
+            sizing = endpoint.sizing(ctx)
+            plan = self.router.plan(
+                group,
+                stream=ctx.stream,
+                prompt_tokens=estimate_prompt_tokens(sizing),
+                max_tokens=max_tokens_of(sizing),
+            )
+        else:
+            plan = self.router.plan(group, stream=ctx.stream)
+        ctx.plan = plan
+        dep = ctx.dep = plan[0]
+        ctx.provider = dep.provider
+        return None

@@ -1,0 +1,1 @@
+"""Operator stages: the plugin contract (``base``) and the plugins shipped in the package."""
