@@ -54,7 +54,7 @@ ITEM_ROUTE = "/v1/responses/{id}"  # the route label of GET and DELETE
 def _items(ctx: RequestContext) -> list[dict[str, Any]]:
     conv = ctx.conversation
     assert conv is not None  # stage ``conversation`` ran
-    return conv.items
+    return conv.items(ctx.body)
 
 
 def chat_view(ctx: RequestContext) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """``/v1/responses`` conversation state: two small stages around the pipeline, and the store.
 
-Stage ``conversation`` (after ``auth``: the tenant is known) turns the request's
-``input`` into ``ctx.conversation``: with ``previous_response_id``, the stored
-conversation that response ends (its input and its output), then this request's
-items, each ``item_reference`` resolved; without, this request's items alone.
-The rate limiter sizes, and translated deployments send, that whole input. A
+Stage ``conversation`` (after ``auth``: the tenant is known) puts in
+``ctx.conversation`` the stored conversation that ``previous_response_id`` ends
+(its input and its output; nothing without one). The whole input, that history
+then this request's items with each ``item_reference`` resolved, is made when
+first used (``Conversation.items``), from the body as plugins left it: the rate
+limiter sizes, and translated deployments send, that whole input. A
 ``previous_response_id`` this tenant did not store here is a 400
 ``previous_response_not_found``, whichever deployment serves: a response is
 found only by the tenant that made it, and only through this gateway.
@@ -92,8 +93,19 @@ _response_decoder = msgspec.json.Decoder(ResponseView)
 
 @dataclass(slots=True)
 class Conversation:
-    items: list[dict[str, Any]]  # the whole input: stored conversation + this request's items
-    origin: str | None  # where previous_response_id was made; None without one
+    """What a request continues: the stored conversation ``previous_response_id`` ends
+    (``history``, empty without one) and where that response was made (``origin``)."""
+
+    history: list[dict[str, Any]]
+    origin: str | None  # None without previous_response_id
+    _items: list[dict[str, Any]] | None = None
+
+    def items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The whole input: the history, then the request's ``input`` as the body holds it
+        when first asked (after any plugin rewrote it), item references resolved."""
+        if self._items is None:
+            self._items = expand(self.history, input_items(body.get("input")))
+        return self._items
 
 
 def origin(dep: Deployment) -> str:
@@ -117,7 +129,7 @@ def passthrough_body(ctx: RequestContext, dep: Deployment) -> dict[str, Any]:
     if conv is None or conv.origin is None or conv.origin == origin(dep):
         return body
     out = {k: v for k, v in body.items() if k != "previous_response_id"}
-    out["input"] = portable(conv.items)
+    out["input"] = portable(conv.items(body))
     return out
 
 
@@ -185,7 +197,7 @@ class Conversations:
         _count("delete", "ok" if found else "missing")
         return found
 
-    async def recall(self, tenant: str, previous: str, items: list[dict[str, Any]]) -> Conversation:
+    async def recall(self, tenant: str, previous: str) -> Conversation:
         record = await self._read(tenant, previous, "load")
         if record is None:
             raise InvalidRequest(
@@ -193,10 +205,10 @@ class Conversations:
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
-        return Conversation(expand(record.input, items), record.origin)
+        return Conversation(record.input, record.origin)
 
-    async def save(self, tenant: str, conv: Conversation, where: str, body: bytes) -> None:
-        """Keep ``body`` (a response) with the input it answered; never raises."""
+    async def save(self, tenant: str, items: list[dict[str, Any]], where: str, body: bytes) -> None:
+        """Keep ``body`` (a response) with ``items``, the input it answered; never raises."""
         try:
             view = _response_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -204,7 +216,7 @@ class Conversations:
         response_id = view.id
         if not valid_id(response_id):
             return  # an upstream's id that could not be looked up safely: not kept
-        head = encode({"v": _VERSION, "origin": where, "input": conv.items})
+        head = encode({"v": _VERSION, "origin": where, "input": items})
         record = head[:-1] + b',"response":' + body + b"}"
         if len(record) > self.max_bytes:
             _count("save", "too_large")
@@ -260,12 +272,15 @@ class Recall:
                 "continue with previous_response_id",
                 param="conversation",
             )
-        items = input_items(ctx.body.get("input"))
         previous = request.previous_response_id
         if previous is None:
-            ctx.conversation = Conversation(expand([], items), None)
+            conv = Conversation([], None)
         else:
-            ctx.conversation = await self.conversations.recall(_tenant(ctx), previous, items)
+            conv = await self.conversations.recall(_tenant(ctx), previous)
+        # Item references checked now (a 400 before any quota is taken); the whole input
+        # itself is made when first used, from the body as the plugins left it.
+        expand(conv.history, input_items(ctx.body.get("input")))
+        ctx.conversation = conv
         return None
 
 
@@ -294,6 +309,9 @@ class _Saving:
                     await self._save(watch.final, self._relay.dep)
                 yield frame
 
+    async def aclose(self) -> None:
+        await self._relay.aclose()
+
 
 class Remember:
     """Stage ``remember``: store the answer, bind a stream's error event (see above)."""
@@ -312,7 +330,7 @@ class Remember:
         conversations = self.conversations
 
         async def save(body: bytes, dep: Deployment) -> None:
-            await conversations.save(tenant, conv, origin(dep), body)
+            await conversations.save(tenant, conv.items(ctx.body), origin(dep), body)
 
         if not ctx.stream:
             if keep:

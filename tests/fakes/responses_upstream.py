@@ -29,7 +29,6 @@ Test-only endpoints: ``GET /_requests``, ``POST /_reset``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
@@ -37,15 +36,25 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.scaffold import (
+    STATE,
+    described,
+    headers_of,
+    new_app,
+    open_stream,
+    openai_error,
+    pieces,
+    serve,
+    sse,
+)
+
 TOOL_NAME = "get_weather"
 TOOL_ARGS = '{"city": "Paris"}'
-STATE = web.AppKey("state", dict)
 _ids = itertools.count(1)
 
 
 def _error(status: int, message: str, type_: str, param: str | None, code: str | None) -> Any:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return web.json_response(body, status=status)
+    return web.json_response(openai_error(message, type_, param, code), status=status)
 
 
 def _text_of(content: Any) -> str:
@@ -121,14 +130,12 @@ def _response(body: dict[str, Any], status: str, output: list[Any], items: list[
 
 
 def _sse(kind: str, seq: int, **fields: Any) -> bytes:
-    data = json.dumps({"type": kind, "sequence_number": seq, **fields})
-    return f"event: {kind}\ndata: {data}\n\n".encode()
+    return sse({"type": kind, "sequence_number": seq, **fields}, kind)
 
 
 async def _stream(request: web.Request, body: dict[str, Any], final: dict[str, Any]) -> Any:
     model = str(body.get("model"))
-    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-    await resp.prepare(request)
+    resp = await open_stream(request)
     seq = itertools.count()
     start = {**final, "status": "in_progress", "output": [], "usage": None}
     await resp.write(_sse("response.created", next(seq), response=start))
@@ -160,17 +167,10 @@ async def _stream(request: web.Request, body: dict[str, Any], final: dict[str, A
             empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             ids["content_index"] = 0
             await resp.write(_sse("response.content_part.added", next(seq), **ids, part=empty))
-            for i in range(0, len(text), 6):
-                await resp.write(
-                    _sse(
-                        "response.output_text.delta",
-                        next(seq),
-                        **ids,
-                        delta=text[i : i + 6],
-                        logprobs=[],
-                    )
-                )
-                if i >= 6 and model in ("resp-stream-failed", "resp-stream-error", "resp-cut"):
+            for i, piece in enumerate(pieces(text, 6)):
+                delta = {"delta": piece, "logprobs": []}
+                await resp.write(_sse("response.output_text.delta", next(seq), **ids, **delta))
+                if i >= 1 and model in ("resp-stream-failed", "resp-stream-error", "resp-cut"):
                     if model == "resp-stream-failed":
                         failed = {
                             **start,
@@ -236,66 +236,30 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "resp-echo", "object": "model"}]})
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE]["requests"])
-
-
-async def reset(request: web.Request) -> web.Response:
-    request.app[STATE]["requests"].clear()
-    return web.json_response({"ok": True})
-
-
-@web.middleware
-async def record_and_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/_"):
-        return await handler(request)
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
-    request["json"] = body
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    request.app[STATE]["requests"].append(
-        {
-            "method": request.method,
-            "path": request.path,
-            "query": request.query_string,
-            "headers": headers,
-            "json": body,
-        }
-    )
+def _refuse(request: web.Request) -> web.StreamResponse | None:
     key = request.app[STATE]["key"]
+    headers = headers_of(request)
     azure = request.path.startswith("/openai/")
     presented = headers.get("api-key") if azure else headers.get("authorization")
     if presented != (key if azure else f"Bearer {key}"):
-        return _error(
-            401, "Incorrect API key provided", "invalid_request_error", None, "invalid_api_key"
-        )
-    if request.method == "POST" and not isinstance(body, dict):
+        return _error(401, "Incorrect API key provided", "invalid_request_error", None, "bad_key")
+    if request.method == "POST" and not isinstance(request["json"], dict):
         return _error(400, "body must be a JSON object", "invalid_request_error", None, None)
-    return await handler(request)
+    return None
 
 
 def make_app(key: str) -> web.Application:
-    app = web.Application(middlewares=[record_and_auth])
-    app[STATE] = {"requests": [], "key": key, "responses": {}}
+    state: dict[str, Any] = {"key": key, "responses": {}}
+    app = new_app(
+        state,
+        describe=lambda r: described(r, query=r.query_string),
+        refuse=_refuse,
+    )
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/openai/v1/responses", responses)
     app.router.add_get("/v1/models", models)
-    app.router.add_get("/_requests", get_requests)
-    app.router.add_post("/_reset", reset)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", default="test-key")
-    args = parser.parse_args()
-    web.run_app(make_app(args.key), host=args.host, port=args.port, print=None, access_log=None)
-
-
 if __name__ == "__main__":
-    main()
+    serve(__doc__, make_app)

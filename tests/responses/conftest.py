@@ -7,26 +7,22 @@ Built on ``tests/harness.py``; the OpenAI chat fake is the session's ``fake_upst
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.harness import (
     PROVIDER_KEY,
+    Fake,
     FakeUpstream,
     GatewayProc,
-    Proc,
-    clean_env,
-    free_port,
-    spawn,
+    start_fake,
     start_gateway,
-    wait_until,
 )
+from tests.redis_server import RedisServer
 
 KEYS = {
     "anthropic": "ak-resp-secret",
@@ -36,37 +32,9 @@ KEYS = {
 
 
 @dataclass
-class Fake:
-    proc: Proc
-    port: int
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def requests(self) -> list[dict[str, Any]]:
-        return httpx.get(self.root + "/_requests", timeout=5).json()  # type: ignore[no-any-return]
-
-    def reset(self) -> None:
-        httpx.post(self.root + "/_reset", timeout=5).raise_for_status()
-
+class Recorded(Fake):
     def posts(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.requests() if r["method"] == "POST" and r["path"] == path]
-
-
-def _start(module: str, key: str, log_dir: Path) -> Fake:
-    port = free_port()
-    argv = [sys.executable, "-m", f"tests.fakes.{module}", "--port", str(port), "--key", key]
-    proc = spawn(f"{module}-{port}", argv, clean_env(), log_dir)
-    fake = Fake(proc, port)
-
-    def up() -> bool:
-        return proc.alive() and httpx.get(fake.root + "/_requests", timeout=1).status_code == 200
-
-    if not wait_until(up):
-        proc.stop()
-        raise RuntimeError(f"{module} did not start:\n" + proc.describe())
-    return fake
 
 
 @pytest.fixture(scope="session")
@@ -75,22 +43,24 @@ def resp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fakes(resp_dir: Path) -> Iterator[dict[str, Fake]]:
-    started: dict[str, Fake] = {}
+def fakes(resp_dir: Path) -> Iterator[dict[str, Recorded]]:
+    started: dict[str, Recorded] = {}
     try:
         for name, module in (
             ("anthropic", "anthropic_upstream"),
             ("gemini", "gemini_upstream"),
             ("responses", "responses_upstream"),
         ):
-            started[name] = _start(module, KEYS[name], resp_dir / "logs")
+            fake = start_fake(module, resp_dir / "logs", KEYS[name], kind=Recorded)
+            assert isinstance(fake, Recorded)
+            started[name] = fake
         yield started
     finally:
         for fake in started.values():
-            fake.proc.stop()
+            fake.stop()
 
 
-def config_text(fakes: dict[str, Fake], chat: FakeUpstream) -> str:
+def config_text(fakes: dict[str, Recorded], chat: FakeUpstream) -> str:
     resp = fakes["responses"].root
     openai_resp = f"{{provider: openai, base_url: '{resp}/v1', api_key_env: RESP_KEY"
     chat_only = (
@@ -148,11 +118,18 @@ models:
     limits: {{tpm: 2000}}
     deployments:
       - {{provider: mock, model: mock-1, mock: {{reply_tokens: 8}}}}
+plugins:
+  - use: gateway.plugins.redact:Redact
+    at: before_cache  # after the conversation stage: it must see what the plugin left
+    options: {{builtin: [email], endpoints: [responses]}}
 """
 
 
 def gateway_env(
-    fakes: dict[str, Fake], chat: FakeUpstream, config: Path, extra: dict[str, str] | None = None
+    fakes: dict[str, Recorded],
+    chat: FakeUpstream,
+    config: Path,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str | None]:
     return {
         "ANTHROPIC_API_KEY": KEYS["anthropic"],
@@ -168,7 +145,7 @@ def gateway_env(
 
 
 @pytest.fixture(scope="session")
-def resp_config(resp_dir: Path, fakes: dict[str, Fake], fake_upstream: FakeUpstream) -> Path:
+def resp_config(resp_dir: Path, fakes: dict[str, Recorded], fake_upstream: FakeUpstream) -> Path:
     path = resp_dir / "responses.yaml"
     path.write_text(config_text(fakes, fake_upstream))
     return path
@@ -176,7 +153,7 @@ def resp_config(resp_dir: Path, fakes: dict[str, Fake], fake_upstream: FakeUpstr
 
 @pytest.fixture(scope="session")
 def resp_gateway(
-    resp_dir: Path, fakes: dict[str, Fake], fake_upstream: FakeUpstream, resp_config: Path
+    resp_dir: Path, fakes: dict[str, Recorded], fake_upstream: FakeUpstream, resp_config: Path
 ) -> Iterator[GatewayProc]:
     """In-process state (no REDIS_URL)."""
     gw = start_gateway(
@@ -192,31 +169,28 @@ def resp_gateway(
 
 @pytest.fixture(scope="session")
 def redis_resp_gateway(
-    resp_dir: Path, fakes: dict[str, Fake], fake_upstream: FakeUpstream, resp_config: Path
-) -> Iterator[tuple[GatewayProc, Any]]:
-    """Redis state, two workers (a follow-up may land on the other one)."""
-    from tests.state.conftest import start_redis
-
-    server = start_redis(resp_dir / "redis", "redis-responses")
+    resp_dir: Path,
+    fakes: dict[str, Recorded],
+    fake_upstream: FakeUpstream,
+    resp_config: Path,
+    redis_server: RedisServer,
+) -> Iterator[tuple[GatewayProc, RedisServer]]:
+    """Redis state (the session's redis-server), two workers: a follow-up may land on
+    the other one."""
+    gw = start_gateway(
+        resp_dir / "logs",
+        gateway_env(fakes, fake_upstream, resp_config, {"REDIS_URL": redis_server.url}),
+        name="gateway-responses-redis",
+        workers=2,
+    )
     try:
-        gw = start_gateway(
-            resp_dir / "logs",
-            gateway_env(fakes, fake_upstream, resp_config, {"REDIS_URL": server.url}),
-            name="gateway-responses-redis",
-            workers=2,
-        )
-        try:
-            yield gw, server
-        finally:
-            gw.stop()
+        yield gw, redis_server
     finally:
-        server.stop()
+        gw.stop()
 
 
 def sdk(gw: GatewayProc, key: str = "tenant-a-key") -> Any:
-    import openai
-
-    return openai.OpenAI(base_url=gw.api, api_key=key, max_retries=0, timeout=20)
+    return gw.openai(api_key=key, timeout=20)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness import GatewayProc, metric_sum
 from tests.providers.golden import sse_events
-from tests.responses.conftest import Fake, sdk
+from tests.responses.conftest import Recorded, sdk
 
 PROVIDERS = {  # alias -> (the provider the gateway names, the answer to "hello")
     "gpt": ("openai", "Echo: hello (user turns: 1)"),
@@ -47,7 +47,7 @@ def _check_sequence(events: list[Any]) -> None:
 
 @pytest.mark.parametrize("alias", list(PROVIDERS))
 def test_create_and_stream_on_every_provider(
-    alias: str, client: openai.OpenAI, fakes: dict[str, Fake]
+    alias: str, client: openai.OpenAI, fakes: dict[str, Recorded]
 ) -> None:
     provider, answer = PROVIDERS[alias]
     raw = client.responses.with_raw_response.create(
@@ -79,7 +79,7 @@ def test_create_and_stream_on_every_provider(
 
 
 def test_passthrough_forwards_the_body_with_only_model_replaced(
-    client: openai.OpenAI, fakes: dict[str, Fake]
+    client: openai.OpenAI, fakes: dict[str, Recorded]
 ) -> None:
     fake = fakes["responses"]
     fake.reset()
@@ -109,7 +109,7 @@ def test_passthrough_forwards_the_body_with_only_model_replaced(
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("alias", ["claude", "gem", "gpt"])
 def test_two_turn_tool_loop(
-    alias: str, stream: bool, client: openai.OpenAI, fakes: dict[str, Fake]
+    alias: str, stream: bool, client: openai.OpenAI, fakes: dict[str, Recorded]
 ) -> None:
     def create(**kw: Any) -> Any:
         if not stream:
@@ -238,7 +238,7 @@ def test_failure_before_the_first_content_is_retried_elsewhere(client: openai.Op
 
 
 def test_conversation_falls_back_to_another_provider(
-    client: openai.OpenAI, fakes: dict[str, Fake]
+    client: openai.OpenAI, fakes: dict[str, Recorded]
 ) -> None:
     for fake in fakes.values():
         fake.reset()
@@ -286,7 +286,7 @@ def test_conversation_falls_back_to_another_provider(
 
 
 def test_identical_stateless_requests_are_cached(
-    client: openai.OpenAI, fakes: dict[str, Fake]
+    client: openai.OpenAI, fakes: dict[str, Recorded]
 ) -> None:
     fakes["anthropic"].reset()
     ask = {"model": "cached", "input": "cache me please"}
@@ -414,7 +414,7 @@ def test_a_tenant_never_sees_another_tenants_response(
 
 @pytest.mark.parametrize("alias", ["claude", "gpt"])
 def test_store_false_keeps_nothing(
-    alias: str, client: openai.OpenAI, fakes: dict[str, Fake]
+    alias: str, client: openai.OpenAI, fakes: dict[str, Recorded]
 ) -> None:
     r = client.responses.create(model=alias, input="forget me", store=False)
     assert r.store is False or alias == "gpt"
@@ -478,3 +478,24 @@ def test_the_access_line_and_metrics_count_responses(
     text = resp_gateway.metrics()
     assert metric_sum(text, "llm_tokens_total", provider="anthropic", model="claude") > 0
     assert metric_sum(text, "gateway_responses_state_total", op="save", result="ok") >= 1
+
+
+def test_a_plugin_that_rewrites_the_input_is_what_every_upstream_sees(
+    client: openai.OpenAI, fakes: dict[str, Recorded]
+) -> None:
+    for fake in fakes.values():
+        fake.reset()
+    first = client.responses.with_raw_response.create(
+        model="claude", input="write to jane@example.com"
+    )
+    assert first.headers["x-gateway-redactions"] == "1"
+    sent = fakes["anthropic"].posts("/v1/messages")[-1]["json"]
+    assert "jane@example.com" not in json.dumps(sent)
+    assert sent["messages"][0]["content"][0]["text"] == "write to [REDACTED:email]"
+    # the stored history is the redacted one: another upstream gets it expanded as sent
+    client.responses.create(
+        model="gpt", input="and to bob@example.com", previous_response_id=first.parse().id
+    )
+    sent = fakes["responses"].posts("/v1/responses")[-1]["json"]
+    assert "@example.com" not in json.dumps(sent)
+    assert sent["input"][0]["content"] == "write to [REDACTED:email]"

@@ -137,7 +137,6 @@ def test_a_follow_up_keeps_its_id_only_where_it_was_made() -> None:
             [
                 {"type": "reasoning", "id": "rs_1", "encrypted_content": "x"},
                 {"type": "message", "id": "msg_1", "role": "assistant", "content": "hi"},
-                {"type": "message", "role": "user", "content": "next"},
             ],
             origin(made_here),
         )
@@ -150,7 +149,7 @@ def test_a_follow_up_keeps_its_id_only_where_it_was_made() -> None:
         {"type": "message", "role": "assistant", "content": "hi"},
         {"type": "message", "role": "user", "content": "next"},
     ]
-    assert portable(ctx.conversation.items) == moved["input"]
+    assert portable(ctx.conversation.items(ctx.body)) == moved["input"]
 
 
 def test_item_references_resolve_only_within_the_conversation() -> None:
@@ -167,9 +166,7 @@ async def test_memory_store_is_per_tenant_and_deletes() -> None:
     conv = Conversations(ResponsesOptions(), 0.05)
     await conv.start(MemoryBackend())
     body = json.dumps({"id": "resp_x", "object": "response", "output": []}).encode()
-    await conv.save(
-        "alice", Conversation([{"role": "user", "content": "hi"}], None), "gateway", body
-    )
+    await conv.save("alice", [{"role": "user", "content": "hi"}], "gateway", body)
     assert await conv.response("alice", "resp_x") == body
     assert await conv.response("bob", "resp_x") is None
     assert not await conv.delete("bob", "resp_x")
@@ -194,10 +191,53 @@ async def test_an_unreachable_store_is_a_503_on_read_and_never_fails_an_answer()
     conv.store = RedisResponseStore(client, timeout_s=0.5)
     try:
         body = json.dumps({"id": "resp_y", "object": "response", "output": []}).encode()
-        await conv.save("alice", Conversation([], None), "gateway", body)  # counted, not raised
+        await conv.save("alice", [], "gateway", body)  # counted, not raised
         with pytest.raises(ServiceUnavailable):
-            await conv.recall("alice", "resp_y", [])
+            await conv.recall("alice", "resp_y")
         with pytest.raises(ServiceUnavailable):
             await conv.delete("alice", "resp_y")
     finally:
         await client.aclose()
+
+
+def test_the_redact_plugin_reads_responses_bodies() -> None:
+    from gateway.api.responses import RESPONSES_ENDPOINT
+    from gateway.pipeline.context import RequestContext
+    from gateway.plugins.redact import Redact, RedactOptions
+
+    secret, clean = "mail jane@example.com", "mail [REDACTED:email]"
+    body: dict[str, Any] = {
+        "model": "m",
+        "instructions": secret,
+        "input": [
+            {"role": "developer", "content": secret},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": secret}],
+            },
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": secret}],
+            },
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": secret},
+            {"type": "input_image", "image_url": secret},  # not prompt text: left alone
+        ],
+    }
+    ctx = RequestContext("r", 0.0, "POST", "/v1/responses")
+    ctx.endpoint = RESPONSES_ENDPOINT
+    ctx.body = body
+    Redact(RedactOptions(builtin=("email",)))(ctx)
+    items = body["input"]
+    assert body["instructions"] == clean
+    assert items[0]["content"] == clean
+    assert items[1]["content"][0]["text"] == clean
+    assert items[2]["content"][0]["text"] == clean
+    assert items[4]["output"] == clean
+    assert items[5]["image_url"] == secret
+    assert ctx.headers["x-gateway-redactions"] == "5"
+    ctx.body = {"model": "m", "input": secret}
+    Redact(RedactOptions(builtin=("email",), fields=("user",)))(ctx)
+    assert ctx.body["input"] == clean
