@@ -166,11 +166,8 @@ def _text(holder: Any, key: Any, path: tuple[Any, ...]) -> Iterator[Slot]:
         yield holder, key, path
     elif isinstance(value, list):
         for j, part in enumerate(value):
-            if (
-                isinstance(part, dict)
-                and part.get("type") in _TEXT_PARTS
-                and isinstance(part.get("text"), str)
-            ):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind in _TEXT_PARTS and isinstance(part.get("text"), str):
                 yield part, "text", (*path, j, "text")
 
 
