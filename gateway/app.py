@@ -19,9 +19,10 @@ from gateway.api.health import health, live, ready
 from gateway.api.messages import COUNT_TOKENS, MESSAGES
 from gateway.api.middleware import ROUTES, Edge
 from gateway.api.models import list_models
+from gateway.api.responses import RESPONSES_ENDPOINT, delete_response, retrieve_response
 from gateway.api.routes import endpoint_route
 from gateway.lifespan import lifespan
-from gateway.pipeline import attempts, auth, cache, parse, ratelimit, route, settle
+from gateway.pipeline import attempts, auth, cache, conversation, parse, ratelimit, route, settle
 from gateway.pipeline.routing import Router
 from gateway.pipeline.run import Pipeline, Stage, insert
 from gateway.plugins.base import load_all
@@ -39,7 +40,7 @@ from gateway.telemetry.metrics import (
     record_speedups,
 )
 
-ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
+ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS, RESPONSES_ENDPOINT)
 
 
 def _store(settings: Settings) -> StateBackend:
@@ -64,6 +65,9 @@ def build_gateway(settings: Settings, router: Router | None = None) -> Gateway:
         cache=cache.ResponseCache(settings),
         auth=auth.Keyring(settings.config),
         limiter=ratelimit.Limiter(settings.config, registry, store),
+        conversations=conversation.Conversations(
+            settings.config.responses, settings.config.limits.redis_timeout_ms / 1000
+        ),
     )
 
 
@@ -71,11 +75,13 @@ def build_pipeline(gw: Gateway) -> Pipeline:
     core: list[Stage] = [
         parse.Parse(gw.settings),
         auth.Auth(gw.auth, gw.registry),
+        conversation.Recall(gw.conversations),  # /v1/responses only
         cache.CacheStage(gw.cache),
         route.Route(gw.router),
         ratelimit.Limit(gw.limiter),
         attempts.Attempts(gw),
         settle.Settle(),
+        conversation.Remember(gw.conversations),  # /v1/responses only
         settle.Respond(),
     ]
     plugins: list[tuple[str, Stage]] = list(load_all(gw.settings.config.plugins))
@@ -98,6 +104,8 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
         route_handlers=[
             *(endpoint_route(e, pipeline) for e in ENDPOINTS),
             list_models,
+            retrieve_response,
+            delete_response,
             health,
             live,
             ready,

@@ -100,6 +100,10 @@ class Deployment(_Base, frozen=True):
     price: Price | None = None
     mock: MockOptions | None = None
     health_check: HealthCheck | None = None  # field by field over routing.health_check
+    # /v1/responses: the upstream's own Responses API, or translated through chat. Unset:
+    # passthrough for openai and azure (v1 API, or a dated api_version from 2025-03-01),
+    # translate for the rest. ``translate`` suits OpenAI-compatible chat-only servers.
+    responses: Literal["passthrough", "translate"] | None = None
 
 
 class CacheOptions(_Base, frozen=True):
@@ -216,12 +220,20 @@ class PluginSpec(_Base, frozen=True):
     timeout: Annotated[float, Meta(gt=0, le=300)] = 5.0
 
 
+class ResponsesOptions(_Base, frozen=True):
+    """Conversation state of ``/v1/responses`` (``store`` not false), per tenant."""
+
+    ttl: Annotated[int, Meta(ge=60, le=90 * 86_400)] = 30 * 86_400  # s; OpenAI keeps 30 days
+    max_record_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 16 * 1024 * 1024
+
+
 class Config(_Base, frozen=True):
     models: list[ModelAlias] = []
     limits: GlobalLimits = GlobalLimits()
     keys: list[ApiKey] = []
     routing: RoutingOptions = RoutingOptions()
     plugins: list[PluginSpec] = []
+    responses: ResponsesOptions = ResponsesOptions()
 
 
 _PATH = re.compile(r"\s*-\s*at\s*`\$(.*)`$")
@@ -323,6 +335,11 @@ def _check_semantics(cfg: Config, environ: Mapping[str, str], check_env: bool = 
                     )
             if d.mock is not None and d.provider != "mock":
                 raise ConfigError(f"{dwhere}.mock: only valid with provider: mock")
+            if d.responses == "passthrough" and d.provider not in ("openai", "azure"):
+                raise ConfigError(
+                    f"{dwhere}.responses: passthrough needs provider openai or azure "
+                    "(the others are translated through chat)"
+                )
             if (
                 check_env
                 and d.provider == "azure"

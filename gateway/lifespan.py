@@ -55,6 +55,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     if not gw.store.shared:
         metrics.gateway_state_backend_up.set(1)  # in-process state is up while we are
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
+    await gw.conversations.start(gw.store)  # so do stored /v1/responses
     await gw.registry.start()
     _warm_tokenizers()
     _settle_heap()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.pipeline.auth import Keyring
     from gateway.pipeline.cache import ResponseCache
+    from gateway.pipeline.conversation import Conversations
     from gateway.pipeline.probes import Prober
     from gateway.pipeline.ratelimit import Limiter
     from gateway.pipeline.routing import Router
@@ -26,6 +27,7 @@ class Gateway:
     __slots__ = (
         "auth",
         "cache",
+        "conversations",
         "limiter",
         "models_cache",
         "prober",
@@ -48,6 +50,7 @@ class Gateway:
         cache: ResponseCache,
         auth: Keyring,
         limiter: Limiter,
+        conversations: Conversations,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -57,6 +60,7 @@ class Gateway:
         self.cache = cache
         self.auth = auth
         self.limiter = limiter
+        self.conversations = conversations  # /v1/responses state (the backend's, once started)
         self.started_at = time.time()
         self.models_cache: dict[str, Any] = {}
         self.prober: Prober | None = None  # active health checks, while the app runs

@@ -24,6 +24,7 @@ __all__ = [
     "EMBEDDINGS",
     "ENDPOINTS",
     "MESSAGES",
+    "RESPONSES",
     "Endpoint",
     "anthropic_sdk",
     "gateway_env",
@@ -46,6 +47,8 @@ class Endpoint:
     def body(self, model: str, text: str, *, stream: bool = False) -> dict[str, Any]:
         if self.name == "embeddings":
             return {"model": model, "input": text}
+        if self.name == "responses":
+            return {"model": model, "input": text, **({"stream": True} if stream else {})}
         body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}]}
         if self.name == "messages":
             body["max_tokens"] = 32
@@ -77,7 +80,8 @@ CHAT = Endpoint("chat", "/v1/chat/completions", anthropic=False, streams=True)
 EMBEDDINGS = Endpoint("embeddings", "/v1/embeddings", anthropic=False)
 MESSAGES = Endpoint("messages", "/v1/messages", anthropic=True, streams=True)
 COUNT_TOKENS = Endpoint("count_tokens", "/v1/messages/count_tokens", anthropic=True)
-ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
+RESPONSES = Endpoint("responses", "/v1/responses", anthropic=False, streams=True)
+ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS, RESPONSES)
 
 
 def gateway_env(openai_fake: FakeUpstream, anthropic_fake: Any, config: Path) -> dict[str, str]:

@@ -58,6 +58,8 @@ ROUTES: dict[str, str] = {
     "/v1/models": "GET",
     "/v1/messages": "POST",
     "/v1/messages/count_tokens": "POST",
+    "/v1/responses": "POST",
+    "/v1/responses/{id}": "GET",  # and DELETE; the handlers set this label for every id
     "/health": "GET",
     "/health/live": "GET",
     "/health/ready": "GET",

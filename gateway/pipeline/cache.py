@@ -477,5 +477,8 @@ class CacheStage:
     async def __call__(self, ctx: RequestContext) -> Reply | None:
         if ctx.endpoint is None or ctx.endpoint.cache_kind is None:
             return None
+        if not ctx.endpoint.cacheable(ctx):
+            ctx.cache = _BYPASS
+            return None
         found = ctx.cache = await self.lookup(ctx)
         return found.reply(ctx) if found.entry is not None else None

@@ -10,6 +10,7 @@ result, in the order the stages run::
     parse     body (the dict that is forwarded), request (the validated Struct),
               model, stream
     auth      principal, group (the resolved model)
+    conversation  conversation (/v1/responses: the whole input, stored history included)
     cache     cache (the lookup: HIT returns at once, MISS stores later)
     route     plan (deployments in the order to try), dep (the first choice)
     limit     lease (the rate-limit reservation)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     from gateway.pipeline.auth import Principal
     from gateway.pipeline.cache import Lookup
+    from gateway.pipeline.conversation import Conversation
     from gateway.pipeline.endpoint import Endpoint
     from gateway.pipeline.lease import Lease
     from gateway.providers.base import Deployment
@@ -49,6 +51,7 @@ class RequestContext:
         "cache",
         "client_gone",
         "complete",
+        "conversation",
         "dep",
         "endpoint",
         "error",
@@ -105,6 +108,7 @@ class RequestContext:
         self.client_gone = False  # the client left before its whole answer was sent
         self.complete = False  # the whole answer was sent
         self.view: dict[str, Any] | None = None  # the body as OpenAI chat, when it is not
+        self.conversation: Conversation | None = None  # /v1/responses (stage conversation)
 
     @property
     def label(self) -> str | None:

@@ -9,6 +9,9 @@ subclass (one per route, in ``api/``) says what is particular to it:
   stored answer is replayed to a streaming client and how a stream is assembled
   into an answer to store;
 * ``limited``: whether the rate limits apply;
+* ``stateful``: whether the request continues a stored conversation and its answer
+  is stored (``/v1/responses``: stages ``conversation`` and ``remember``), and
+  ``cacheable``: whether this request may use the cache (a stateful one may not);
 * ``estimate``: the tokens a request may use (the limiter's reservation);
 * ``exchange``: which adapter calls build the upstream request and read the answer
   for a deployment (``Exchange``); groups may mix providers, so this is per
@@ -71,6 +74,7 @@ class Endpoint:
     cache_kind: ClassVar[str | None] = None
     limited: ClassVar[bool] = True
     streams: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
 
     def model(self, request: Any) -> str:
         return str(request.model)
@@ -95,6 +99,10 @@ class Endpoint:
         return None
 
     # -- the response cache (only with a cache_kind) ------------------------------------
+
+    def cacheable(self, ctx: RequestContext) -> bool:
+        """Whether this request may be answered from (and stored in) the cache."""
+        return True
 
     def replay(self, body: bytes, ctx: RequestContext) -> bytes:
         """A stored answer as the SSE stream a streaming client expects."""

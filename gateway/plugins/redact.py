@@ -10,7 +10,7 @@ plugins:
       patterns:               # your own, by name: {name: regex}
         project_name: '(?i)\\bproject\\s+falcon\\b'
       replacement: "[REDACTED:{name}]"      # {name}: the pattern's name
-      endpoints: [chat, embeddings, messages, count_tokens]
+      endpoints: [chat, embeddings, messages, count_tokens, responses]
       fields: [system, user, assistant, tool, input]
 ```
 
@@ -32,11 +32,17 @@ messages,      ``system`` (a string or text blocks) -> system; ``messages[].cont
 count_tokens   (a string, text blocks) -> user / assistant; the ``content`` of
                ``tool_result`` blocks (a string or text blocks) -> tool
 embeddings     ``input``: a string or a list of strings -> input
+responses      ``instructions`` -> system; ``input`` as a string -> user; its
+               ``message`` items' ``content`` (a string or the ``text`` of its
+               text parts), the role says the field as for chat; the ``output`` of
+               ``function_call_output`` items (a string or text parts) -> tool
 =============  =====================================================================
 
 Everything else (model, tools and tool-call arguments, images, documents,
 thinking blocks, which carry signatures) is left alone. An endpoint the plugin
-does not know yet is walked for all three shapes.
+does not know yet is walked for the chat, messages and embeddings shapes. A
+``/v1/responses`` follow-up's stored history was redacted when it was first sent
+(the plugin runs before the gateway reads the body's ``input``).
 
 **Patterns** (``plugins/patterns.py``). The built-in ones are tuned against
 false positives: card numbers (13-19 digits, together or in printed groups) must
@@ -92,9 +98,15 @@ BuiltinName = Literal[
     "phone",
 ]
 PatternName = Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")]
-EndpointName = Literal["chat", "embeddings", "messages", "count_tokens"]
+EndpointName = Literal["chat", "embeddings", "messages", "count_tokens", "responses"]
 Field = Literal["system", "user", "assistant", "tool", "input"]
-ENDPOINTS: tuple[EndpointName, ...] = ("chat", "embeddings", "messages", "count_tokens")
+ENDPOINTS: tuple[EndpointName, ...] = (
+    "chat",
+    "embeddings",
+    "messages",
+    "count_tokens",
+    "responses",
+)
 FIELDS: tuple[Field, ...] = ("system", "user", "assistant", "tool", "input")
 
 
@@ -143,19 +155,19 @@ _CHAT_ROLES = {
 _ANTHROPIC_ROLES = {"user": "user", "assistant": "assistant"}
 
 
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+
+
 def _text(holder: Any, key: Any, path: tuple[Any, ...]) -> Iterator[Slot]:
-    """A string, or the ``text`` of every text part in a list (OpenAI parts and
-    Anthropic blocks alike)."""
+    """A string, or the ``text`` of every text part in a list (OpenAI parts, Anthropic
+    blocks and Responses parts alike)."""
     value = holder[key]
     if isinstance(value, str):
         yield holder, key, path
     elif isinstance(value, list):
         for j, part in enumerate(value):
-            if (
-                isinstance(part, dict)
-                and part.get("type") == "text"
-                and isinstance(part.get("text"), str)
-            ):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind in _TEXT_PARTS and isinstance(part.get("text"), str):
                 yield part, "text", (*path, j, "text")
 
 
@@ -214,6 +226,27 @@ def embeddings_slots(body: dict[str, Any], fields: frozenset[str]) -> Iterator[S
                 yield value, j, ("input", j)
 
 
+def responses_slots(body: dict[str, Any], fields: frozenset[str]) -> Iterator[Slot]:
+    if "system" in fields and isinstance(body.get("instructions"), str):
+        yield body, "instructions", ("instructions",)
+    items = body.get("input")
+    if isinstance(items, str):
+        if "user" in fields:
+            yield body, "input", ("input",)
+        return
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message" and "content" in item:
+            role = item.get("role")
+            field = _CHAT_ROLES.get(role, "user") if isinstance(role, str) else "user"
+            if field in fields:
+                yield from _text(item, "content", ("input", i, "content"))
+        elif kind == "function_call_output" and "tool" in fields and "output" in item:
+            yield from _text(item, "output", ("input", i, "output"))
+
+
 def any_slots(body: dict[str, Any], fields: frozenset[str]) -> Iterator[Slot]:
     """An endpoint this module does not know: every shape it does know."""
     yield from _system(body, fields)
@@ -226,6 +259,7 @@ WALKERS: dict[str, Callable[[dict[str, Any], frozenset[str]], Iterator[Slot]]] =
     "embeddings": embeddings_slots,
     "messages": anthropic_slots,
     "count_tokens": anthropic_slots,
+    "responses": responses_slots,
 }
 
 

@@ -22,7 +22,7 @@ import msgspec
 
 from gateway.errors import GatewayError, UpstreamStatus
 from gateway.pipeline.retry_after import client_hints
-from gateway.providers.base import Deployment, MessagesNative, ModelLister
+from gateway.providers.base import Deployment, MessagesNative, ModelLister, ResponsesNative
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.sse_write import json_event
 from gateway.translate import anthropic as tr
@@ -103,6 +103,7 @@ class AnthropicAdapter:
 
     def __init__(self) -> None:
         self.native_messages: MessagesNative | None = self
+        self.native_responses: ResponsesNative | None = None  # translated via chat
         self.lister: ModelLister | None = self
 
     def prepare(self, dep: Deployment) -> None:

@@ -35,6 +35,8 @@ from gateway.wire.chat import Usage
 
 PROVIDER = "azure"
 DEFAULT_API_VERSION = "2024-10-21"
+# The first dated api-version with the Responses API (``/openai/responses``).
+RESPONSES_API_VERSION = "2025-03-01-preview"
 V1_VERSIONS = frozenset({"v1", "preview"})
 _RETRY_IN_TEXT = re.compile(r"retry after (\d{1,5}) seconds?", re.IGNORECASE)
 
@@ -131,10 +133,13 @@ class AzureAdapter(OpenAIAdapter):
             prefix = root + "/openai/v1"
             if version.lower() == "preview":
                 params["api-version"] = "preview"
+            responses = httpx.URL(prefix + "/responses", params=params)
         else:
             deployment = path_segment(dep.model, PROVIDER, "deployment")
             prefix = f"{root}/openai/deployments/{deployment}"
             params["api-version"] = version or DEFAULT_API_VERSION
+            # The Responses API is not per deployment: the deployment name goes in ``model``.
+            responses = httpx.URL(root + "/openai/responses", params=params)
         headers: list[tuple[bytes, bytes]] = [
             (b"content-type", b"application/json"),
             (b"accept", b"application/json, text/event-stream"),
@@ -144,9 +149,15 @@ class AzureAdapter(OpenAIAdapter):
         dep.cache.update(
             chat_url=httpx.URL(prefix + "/chat/completions", params=params),
             embeddings_url=httpx.URL(prefix + "/embeddings", params=params),
+            responses_url=responses,
             headers=headers,
             extensions={"timeout": dep.timeouts.extension()},
         )
+
+    def serves_responses(self, dep: Deployment) -> bool:
+        """The v1 API serves it; a dated API from ``RESPONSES_API_VERSION`` on."""
+        version = (dep.api_version or DEFAULT_API_VERSION).strip().lower()
+        return uses_v1(dep) or version >= RESPONSES_API_VERSION[:10]
 
     def chat_stream(self, dep: Deployment, include_usage: bool) -> AzureStream:  # type: ignore[override]
         return AzureStream(include_usage)

@@ -55,6 +55,8 @@ class Deployment:
     priority: int = 0
     price: Price | None = None
     mock: MockOptions | None = None
+    # /v1/responses: "passthrough" to the upstream's Responses API, or "translate" via chat
+    responses: str = "translate"
     # precomputed per deployment: URLs, static headers
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +110,23 @@ class MessagesNative(Protocol):
     ) -> httpx.Request: ...
 
 
+class ResponsesNative(Protocol):
+    """An upstream that serves OpenAI's Responses API itself: ``/v1/responses`` is passed
+    through (only ``model`` replaced) instead of translated through chat."""
+
+    def serves_responses(self, dep: Deployment) -> bool:
+        """Whether ``dep`` serves the Responses API unless the config says otherwise."""
+        ...
+
+    def responses_request(
+        self, dep: Deployment, body: dict[str, Any], stream: bool
+    ) -> httpx.Request: ...
+
+    def responses_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]: ...
+
+    def responses_stream(self, dep: Deployment) -> StreamTranslator: ...
+
+
 class ModelLister(Protocol):
     """An upstream that can list its models (``GET /v1/models``), in OpenAI's shape."""
 
@@ -123,6 +142,7 @@ class Adapter(Protocol):
 
     name: str
     native_messages: MessagesNative | None
+    native_responses: ResponsesNative | None
     lister: ModelLister | None
 
     def prepare(self, dep: Deployment) -> None:

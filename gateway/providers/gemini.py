@@ -19,7 +19,7 @@ import httpx
 
 from gateway.errors import GatewayError
 from gateway.pipeline.retry_after import client_hints
-from gateway.providers.base import Deployment, MessagesNative, ModelLister
+from gateway.providers.base import Deployment, MessagesNative, ModelLister, ResponsesNative
 from gateway.providers.openai import RETRY_HEADERS
 from gateway.translate import gemini_embeddings, gemini_request, gemini_response
 from gateway.translate.common import encode, path_segment
@@ -30,6 +30,7 @@ PROVIDER = "gemini"
 
 class GeminiAdapter:
     native_messages: MessagesNative | None = None  # /v1/messages is translated to chat
+    native_responses: ResponsesNative | None = None  # /v1/responses too
 
     def __init__(self) -> None:
         self.lister: ModelLister | None = self

@@ -20,10 +20,11 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.pipeline.retry_after import client_hints
-from gateway.providers.base import Deployment, MessagesNative, ModelLister
+from gateway.providers.base import Deployment, MessagesNative, ModelLister, ResponsesNative
 from gateway.providers.transport import post
 from gateway.sse_write import DONE as DONE_FRAME
 from gateway.sse_write import json_event
+from gateway.translate.responses_passthrough import ResponsesPassthroughStream, passthrough_usage
 from gateway.translate.upstream import SSEStream, decode_event, ended_early
 from gateway.wire.chat import Usage, UsageView
 from gateway.wire.errors import UpstreamErrorView
@@ -101,13 +102,15 @@ def stream_error(provider: str, raw: msgspec.Raw) -> GatewayError:
 
 
 class OpenAIAdapter:
-    """Speaks OpenAI's wire format; also used by the ``mock`` provider."""
+    """Speaks OpenAI's wire format; also used by the ``mock`` provider (which serves chat
+    only, so its ``/v1/responses`` is translated)."""
 
     native_messages: MessagesNative | None = None  # /v1/messages is translated to chat
 
     def __init__(self, name: str = "openai") -> None:
         self.name = name
         self.lister: ModelLister | None = self
+        self.native_responses: ResponsesNative | None = self if name != "mock" else None
 
     def prepare(self, dep: Deployment) -> None:
         base = dep.base_url.rstrip("/")
@@ -123,6 +126,7 @@ class OpenAIAdapter:
         dep.cache.update(
             chat_url=httpx.URL(base + "/chat/completions"),
             embeddings_url=httpx.URL(base + "/embeddings"),
+            responses_url=httpx.URL(base + "/responses"),
             models_url=httpx.URL(base + "/models"),
             headers=headers,
             extensions=ext,
@@ -153,6 +157,22 @@ class OpenAIAdapter:
 
     def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> httpx.Request:
         return self._request(dep, "embeddings_url", {**body, "model": dep.model})
+
+    # -- ResponsesNative: /v1/responses passed through -----------------------------------
+
+    def serves_responses(self, dep: Deployment) -> bool:
+        return True
+
+    def responses_request(
+        self, dep: Deployment, body: dict[str, Any], stream: bool
+    ) -> httpx.Request:
+        return self._request(dep, "responses_url", {**body, "model": dep.model})
+
+    def responses_response(self, dep: Deployment, content: bytes) -> tuple[bytes, Usage | None]:
+        return content, passthrough_usage(self.name, content)
+
+    def responses_stream(self, dep: Deployment) -> ResponsesPassthroughStream:
+        return ResponsesPassthroughStream(self.name)
 
     def embeddings_response(
         self, dep: Deployment, body: dict[str, Any], content: bytes

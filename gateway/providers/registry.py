@@ -146,6 +146,7 @@ class Registry:
             mock=cfg.mock,
         )
         dep.adapter.prepare(dep)
+        dep.responses = _responses_mode(cfg, dep)
         return dep
 
     def _credential(self, cfg: DeploymentConfig, env: ProviderEnv | None) -> Secret | None:
@@ -227,6 +228,16 @@ class Registry:
     async def aclose(self) -> None:
         for t in self._transports.values():
             await t.aclose()
+
+
+def _responses_mode(cfg: DeploymentConfig, dep: Deployment) -> str:
+    """How ``dep`` serves ``/v1/responses``: its own Responses API, or translated via chat."""
+    native = dep.adapter.native_responses
+    if native is None:
+        return "translate"
+    if cfg.responses is not None:
+        return cfg.responses
+    return "passthrough" if native.serves_responses(dep) else "translate"
 
 
 def _default_base(provider: str) -> str:

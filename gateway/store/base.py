@@ -14,9 +14,10 @@ two atomic operations:
     background call on Redis (a lost settle only keeps a reservation as it was,
     which never over-admits).
 
-A backend also says whether its state is ``shared`` with other processes, and
-gives the response cache its store (``cache_store``: None keeps the cache in
-process). The pipeline talks to a backend only through this Protocol.
+A backend also says whether its state is ``shared`` with other processes, gives
+the response cache its store (``cache_store``: None keeps the cache in process)
+and ``/v1/responses`` its conversation store (``response_store``). The pipeline
+talks to a backend only through this Protocol.
 
 A bucket's key decides where it lives; on Redis Cluster all keys of one call
 must share a hash slot (``{tag}``), which the caller (``pipeline/ratelimit.py``)
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from gateway.store.cache import CacheStore
+    from gateway.store.responses import ResponseStore
 
 __all__ = ["Bucket", "Reservation", "StateBackend", "StateUnavailable", "Take"]
 
@@ -111,4 +113,8 @@ class StateBackend(Protocol):
 
     def cache_store(self, timeout_s: float) -> CacheStore | None:
         """The response cache's store on this backend (None: the cache keeps its own)."""
+        ...
+
+    def response_store(self, timeout_s: float) -> ResponseStore:
+        """Where ``/v1/responses`` keeps conversations (after ``start``)."""
         ...

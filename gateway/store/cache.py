@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
@@ -33,7 +33,7 @@ from gateway.store import scripts
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
 
-__all__ = ["CacheStore", "CacheUnavailable", "MemoryCacheStore", "RedisCacheStore"]
+__all__ = ["BoundedRedis", "CacheStore", "CacheUnavailable", "MemoryCacheStore", "RedisCacheStore"]
 
 
 class CacheUnavailable(Exception):
@@ -103,6 +103,13 @@ class MemoryCacheStore:
             _, (_, evicted) = self._data.popitem(last=False)
             self.bytes -= len(evicted)
 
+    def delete(self, key: str) -> bool:
+        item = self._data.pop(key, None)
+        if item is None:
+            return False
+        self.bytes -= len(item[1])
+        return item[0] > self._clock()  # an expired entry was not there
+
     async def lookup(
         self, key: str, lock: str, token: str, lock_ms: int
     ) -> tuple[bytes | None, bool]:
@@ -116,14 +123,10 @@ class MemoryCacheStore:
         return None
 
 
-class RedisCacheStore:
-    """The cache in Redis (standalone or Cluster) through three small Lua scripts.
-
-    Scripts are registered once (redis-py's ``AsyncScript``: ``EVALSHA``, and on
-    ``NOSCRIPT`` after a ``SCRIPT FLUSH`` or a restart it loads and retries).
-    """
-
-    kind = "redis"
+class BoundedRedis:
+    """Redis calls bounded by ``timeout_s``; after any failure every call fails at once
+    (``CacheUnavailable``) for ``cooldown_s``, so a slow or dead Redis costs one
+    timeout, not one per request."""
 
     def __init__(
         self,
@@ -138,25 +141,41 @@ class RedisCacheStore:
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._open_until = 0.0
-        handles = scripts.register(client, scripts.CACHE_SCRIPTS)
-        self._lookup = handles["cache_lookup"]
-        self._store = handles["cache_store"]
-        self._unlock = handles["cache_unlock"]
 
     @property
     def available(self) -> bool:
         """False during the cool-down after a failure."""
         return self._clock() >= self._open_until
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _bounded(self, call: Callable[[], Awaitable[Any]]) -> Any:
         if self._clock() < self._open_until:
             raise CacheUnavailable("redis failed recently; cooling down")
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await script(keys=keys, args=args)
+                return await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self._open_until = self._clock() + self.cooldown_s
             raise CacheUnavailable(type(exc).__name__) from None
+
+
+class RedisCacheStore(BoundedRedis):
+    """The cache in Redis (standalone or Cluster) through three small Lua scripts.
+
+    Scripts are registered once (redis-py's ``AsyncScript``: ``EVALSHA``, and on
+    ``NOSCRIPT`` after a ``SCRIPT FLUSH`` or a restart it loads and retries).
+    """
+
+    kind = "redis"
+
+    def __init__(self, client: Redis | RedisCluster, **bounds: Any) -> None:
+        super().__init__(client, **bounds)  # timeout_s, cooldown_s, clock
+        handles = scripts.register(client, scripts.CACHE_SCRIPTS)
+        self._lookup = handles["cache_lookup"]
+        self._store = handles["cache_store"]
+        self._unlock = handles["cache_unlock"]
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return await self._bounded(lambda: script(keys=keys, args=args))
 
     async def lookup(
         self, key: str, lock: str, token: str, lock_ms: int

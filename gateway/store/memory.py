@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from _speedups import bucket as gcra
 from gateway.store.base import Bucket, Reservation, Take
+from gateway.store.responses import MemoryResponseStore
 
 SWEEP_EVERY = 10_000
 
@@ -33,6 +34,7 @@ class MemoryBackend:
         self._clock = clock
         self._state: dict[str, tuple[int, int]] = {}
         self._writes = 0
+        self._responses: MemoryResponseStore | None = None
 
     @property
     def healthy(self) -> bool:
@@ -134,6 +136,11 @@ class MemoryBackend:
 
     def cache_store(self, timeout_s: float) -> None:
         return None  # the response cache keeps its own in-process store
+
+    def response_store(self, timeout_s: float) -> MemoryResponseStore:
+        if self._responses is None:
+            self._responses = MemoryResponseStore()
+        return self._responses
 
     def _wrote(self, now: int, count: int) -> None:
         self._writes += count

@@ -43,6 +43,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from gateway.store import scripts
 from gateway.store.base import Bucket, Reservation, StateUnavailable, Take
 from gateway.store.cache import RedisCacheStore
+from gateway.store.responses import RedisResponseStore
 from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.store")
@@ -207,6 +208,10 @@ class RedisBackend:
         if self.client is None:
             return None
         return RedisCacheStore(self.client, timeout_s=timeout_s)
+
+    def response_store(self, timeout_s: float) -> RedisResponseStore:
+        assert self.client is not None, "response_store() is for after start()"
+        return RedisResponseStore(self.client, timeout_s=timeout_s)
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""

@@ -222,6 +222,15 @@ llm_cache_tokens_saved_total = Counter(
 )
 
 
+# -- /v1/responses conversation state (pipeline/conversation.py) -------------------------
+gateway_responses_state_total = Counter(
+    "gateway_responses_state_total",
+    "Conversation-state operations of /v1/responses by op (load, save, get, delete) "
+    "and result (ok, missing, error, too_large)",
+    ["op", "result"],
+)
+
+
 # -- shared state and rate limits (store/, pipeline/ratelimit.py) ------------------------
 gateway_state_backend_up = Gauge(
     "gateway_state_backend_up",

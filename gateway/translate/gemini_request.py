@@ -7,7 +7,9 @@ earlier tool call with the same id (Gemini requires the name); consecutive turns
 with the same role are merged. Images as data URLs travel as ``inlineData``;
 https image URLs as ``fileData`` (the gateway does no I/O, so it does not fetch
 them; the MIME type is guessed from the extension). PDFs and audio travel as
-``inlineData``. ``n`` is ``candidateCount``. Not honourable, so a 400: ``logprobs``,
+``inlineData``. ``n`` is ``candidateCount``. ``reasoning_effort`` is a
+``thinkingConfig.thinkingBudget`` (``THINKING_BUDGETS``, as Google's OpenAI
+compatibility maps it; ``none`` turns thinking off). Not honourable, so a 400: ``logprobs``,
 ``logit_bias``, audio output, web search. ``parallel_tool_calls: false`` has no
 Gemini equivalent and is ignored. A tool call id carrying a ``thoughtSignature``
 (see ``gemini_response.SIGNATURE_SEP``) gives it back to Gemini.
@@ -33,6 +35,15 @@ from gateway.translate.common import (
 )
 from gateway.translate.gemini_response import PROVIDER, SIGNATURE_SEP
 
+# reasoning_effort -> thinkingBudget (tokens): Google's own OpenAI-compatibility mapping.
+THINKING_BUDGETS = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 24576,
+}
 _IMAGE_EXT = {
     "png": "image/png",
     "jpg": "image/jpeg",
@@ -220,6 +231,9 @@ def chat_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
             schema = json_schema_of(fmt)
             gc["responseMimeType"] = "application/json"
             gc["responseJsonSchema"] = schema
+    budget = THINKING_BUDGETS.get(str(body.get("reasoning_effort")))
+    if budget is not None:
+        gc["thinkingConfig"] = {"thinkingBudget": budget}
     if gc:
         out["generationConfig"] = gc
     tools = body.get("tools")

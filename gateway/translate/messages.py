@@ -24,7 +24,7 @@ from gateway.errors import GatewayError, InvalidRequest, UpstreamUnavailable
 from gateway.sse_write import event as sse_event
 from gateway.translate.common import IdFactory, encode, new_id, unsupported
 from gateway.wire.anthropic import ErrorObject, ErrorResponse
-from gateway.wire.chat import Usage
+from gateway.wire.chat import ChoiceView, CompletionView, Usage
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -279,33 +279,7 @@ def anthropic_usage(u: Usage | None) -> dict[str, int]:
     }
 
 
-class _FunctionView(msgspec.Struct, frozen=True):
-    name: str = ""
-    arguments: str = ""
-
-
-class _CallView(msgspec.Struct, frozen=True):
-    id: str = ""
-    function: _FunctionView = _FunctionView()
-
-
-class _MessageView(msgspec.Struct, frozen=True):
-    content: str | None = None
-    refusal: str | None = None
-    tool_calls: list[_CallView] | None = None
-
-
-class _ChoiceView(msgspec.Struct, frozen=True):
-    message: _MessageView = _MessageView()
-    finish_reason: str | None = None
-
-
-class _CompletionView(msgspec.Struct):
-    choices: list[_ChoiceView] = []
-    usage: Usage | None = None
-
-
-_completion_decoder = msgspec.json.Decoder(_CompletionView)
+_completion_decoder = msgspec.json.Decoder(CompletionView)
 
 
 def _tool_input(arguments: str, provider: str) -> Any:
@@ -332,7 +306,7 @@ def chat_to_message(
             f"provider {provider} returned a body that is not a valid chat completion",
             provider=provider,
         ) from None
-    choice = view.choices[0] if view.choices else _ChoiceView()
+    choice = view.choices[0] if view.choices else ChoiceView()
     msg = choice.message
     blocks: list[dict[str, Any]] = []
     if msg.content:

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
-from _speedups.sse import SSEDecoder
-from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.providers.base import StreamTranslator
 from gateway.sse_write import event as sse_event
+from gateway.translate.chat_frames import ChatFrames
 from gateway.translate.common import IdFactory, encode, new_id
 from gateway.translate.messages import STOP_REASONS, anthropic_usage
-from gateway.wire.chat import Usage
 
 __all__ = ["AnthropicEventStream", "event"]
 
@@ -26,7 +22,7 @@ def event(kind: str, data: dict[str, Any]) -> bytes:
     return sse_event(encode(data), kind.encode())
 
 
-class AnthropicEventStream:
+class AnthropicEventStream(ChatFrames):
     """OpenAI chunk frames from any adapter's translator in, Anthropic events out.
 
     ``message_start`` goes out with the first frame; text deltas open a text
@@ -38,23 +34,19 @@ class AnthropicEventStream:
 
     __slots__ = (
         "_finish",
-        "_frames",
         "_id",
-        "_inner",
         "_model",
         "_next",
         "_open",
         "_provider",
         "_started",
         "_tools",
-        "done",
     )
 
     def __init__(
         self, inner: StreamTranslator, model: str, provider: str, make_id: IdFactory = new_id
     ) -> None:
-        self._inner = inner
-        self._frames = SSEDecoder()  # reads the inner frames as any SSE client would
+        super().__init__(inner)
         self._model = model
         self._provider = provider
         self._id = make_id("msg_")
@@ -63,37 +55,6 @@ class AnthropicEventStream:
         self._next = 0
         self._tools: dict[int, int] = {}  # OpenAI tool-call index -> block index
         self._finish: str | None = None
-        self.done = False
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._inner.usage
-
-    @property
-    def error(self) -> GatewayError | None:
-        return self._inner.error
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        return self._convert(self._inner.feed(chunk))
-
-    def finish(self) -> list[bytes]:
-        out = self._convert(self._inner.finish())
-        if not self.done:
-            raise UpstreamUnavailable("the stream ended before it was complete", provider="gateway")
-        return out
-
-    def _convert(self, frames: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        if not frames:
-            return out
-        for _etype, data, _id in self._frames.feed(b"".join(frames)):
-            if self.done:
-                break
-            if data == "[DONE]":
-                self._end(out)
-                continue
-            self._chunk(msgspec.json.decode(data), out)
-        return out
 
     def _start(self, out: list[bytes]) -> None:
         self._started = True
@@ -141,35 +102,35 @@ class AnthropicEventStream:
     def _chunk(self, obj: Any, out: list[bytes]) -> None:
         if not self._started:
             self._start(out)
-        for c in obj.get("choices") or () if isinstance(obj, dict) else ():
-            if not isinstance(c, dict) or c.get("index", 0) != 0:
-                continue
-            d = c.get("delta") or {}
-            text = d.get("content")
-            if text:
-                if self._open is None or self._open[0] != "text":
-                    self._begin("text", {"type": "text", "text": ""}, out)
-                assert self._open is not None
-                self._delta(self._open[1], {"type": "text_delta", "text": text}, out)
-            for call in d.get("tool_calls") or ():
-                k = call.get("index", 0)
-                fn = call.get("function") or {}
-                if k not in self._tools:
-                    block: dict[str, Any] = {
-                        "type": "tool_use",
-                        "id": call.get("id") or "",
-                        "name": fn.get("name") or "",
-                        "input": {},
-                    }
-                    self._tools[k] = self._begin("tool", block, out)
-                args = fn.get("arguments")
-                if args:
-                    # A fragment for an earlier call (interleaved parallel calls) still
-                    # names its own block, so an SDK assembles each call correctly.
-                    delta = {"type": "input_json_delta", "partial_json": args}
-                    self._delta(self._tools[k], delta, out)
-            if c.get("finish_reason"):
-                self._finish = c["finish_reason"]
+        super()._chunk(obj, out)
+
+    def _choice(self, c: dict[str, Any], out: list[bytes]) -> None:
+        d = c.get("delta") or {}
+        text = d.get("content")
+        if text:
+            if self._open is None or self._open[0] != "text":
+                self._begin("text", {"type": "text", "text": ""}, out)
+            assert self._open is not None
+            self._delta(self._open[1], {"type": "text_delta", "text": text}, out)
+        for call in d.get("tool_calls") or ():
+            k = call.get("index", 0)
+            fn = call.get("function") or {}
+            if k not in self._tools:
+                block: dict[str, Any] = {
+                    "type": "tool_use",
+                    "id": call.get("id") or "",
+                    "name": fn.get("name") or "",
+                    "input": {},
+                }
+                self._tools[k] = self._begin("tool", block, out)
+            args = fn.get("arguments")
+            if args:
+                # A fragment for an earlier call (interleaved parallel calls) still
+                # names its own block, so an SDK assembles each call correctly.
+                delta = {"type": "input_json_delta", "partial_json": args}
+                self._delta(self._tools[k], delta, out)
+        if c.get("finish_reason"):
+            self._finish = c["finish_reason"]
 
     def _end(self, out: list[bytes]) -> None:
         if not self._started:

@@ -108,3 +108,33 @@ class UsageView(msgspec.Struct):
     """Just the usage of an OpenAI response or chunk; the rest is skipped unparsed."""
 
     usage: Usage | None = None
+
+
+class FunctionView(msgspec.Struct, frozen=True):
+    name: str = ""
+    arguments: str = ""
+
+
+class ToolCallView(msgspec.Struct, frozen=True):
+    id: str | None = None
+    function: FunctionView = FunctionView()
+
+
+class MessageView(msgspec.Struct, frozen=True):
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None  # what OpenAI-compatible reasoning servers add
+    tool_calls: list[ToolCallView] | None = None
+
+
+class ChoiceView(msgspec.Struct, frozen=True):
+    message: MessageView = MessageView()
+    finish_reason: str | None = None
+
+
+class CompletionView(msgspec.Struct):
+    """A chat completion as the translators to other APIs read it (``/v1/messages``,
+    ``/v1/responses``)."""
+
+    choices: list[ChoiceView] = []
+    usage: Usage | None = None

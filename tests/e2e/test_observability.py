@@ -46,6 +46,8 @@ ROUTES = {
     "/v1/models",
     "/v1/messages",
     "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/v1/responses/{id}",
     "/health",
     "/health/live",
     "/health/ready",

@@ -28,6 +28,7 @@ from tests.endpoints import (
     COUNT_TOKENS,
     EMBEDDINGS,
     MESSAGES,
+    RESPONSES,
     Endpoint,
     anthropic_sdk,
     gateway_env,
@@ -38,7 +39,9 @@ from tests.harness import FakeUpstream, GatewayProc, metric_sum, wait_until
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-parity-main"
-TIGHT = {e: f"sk-parity-tight-{e}" for e in ("chat", "embeddings", "messages", "translated")}
+TIGHT = {
+    e: f"sk-parity-tight-{e}" for e in ("chat", "embeddings", "messages", "translated", "responses")
+}
 
 
 def sha(key: str) -> str:
@@ -86,6 +89,7 @@ CASES = [
     Case("embeddings", EMBEDDINGS, "p-embed", "openai"),
     Case("messages", MESSAGES, "p-claude", "anthropic"),
     Case("translated", MESSAGES, "p-translated", "openai"),
+    Case("responses", RESPONSES, "p-claude", "anthropic"),
 ]
 COUNT = Case("count_tokens", COUNT_TOKENS, "p-claude", "anthropic")
 CACHED_STREAMS = [c for c in CASES if c.endpoint.streams]
@@ -221,6 +225,21 @@ def message_answer(
     return headers["x-gateway-cache"], block.text
 
 
+def responses_answer(oai: openai.OpenAI, model: str, text: str, stream: bool) -> tuple[str, str]:
+    """(x-gateway-cache, the answer's text) through the openai SDK's Responses API."""
+    raw: Any = oai.responses.with_raw_response.create(model=model, input=text, stream=stream)
+    if not stream:
+        response = raw.parse()
+    else:
+        events = list(raw.parse())
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert events[-1].type == "response.completed"
+        response = events[-1].response
+    assert response.status == "completed"
+    assert response.usage is not None and response.usage.output_tokens > 0
+    return raw.headers["x-gateway-cache"], response.output_text
+
+
 @pytest.mark.parametrize("second", [False, True], ids=["then-plain", "then-stream"])
 @pytest.mark.parametrize("first", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("case", CACHED_STREAMS, ids=str)
@@ -234,8 +253,9 @@ def test_a_repeated_request_is_a_hit_valid_for_the_official_sdk(
     second: bool,
 ) -> None:
     text = fresh()
-    ask = chat_answer if case.endpoint is CHAT else message_answer
-    client: Any = oai if case.endpoint is CHAT else claude
+    openai_api = case.endpoint is CHAT or case.endpoint is RESPONSES
+    ask = {CHAT: chat_answer, RESPONSES: responses_answer}.get(case.endpoint, message_answer)
+    client: Any = oai if openai_api else claude
     status, answer = ask(client, case.model, text, first)
     assert status == "MISS"
     assert text in answer  # the fakes echo

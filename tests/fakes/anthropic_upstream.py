@@ -7,7 +7,7 @@ Every request must carry ``x-api-key: <key>`` (401 ``authentication_error`` othe
 and ``anthropic-version`` (400 otherwise); every request is recorded. Behaviour:
 
 ======================  ===================================================
-request has ``tools``   one ``tool_use`` block (``TOOL_NAME``, ``TOOL_INPUT``)
+``tools``, no result    one ``tool_use`` block (``TOOL_NAME``, ``TOOL_INPUT``)
                         after a short text; streamed as ``input_json_delta``
                         fragments of ``TOOL_JSON`` (the first one empty)
 model ``*overloaded*``  529 ``overloaded_error`` with ``retry-after: 3``
@@ -62,7 +62,7 @@ def _usage(body: dict[str, Any], output: int) -> dict[str, int]:
 
 
 def _answer(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    if body.get("tools"):
+    if body.get("tools") and "tool_result" not in json.dumps((body.get("messages") or [{}])[-1]):
         return [
             {"type": "text", "text": "Let me check."},
             {"type": "tool_use", "id": TOOL_ID, "name": TOOL_NAME, "input": TOOL_INPUT},

@@ -16,7 +16,13 @@ from tests.endpoints import Endpoint, gateway_env
 from tests.harness import FakeUpstream, GatewayProc
 
 KEY = "sk-plugin-contract-team-a"
-MODELS = {"chat": "chat", "embeddings": "embed", "messages": "claude", "count_tokens": "claude"}
+MODELS = {
+    "chat": "chat",
+    "embeddings": "embed",
+    "messages": "claude",
+    "count_tokens": "claude",
+    "responses": "claude",
+}
 PROBE = "tests.plugins_fixture.probe"
 PROBED = ("before_parse", "before_auth", "before_route", "after_route", "after_limit")
 

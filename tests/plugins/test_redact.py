@@ -191,7 +191,7 @@ def plugin_config(options: dict[str, Any]) -> dict[str, Any]:
             {"replacement": "[{name}]", "patterns": {"br": r"\[\w+\]"}},
             "(for api_key) matches the pattern br",
         ),
-        ({"endpoints": ["responses"]}, "Invalid enum value 'responses' - at `$.endpoints[0]`"),
+        ({"endpoints": ["completions"]}, "Invalid enum value 'completions' - at `$.endpoints[0]`"),
         ({"fields": ["tools"]}, "options: Invalid enum value 'tools' - at `$.fields[0]`"),
         ({"colour": "red"}, "options: Object contains unknown field `colour`"),
     ],
@@ -385,12 +385,12 @@ def test_only_the_configured_endpoints() -> None:
 
 
 def test_an_endpoint_it_does_not_know_gets_every_shape() -> None:
-    class Responses(Endpoint):
-        name = "responses"
-        path = "/v1/responses"
+    class Future(Endpoint):
+        name = "future"
+        path = "/v1/future"
 
     body = {"system": SECRET, "messages": [{"role": "user", "content": SECRET}], "input": SECRET}
-    ctx = run(Redact(RedactOptions(builtin=("email",))), Responses(), body)
+    ctx = run(Redact(RedactOptions(builtin=("email",))), Future(), body)
     assert ctx.body == {
         "system": CLEAN,
         "messages": [{"role": "user", "content": CLEAN}],
