@@ -1,16 +1,23 @@
-"""Resources owned by the app's lifetime: upstream transports, the state backend."""
+"""Resources owned by the app's lifetime: upstream transports, the state backend, the
+tracer, and (in a worker of ``llm-gateway serve``) the drain and reload signals."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar
 
 from gateway.pipeline.probes import Prober
 from gateway.state import Gateway
 from gateway.telemetry import metrics
+
+if TYPE_CHECKING:
+    from gateway.pipeline.run import Pipeline
 
 log = logging.getLogger("gateway")
 
@@ -23,15 +30,42 @@ def _warm_tokenizers() -> None:
         count_tokens("warm up", encoding)
 
 
-def lifespan(gw: Gateway) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def lifespan(
+    gw: Gateway, pipeline: Pipeline, *, supervised: bool = False
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """The app's lifespan over ``gw``'s resources."""
 
     @asynccontextmanager
     async def run(app: Litestar) -> AsyncIterator[None]:
         async with _resources(gw):
+            if supervised:
+                _signals(gw, pipeline)
             yield
 
     return run
+
+
+def _signals(gw: Gateway, pipeline: Pipeline) -> None:
+    """The supervisor's signals to this worker (``gateway/supervisor.py``); SIGTERM and
+    SIGINT stay Granian's (its listener closes, connections in flight finish)."""
+    from gateway.reload import reload
+
+    loop = asyncio.get_running_loop()
+    lock = asyncio.Lock()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def reload_once() -> None:
+        async with lock:  # one reload at a time, in the order asked
+            await reload(gw, pipeline)
+
+    def hup() -> None:
+        task = loop.create_task(reload_once())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, gw.drain.begin)
+    loop.add_signal_handler(signal.SIGUSR2, gw.drain.stop_now)
+    loop.add_signal_handler(signal.SIGHUP, hup)
 
 
 @asynccontextmanager
@@ -43,6 +77,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.registry.start()
     _warm_tokenizers()
     prober = gw.prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
+    settings = gw.settings
     log.info(
         "gateway started",
         extra={
@@ -51,6 +86,9 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
                 "aliases": len(gw.registry.groups),
                 "state_backend": gw.store.kind,
                 "speedups": gw.speedups,
+                "config_path": settings.config_path,
+                "config_sha256": settings.config_sha256,
+                "tracing": settings.tracing.endpoint if settings.tracing else None,
             }
         },
     )
@@ -58,7 +96,8 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await prober.aclose()
+        if gw.prober is not None:
+            await gw.prober.aclose()  # the one running now (a reload replaces it)
         await gw.registry.aclose()
         await gw.cache.aclose()
         await gw.store.aclose()

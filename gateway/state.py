@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.drain import Drain
+
 if TYPE_CHECKING:
     from gateway.pipeline.auth import Keyring
     from gateway.pipeline.cache import ResponseCache
@@ -26,6 +28,7 @@ class Gateway:
     __slots__ = (
         "auth",
         "cache",
+        "drain",
         "limiter",
         "models_cache",
         "prober",
@@ -60,3 +63,4 @@ class Gateway:
         self.started_at = time.time()
         self.models_cache: dict[str, Any] = {}
         self.prober: Prober | None = None  # active health checks, while the app runs
+        self.drain = Drain()  # graceful shutdown: readiness, requests in flight

@@ -38,6 +38,8 @@ async def live() -> Response[bytes]:
 
 @get("/health/ready")
 async def ready(gw: Gateway) -> Response[bytes]:
+    if gw.drain.draining:  # shutting down: take this pod out of the load balancer first
+        return _json({"status": "draining", "state_backend": gw.store.kind}, 503)
     ok = await gw.store.ping()
     return _json(
         {"status": "ready" if ok else "unavailable", "state_backend": gw.store.kind},

@@ -25,6 +25,10 @@ A client that leaves is not a server error. It is counted as 499 (nginx's
 * once a stream was committed, the same watcher cancels the task too: the reply
   closes its relay, which closes the upstream and settles what was relayed; the
   status stays the 200 already sent.
+
+Every request is in ``gw.drain.inflight`` while it runs: at the drain's deadline
+(``gateway/drain.py``) it is cancelled the same way, with ``ctx.stopped`` set,
+and the edge then answers it with a 503 or ends its stream with the error event.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
 
+from gateway.drain import finish
 from gateway.errors import ClientClosed
 from gateway.pipeline.context import SCOPE_KEY, RequestContext
 from gateway.telemetry import metrics
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import Message, Receive, ReceiveMessage, Scope, Send
 
+    from gateway.errors import ServiceUnavailable
     from gateway.state import Gateway
     from gateway.telemetry.logging import AccessLog
 
@@ -102,6 +108,7 @@ class Edge:
         self.app = app  # the Litestar app: routing, DI, the non-pipeline handlers
         self.gateway = gateway
         self.access = access
+        self.inflight = gateway.drain.inflight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -118,6 +125,8 @@ class Edge:
         scope[SCOPE_KEY] = ctx  # type: ignore[literal-required]
         watch = _Watch(receive, ctx, asyncio.current_task())
         rid = ctx.request_id.encode()
+        inflight = self.inflight
+        inflight.add(watch)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -133,9 +142,13 @@ class Edge:
         try:
             await self.app(scope, watch.receive, send_wrapper)
         except asyncio.CancelledError:
-            if not watch.cancelled:
+            if ctx.stopped is not None:  # the drain's deadline: answer, never a silent cut
+                watch.close()
+                await finish(ctx, send_wrapper)
+            elif not watch.cancelled:
                 raise
         finally:
+            inflight.discard(watch)
             watch.close()
             _record(ctx, self.access)
 
@@ -198,6 +211,14 @@ class _Watch:
         ctx = self._ctx
         if task is not None and not task.done() and not ctx.complete:
             ctx.client_gone = True
+            self.cancelled = True
+            task.cancel()
+
+    def stop(self, err: ServiceUnavailable) -> None:
+        """The drain's deadline: cancel the request; the edge then answers it."""
+        task = self._task
+        if task is not None and not task.done() and self._ctx.stopped is None:
+            self._ctx.stopped = err
             self.cancelled = True
             task.cancel()
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope
 
+    from gateway.errors import GatewayError
     from gateway.pipeline.auth import Principal
     from gateway.pipeline.cache import Lookup
     from gateway.pipeline.endpoint import Endpoint
@@ -68,6 +69,7 @@ class RequestContext:
         "served",
         "start",
         "status",
+        "stopped",
         "stream",
         "ttft_s",
         "upstream_s",
@@ -104,6 +106,7 @@ class RequestContext:
         self.headers: dict[str, str] = {}  # response headers the stages and plugins add
         self.client_gone = False  # the client left before its whole answer was sent
         self.complete = False  # the whole answer was sent
+        self.stopped: GatewayError | None = None  # ended by the drain's deadline (drain.py)
         self.view: dict[str, Any] | None = None  # the body as OpenAI chat, when it is not
 
     @property
