@@ -126,6 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_json_depth: int = 64
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_pool_size: int = 256
+    gzip_min_bytes: int = 1024  # JSON answers this large are gzipped for clients that accept it
     cache_lock_ms: int = 30_000  # a cache fill's single-flight lock (pipeline/cache.py)
     cache_max_entry_bytes: int = 4 * 1024 * 1024  # larger answers are not stored
     cache_max_entries: int = 10_000  # in-process cache store
@@ -184,6 +185,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024, 1024, 1 << 31),
             upstream_transport=transport,  # type: ignore[arg-type]
             upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL", 256, 32, 100_000),
+            gzip_min_bytes=_int(env, "GATEWAY_GZIP_MIN_BYTES", 1024, 0, 1 << 30),
             cache_lock_ms=_int(env, "GATEWAY_CACHE_LOCK_MS", 30_000, 100, 600_000),
             cache_max_entry_bytes=_int(
                 env, "GATEWAY_CACHE_MAX_ENTRY_BYTES", 4 * 1024 * 1024, 1024, 512 * 1024 * 1024

@@ -92,5 +92,7 @@ async def health(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes
             "models": sorted(gw.registry.groups),
             "routing": gw.router.health(gw.registry.groups),  # breakers per deployment
             "speedups": gw.speedups,
+            # which config is live: reloads (SIGHUP, a changed file) change the hash
+            "config": {"path": gw.settings.config_path, "sha256": gw.settings.config_sha256},
         }
     )

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
 
+from gateway.api.compress import GzipSend, accepts_gzip
 from gateway.drain import finish
 from gateway.errors import ClientClosed
 from gateway.pipeline.context import SCOPE_KEY, RequestContext
@@ -109,6 +110,7 @@ class Edge:
         self.gateway = gateway
         self.access = access
         self.inflight = gateway.drain.inflight
+        self.gzip_min = gateway.settings.gzip_min_bytes  # 0: never compress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -123,6 +125,8 @@ class Edge:
             path if path in ROUTES else UNMATCHED,
         )
         scope[SCOPE_KEY] = ctx  # type: ignore[literal-required]
+        if self.gzip_min and accepts_gzip(scope["headers"]):  # type: ignore[arg-type]
+            send = GzipSend(send, self.gzip_min)
         watch = _Watch(receive, ctx, asyncio.current_task())
         rid = ctx.request_id.encode()
         inflight = self.inflight
