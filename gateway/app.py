@@ -79,7 +79,7 @@ def build_pipeline(gw: Gateway) -> Pipeline:
         settle.Respond(),
     ]
     plugins: list[tuple[str, Stage]] = list(load_all(gw.settings.config.plugins))
-    return Pipeline(insert(core, plugins))
+    return Pipeline(insert(core, plugins), tracer=gw.tracer)
 
 
 def declare_all(gw: Gateway) -> None:
@@ -99,6 +99,10 @@ def create_app(
     settings = settings or Settings.from_env()
     access = gwlog.configure(settings.log_level)
     gw = build_gateway(settings, router)
+    if settings.tracing is not None:  # the SDK is imported only then
+        from gateway.telemetry.tracing import Tracer
+
+        gw.tracer = Tracer(settings.tracing)
     record_speedups(gw.speedups)
     declare_all(gw)
     pipeline = build_pipeline(gw)

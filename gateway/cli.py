@@ -122,6 +122,12 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env()  # fail here, once, before any worker starts
     except ConfigError as exc:
         return _fail(str(exc))
+    if settings.tracing is not None:
+        from gateway.telemetry.tracing import check
+
+        problem = check(settings.tracing)
+        if problem is not None:
+            return _fail(problem)
     workers = settings.workers if args.workers is None else args.workers
     if workers < 1:
         return _fail("--workers: must be at least 1")

@@ -101,3 +101,5 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
         await gw.registry.aclose()
         await gw.cache.aclose()
         await gw.store.aclose()
+        if gw.tracer is not None:
+            await gw.tracer.shutdown()  # flush the spans still queued (bounded)

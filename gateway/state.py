@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.providers.registry import Registry
     from gateway.settings import Settings
     from gateway.store.base import StateBackend
+    from gateway.telemetry.tracing import Tracer
 
 
 class Gateway:
@@ -38,6 +39,7 @@ class Gateway:
         "speedups",
         "started_at",
         "store",
+        "tracer",
     )
 
     def __init__(
@@ -64,3 +66,4 @@ class Gateway:
         self.models_cache: dict[str, Any] = {}
         self.prober: Prober | None = None  # active health checks, while the app runs
         self.drain = Drain()  # graceful shutdown: readiness, requests in flight
+        self.tracer: Tracer | None = None  # OpenTelemetry, when an OTLP endpoint is set

@@ -111,6 +111,7 @@ class Edge:
         self.access = access
         self.inflight = gateway.drain.inflight
         self.gzip_min = gateway.settings.gzip_min_bytes  # 0: never compress
+        self.tracer = gateway.tracer  # None: tracing off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -127,6 +128,9 @@ class Edge:
         scope[SCOPE_KEY] = ctx  # type: ignore[literal-required]
         if self.gzip_min and accepts_gzip(scope["headers"]):  # type: ignore[arg-type]
             send = GzipSend(send, self.gzip_min)
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.start(ctx, scope)
         watch = _Watch(receive, ctx, asyncio.current_task())
         rid = ctx.request_id.encode()
         inflight = self.inflight
@@ -138,6 +142,8 @@ class Edge:
                 headers = message.get("headers")
                 hs = list(headers) if headers else []
                 hs.append((b"x-request-id", rid))
+                if ctx.trace is not None:
+                    hs.append((b"x-trace-id", ctx.trace.trace_id.encode()))
                 message["headers"] = hs
             elif not message.get("more_body", False):
                 ctx.complete = True
@@ -154,7 +160,9 @@ class Edge:
         finally:
             inflight.discard(watch)
             watch.close()
-            _record(ctx, self.access)
+            status = _record(ctx, self.access)
+            if tracer is not None and ctx.trace is not None:
+                tracer.end(ctx, status)
 
 
 class _Watch:
@@ -237,7 +245,7 @@ class _Watch:
             task.uncancel()  # our own cancellation, handled: the task goes on normally
 
 
-def _record(ctx: RequestContext, access: AccessLog) -> None:
+def _record(ctx: RequestContext, access: AccessLog) -> int:
     duration = time.perf_counter() - ctx.start
     route = ctx.route
     method = ctx.method
@@ -264,6 +272,17 @@ def _record(ctx: RequestContext, access: AccessLog) -> None:
         fields["model"] = label
     if ctx.provider is not None:
         fields["provider"] = ctx.provider
+        fields["attempts"] = ctx.attempts
+    if ctx.cache is not None:
+        fields["cache"] = ctx.cache.status
+    usage = ctx.usage
+    if usage is not None:
+        fields["prompt_tokens"] = usage.prompt_tokens
+        fields["completion_tokens"] = usage.completion_tokens
     if ctx.error is not None:
         fields["error"] = ctx.error
+    trace = ctx.trace
+    if trace is not None:
+        fields["trace_id"] = trace.trace_id
     access.write(fields)
+    return status

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.lease import Lease
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup
+    from gateway.telemetry.tracing import RequestTrace
     from gateway.wire.chat import Usage
 
 __all__ = ["SCOPE_KEY", "RequestContext", "context_of"]
@@ -71,6 +72,7 @@ class RequestContext:
         "status",
         "stopped",
         "stream",
+        "trace",
         "ttft_s",
         "upstream_s",
         "usage",
@@ -107,6 +109,7 @@ class RequestContext:
         self.client_gone = False  # the client left before its whole answer was sent
         self.complete = False  # the whole answer was sent
         self.stopped: GatewayError | None = None  # ended by the drain's deadline (drain.py)
+        self.trace: RequestTrace | None = None  # its spans, when tracing is on
         self.view: dict[str, Any] | None = None  # the body as OpenAI chat, when it is not
 
     @property

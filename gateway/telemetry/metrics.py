@@ -309,6 +309,12 @@ gateway_container_memory_limit_bytes = Gauge(
 )
 
 
+gateway_trace_spans_dropped_total = Counter(
+    "gateway_trace_spans_dropped_total",
+    "Spans whose export to the OpenTelemetry collector failed (it is slow or down)",
+)
+
+
 def declare_deployment_series(groups: list[tuple[str, str]]) -> None:
     """Cost series for the configured (provider, alias) pairs, and the resource gauges
     (sampled now and every few seconds by a daemon thread, once per process)."""
