@@ -204,6 +204,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             environ={k: v for k, v in env.items() if k.isupper()},
         )
 
+    def __repr__(self) -> str:
+        # ``environ`` holds the values of key variables (and of NAME_FILE files): never shown
+        shown = {k: v for k, v in msgspec.structs.asdict(self).items() if k != "environ"}
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     def secret_env(self, name: str) -> Secret | None:
         value = self.environ.get(name)
         return Secret(value) if value else None
