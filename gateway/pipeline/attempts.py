@@ -61,6 +61,7 @@ share one request's state), which is why it is longer than most.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -71,6 +72,7 @@ from gateway.pipeline import relay, settle
 from gateway.pipeline.relay import PendingStream, StreamRelay
 from gateway.pipeline.route import estimate_prompt_tokens, max_tokens_of
 from gateway.telemetry import metrics
+from gateway.telemetry.logging import DEBUG_LOG, upstream_attempt
 
 if TYPE_CHECKING:
     from gateway.config import RetryPolicy
@@ -141,6 +143,7 @@ class Loop:
         # the request ends with that 429 (and its Retry-After).
         self.refused: tuple[GatewayError, Deployment] | None = None
         self._prompt_tokens: int | None = None
+        self.debug = DEBUG_LOG.isEnabledFor(logging.DEBUG)
 
     def policy(self, group: ModelGroup) -> RetryPolicy:
         return group.retry or self.router.options.retry
@@ -442,6 +445,8 @@ class Loop:
         remaining = self.deadline - self.clock()
         trace = self.ctx.trace  # None unless tracing is on: one span per attempt
         span = None if trace is None else trace.attempt(dep, self._operation(), why)
+        if self.debug:
+            upstream_attempt(self.ctx, dep, why)
         try:
             if self.stream:
                 result: Any = await self._stream(dep, remaining, probe, span)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 _encoder = msgspec.json.Encoder()
 _provider_log = logging.getLogger("gateway.provider")
+DEBUG_LOG = logging.getLogger("gateway.attempts")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -118,3 +119,16 @@ def provider_error(
     client_fault = retry == "never" and not breaker and 400 <= status < 500
     level = logging.INFO if client_fault else logging.WARNING
     _provider_log.log(level, "provider_error", extra={"fields": fields})
+
+
+def upstream_attempt(ctx: RequestContext, dep: Deployment, why: str) -> None:
+    """Debug: each upstream attempt as it starts (ids and names only, never a header)."""
+    fields = {
+        "request_id": ctx.request_id,
+        "provider": dep.provider,
+        "model": dep.label,
+        "upstream_model": dep.model,
+        "reason": why,
+        "attempt": ctx.attempts,
+    }
+    DEBUG_LOG.debug("upstream_attempt", extra={"fields": fields})

@@ -297,6 +297,13 @@ gateway_process_open_fds = Gauge(
     "Open file descriptors (sockets included) of the worker processes, summed",
     multiprocess_mode="livesum",
 )
+gateway_process_open_connections = Gauge(
+    "gateway_process_open_connections",
+    "Established TCP connections of the worker processes, summed: inbound (clients) "
+    "or outbound (upstreams, Redis)",
+    ["direction"],
+    multiprocess_mode="livesum",
+)
 gateway_container_memory_working_set_bytes = Gauge(
     "gateway_container_memory_working_set_bytes",
     "The container's (cgroup's) memory use less inactive file cache, as the kubelet counts it",
