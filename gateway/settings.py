@@ -170,7 +170,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "REDIS_URL: expected a redis://, rediss://, unix:// or redis+cluster:// URL"
             )
-        master = env.get(MASTER_KEY_VAR) or None
+        master = env.get("GATEWAY_MASTER_KEY") or None
         no_ext = env.get("GATEWAY_NO_EXTENSIONS", "").strip().lower()
         if no_ext not in ("", "0", "false", "no", "1", "true", "yes"):
             raise ConfigError("GATEWAY_NO_EXTENSIONS: expected 1, true or yes (or 0, false, no)")
