@@ -142,3 +142,11 @@ def test_workers_follow_the_cgroup_quota(
         (tmp_path / name).write_text(text)
     cpus = len(os.sched_getaffinity(0))
     assert available_cpus(str(tmp_path)) == min(cpus, expected or cpus)
+
+
+def test_readme_documents_every_variable() -> None:
+    from tests.deployment.conftest import ROOT, gateway_env_names
+
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(n for n in gateway_env_names() if f"`{n}" not in readme)
+    assert not missing, missing
