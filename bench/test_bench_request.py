@@ -60,7 +60,9 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 def _app(env: dict[str, str], loop: asyncio.AbstractEventLoop) -> Any:
     edge = create_app(Settings.from_env({"LOG_LEVEL": "warning", **env}))
-    if getattr(edge, "tracer", None) is not None:  # export nowhere: the collector's cost is not ours
+    if (
+        getattr(edge, "tracer", None) is not None
+    ):  # export nowhere: the collector's cost is not ours
         from gateway.telemetry.tracing import Tracer
 
         settings = edge.gateway.settings

@@ -217,3 +217,26 @@ def test_a_bad_sdk_variable_stops_the_start(tmp_path: Path) -> None:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "OTEL_" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_tracing_off_imports_and_wraps_nothing() -> None:
+    """No endpoint: the tracing module (and the SDK it imports) is never loaded, and the
+    pipeline's stages are the stage objects themselves."""
+    import subprocess
+    import sys
+
+    from tests.harness import clean_env
+
+    code = (
+        "import sys\n"
+        "from gateway.app import build_pipeline, create_app\n"
+        "from gateway.settings import Settings\n"
+        "edge = create_app(Settings.from_env({}))\n"
+        "stages = build_pipeline(edge.gateway).stages\n"
+        "assert edge.tracer is None\n"
+        "assert all(type(s).__module__.startswith('gateway.pipeline') for s in stages), stages\n"
+        "assert 'gateway.telemetry.tracing' not in sys.modules\n"
+        "assert 'opentelemetry.sdk.trace' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
