@@ -85,12 +85,15 @@ async def finish(ctx: RequestContext, send: Send) -> None:
     ctx.client_gone = False
     ctx.error = err.code
     shape: Any = ctx.endpoint.errors if ctx.endpoint is not None else OPENAI
-    if ctx.status == 0:
-        headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
-        body = shape.body(err)
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-    elif not ctx.complete:
-        event = shape.event(err) if ctx.stream else b""
-        await send({"type": "http.response.body", "body": event, "more_body": False})
+    try:
+        if ctx.status == 0:
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            body = shape.body(err)
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": err.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        elif not ctx.complete:
+            event = shape.event(err) if ctx.stream else b""
+            await send({"type": "http.response.body", "body": event, "more_body": False})
+    except Exception:  # the connection is gone meanwhile: nobody is left to tell
+        ctx.client_gone = True

@@ -40,7 +40,10 @@ def _config(tmp_path: Path, ops: OpsUpstream) -> str:
         + dep("ops-500", ", priority: 0")
         + dep("ops-echo", ", priority: 1")
         + "  - alias: broken\n    fallbacks: [traced]\n    retry: {attempts: 1}\n"
-        "    deployments:\n" + dep("ops-500")
+        "    deployments:\n"
+        + dep("ops-500")
+        + "  - alias: hedged\n    strategy: priority\n    hedge: {delay_ms: 30}\n"
+        "    deployments:\n" + dep("ops-slow", ", priority: 0") + dep("ops-echo", ", priority: 1")
     )
     return write_config(tmp_path / "traced.yaml", text)
 
@@ -149,6 +152,23 @@ def test_retries_and_fallbacks_are_sibling_attempts(
         if alias == "broken":  # the fallback alias served
             assert served.attributes["gateway.model_alias"] == "traced"
         _no_content(spans)
+
+
+def test_a_hedge_is_a_sibling_attempt(traced_gw: GatewayProc, collector: OtlpCollector) -> None:
+    """The first deployment has no content after 30 ms: a twin goes to the second, which
+    answers first; the first is cancelled. Both attempts are children of gateway.attempts."""
+    body = {"model": "hedged", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    with httpx.stream("POST", traced_gw.url + "/v1/chat/completions", json=body) as r:
+        trace_id = r.headers["x-trace-id"]
+        assert r.read().decode().endswith("data: [DONE]\n\n")
+    spans = collector.trace(trace_id, at_least=7)
+    (attempts,) = _by_name(spans)["gateway.attempts"]
+    clients = {s.attributes["gateway.attempt.reason"]: s for s in spans if s.kind == "client"}
+    assert set(clients) == {"first", "hedge"}
+    assert all(s.parent_id == attempts.span_id for s in clients.values())
+    assert clients["first"].name == "chat ops-slow"
+    assert clients["first"].attributes["gateway.attempt.outcome"] == "cancelled"
+    assert clients["hedge"].attributes["gateway.attempt.outcome"] == "success"
 
 
 def test_a_stream_span_lasts_to_its_end(traced_gw: GatewayProc, collector: OtlpCollector) -> None:
