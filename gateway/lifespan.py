@@ -4,6 +4,7 @@ tracer, and (in a worker of ``llm-gateway serve``) the drain and reload signals.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from gateway.pipeline.run import Pipeline
 
 log = logging.getLogger("gateway")
+# Generation 0 every ~10,000 net container allocations (a few dozen requests) instead
+# of 700 (every request or two); older generations as rarely, relative to it.
+GC_THRESHOLDS = (10_000, 50, 100)
 
 
 def _warm_tokenizers() -> None:
@@ -68,6 +72,17 @@ def _signals(gw: Gateway, pipeline: Pipeline) -> None:
     loop.add_signal_handler(signal.SIGHUP, hup)
 
 
+def _settle_heap() -> None:
+    """Move everything start-up made (rank tables, Litestar, providers) out of the cyclic
+    collector's sight: a full collection then walks only what requests allocate, not
+    hundreds of thousands of long-lived objects (each such walk was a tail-latency
+    spike of tens of ms). Generation 0 runs less often too: a request allocates a few
+    hundred container objects and frees almost all of them by reference counting."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 @asynccontextmanager
 async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.store.start()
@@ -76,6 +91,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.registry.start()
     _warm_tokenizers()
+    _settle_heap()
     prober = gw.prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
     settings = gw.settings
     log.info(
