@@ -15,10 +15,9 @@ import pytest
 from gateway.telemetry.resources import open_connections
 from tests.conftest import GatewayFactory
 from tests.fakes.echo_upstream import OTHER_KEY, PASSWORD
-from tests.harness import GatewayProc, metric_sum, wait_until
+from tests.harness import Fake, GatewayProc, metric_sum, start_fake, wait_until
 from tests.ops.conftest import OLD_KEY, OpsUpstream
 from tests.ops.helpers import write_config
-from tests.providers.conftest import Fake, _start_fake
 
 pytestmark = pytest.mark.e2e
 
@@ -105,11 +104,8 @@ def test_resource_gauges_are_exported(gw: GatewayProc) -> None:
 
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    fake = _start_fake("echo_upstream", "unchecked", tmp_path_factory.mktemp("echo"))
-    try:
+    with start_fake("echo_upstream", tmp_path_factory.mktemp("echo"), "unchecked") as fake:
         yield fake
-    finally:
-        fake.proc.stop()
 
 
 @pytest.mark.parametrize("level", [{"LOG_LEVEL": "debug"}, {"RUST_LOG": "debug"}])
