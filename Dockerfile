@@ -24,5 +24,5 @@ WORKDIR /tmp
 ENV SERVER_HOST=0.0.0.0 SERVER_PORT=8080 METRICS_PORT=9090 \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 EXPOSE 8080 9090
+# Workers: GATEWAY_WORKERS, by default the CPUs the container's quota allows.
 ENTRYPOINT ["llm-gateway", "serve"]
-CMD ["--workers", "1"]

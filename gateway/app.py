@@ -85,20 +85,32 @@ def build_pipeline(gw: Gateway) -> Pipeline:
         settle.Respond(),
     ]
     plugins: list[tuple[str, Stage]] = list(load_all(gw.settings.config.plugins))
-    return Pipeline(insert(core, plugins))
+    return Pipeline(insert(core, plugins), tracer=gw.tracer)
 
 
-def create_app(settings: Settings | None = None, *, router: Router | None = None) -> Edge:
-    settings = settings or Settings.from_env()
-    access = gwlog.configure(settings.log_level)
-    gw = build_gateway(settings, router)
-    record_speedups(gw.speedups)
-    # Every series knowable now exists from the first scrape (zeros, not "no data").
+def declare_all(gw: Gateway) -> None:
+    """Every series knowable now exists from the first scrape (zeros, not "no data")."""
     registry = gw.registry
     configured = [(d.provider, g.label) for g in registry.groups.values() for d in g.deployments]
     declare_series(configured + [(p, OVERFLOW_LABEL) for p in registry.enabled()])
     declare_http_series(ROUTES)
-    declare_cache_series([m.alias for m in settings.config.models if m.cache is not None])
+    declare_cache_series([m.alias for m in gw.settings.config.models if m.cache is not None])
+
+
+def create_app(
+    settings: Settings | None = None, *, router: Router | None = None, supervised: bool = False
+) -> Edge:
+    """``supervised``: a worker of ``llm-gateway serve``, which drives drain and reload by
+    signals (``gateway/supervisor.py``); the lifespan then installs their handlers."""
+    settings = settings or Settings.from_env()
+    access = gwlog.configure(settings.log_level)
+    gw = build_gateway(settings, router)
+    if settings.tracing is not None:  # the SDK is imported only then
+        from gateway.telemetry.tracing import Tracer
+
+        gw.tracer = Tracer(settings.tracing)
+    record_speedups(gw.speedups)
+    declare_all(gw)
     pipeline = build_pipeline(gw)
     app = Litestar(
         route_handlers=[
@@ -112,7 +124,7 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
         ],
         dependencies={"gw": Provide(lambda: gw, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,
-        lifespan=[lifespan(gw)],
+        lifespan=[lifespan(gw, pipeline, supervised=supervised)],
         debug=False,
         openapi_config=None,
         logging_config=None,

@@ -135,13 +135,20 @@ def _check_and_serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env()  # fail here, once, before any worker starts
     except ConfigError as exc:
         return _fail(str(exc))
+    if settings.tracing is not None:
+        from gateway.telemetry.tracing import check
+
+        problem = check(settings.tracing)
+        if problem is not None:
+            return _fail(problem)
     # Checking the config may have made metrics here (a plugin's module defines some).
     # This process serves /metrics and records nothing: its gauges must not count among
     # the live workers' (a "livemin" gauge would read its 0).
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-    if args.workers < 1:
+    workers = settings.workers if args.workers is None else args.workers
+    if workers < 1:
         return _fail("--workers: must be at least 1")
     try:
         guard = _hold_port(settings.server_host, settings.server_port)
@@ -157,23 +164,26 @@ def _check_and_serve(args: argparse.Namespace) -> int:
                     f"METRICS_PORT: cannot listen on {settings.metrics_port} ({exc.strerror})"
                 )
 
-        from granian import Granian
         from granian.constants import Interfaces, Loops
 
-        Granian(
+        from gateway.supervisor import Supervisor, load_app
+        from gateway.telemetry.logging import configure
+
+        configure(settings.log_level)  # the supervisor's own lines (drain, reload)
+        Supervisor(
             "gateway.app:create_app",
-            factory=True,
+            settings=settings,
             address=settings.server_host,
             port=settings.server_port,
             interface=Interfaces.ASGI,
-            workers=args.workers,
+            workers=workers,
             loop=Loops.uvloop,
             log_access=False,
-            log_level=settings.log_level if settings.log_level != "critical" else "error",  # type: ignore[arg-type]
+            log_level=settings.log_level if settings.log_level != "critical" else "error",
             log_dictconfig=GRANIAN_LOGGING,
             backlog=2048,
             respawn_failed_workers=True,
-        ).serve()
+        ).serve(target_loader=load_app)
     finally:
         if guard is not None:
             guard.close()
@@ -188,7 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the API (Granian)")
     serve.add_argument("--host", help="listen address (default $SERVER_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="listen port (default $SERVER_PORT or 8080)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default $GATEWAY_WORKERS, else the CPUs the container may use)",
+    )
     serve.add_argument("--config", help="YAML config file (default $GATEWAY_CONFIG)")
     check = sub.add_parser("check-config", help="validate a YAML config file and exit")
     check.add_argument(

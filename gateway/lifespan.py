@@ -1,17 +1,24 @@
-"""Resources owned by the app's lifetime: upstream transports, the state backend."""
+"""Resources owned by the app's lifetime: upstream transports, the state backend, the
+tracer, and (in a worker of ``llm-gateway serve``) the drain and reload signals."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar
 
 from gateway.pipeline.probes import Prober
 from gateway.state import Gateway
 from gateway.telemetry import metrics
+
+if TYPE_CHECKING:
+    from gateway.pipeline.run import Pipeline
 
 log = logging.getLogger("gateway")
 # Generation 0 every ~10,000 net container allocations (a few dozen requests) instead
@@ -27,15 +34,42 @@ def _warm_tokenizers() -> None:
         count_tokens("warm up", encoding)
 
 
-def lifespan(gw: Gateway) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def lifespan(
+    gw: Gateway, pipeline: Pipeline, *, supervised: bool = False
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """The app's lifespan over ``gw``'s resources."""
 
     @asynccontextmanager
     async def run(app: Litestar) -> AsyncIterator[None]:
         async with _resources(gw):
+            if supervised:
+                _signals(gw, pipeline)
             yield
 
     return run
+
+
+def _signals(gw: Gateway, pipeline: Pipeline) -> None:
+    """The supervisor's signals to this worker (``gateway/supervisor.py``); SIGTERM and
+    SIGINT stay Granian's (its listener closes, connections in flight finish)."""
+    from gateway.reload import reload
+
+    loop = asyncio.get_running_loop()
+    lock = asyncio.Lock()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def reload_once() -> None:
+        async with lock:  # one reload at a time, in the order asked
+            await reload(gw, pipeline)
+
+    def hup() -> None:
+        task = loop.create_task(reload_once())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, gw.drain.begin)
+    loop.add_signal_handler(signal.SIGUSR2, gw.drain.stop_now)
+    loop.add_signal_handler(signal.SIGHUP, hup)
 
 
 def _settle_heap() -> None:
@@ -60,6 +94,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     _warm_tokenizers()
     _settle_heap()
     prober = gw.prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
+    settings = gw.settings
     log.info(
         "gateway started",
         extra={
@@ -68,6 +103,9 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
                 "aliases": len(gw.registry.groups),
                 "state_backend": gw.store.kind,
                 "speedups": gw.speedups,
+                "config_path": settings.config_path,
+                "config_sha256": settings.config_sha256,
+                "tracing": settings.tracing.endpoint if settings.tracing else None,
             }
         },
     )
@@ -75,7 +113,10 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await prober.aclose()
+        if gw.prober is not None:
+            await gw.prober.aclose()  # the one running now (a reload replaces it)
         await gw.registry.aclose()
         await gw.cache.aclose()
         await gw.store.aclose()
+        if gw.tracer is not None:
+            await gw.tracer.shutdown()  # flush the spans still queued (bounded)

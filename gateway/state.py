@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.drain import Drain
+
 if TYPE_CHECKING:
     from gateway.pipeline.auth import Keyring
     from gateway.pipeline.cache import ResponseCache
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from gateway.providers.registry import Registry
     from gateway.settings import Settings
     from gateway.store.base import StateBackend
+    from gateway.telemetry.tracing import Tracer
 
 
 class Gateway:
@@ -28,6 +31,7 @@ class Gateway:
         "auth",
         "cache",
         "conversations",
+        "drain",
         "limiter",
         "models_cache",
         "prober",
@@ -37,6 +41,7 @@ class Gateway:
         "speedups",
         "started_at",
         "store",
+        "tracer",
     )
 
     def __init__(
@@ -64,3 +69,5 @@ class Gateway:
         self.started_at = time.time()
         self.models_cache: dict[str, Any] = {}
         self.prober: Prober | None = None  # active health checks, while the app runs
+        self.drain = Drain()  # graceful shutdown: readiness, requests in flight
+        self.tracer: Tracer | None = None  # OpenTelemetry, when an OTLP endpoint is set

@@ -38,6 +38,8 @@ async def live() -> Response[bytes]:
 
 @get("/health/ready")
 async def ready(gw: Gateway) -> Response[bytes]:
+    if gw.drain.draining:  # shutting down: take this pod out of the load balancer first
+        return _json({"status": "draining", "state_backend": gw.store.kind}, 503)
     ok = await gw.store.ping()
     return _json(
         {"status": "ready" if ok else "unavailable", "state_backend": gw.store.kind},
@@ -90,5 +92,7 @@ async def health(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes
             "models": sorted(gw.registry.groups),
             "routing": gw.router.health(gw.registry.groups),  # breakers per deployment
             "speedups": gw.speedups,
+            # which config is live: reloads (SIGHUP, a changed file) change the hash
+            "config": {"path": gw.settings.config_path, "sha256": gw.settings.config_sha256},
         }
     )

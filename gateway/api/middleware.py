@@ -25,6 +25,10 @@ A client that leaves is not a server error. It is counted as 499 (nginx's
 * once a stream was committed, the same watcher cancels the task too: the reply
   closes its relay, which closes the upstream and settles what was relayed; the
   status stays the 200 already sent.
+
+Every request is in ``gw.drain.inflight`` while it runs: at the drain's deadline
+(``gateway/drain.py``) it is cancelled the same way, with ``ctx.stopped`` set,
+and the edge then answers it with a 503 or ends its stream with the error event.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
 
+from gateway.api.compress import GzipSend, accepts_gzip
+from gateway.drain import finish
 from gateway.errors import ClientClosed
 from gateway.pipeline.context import SCOPE_KEY, RequestContext
 from gateway.telemetry import metrics
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import Message, Receive, ReceiveMessage, Scope, Send
 
+    from gateway.errors import ServiceUnavailable
     from gateway.state import Gateway
     from gateway.telemetry.logging import AccessLog
 
@@ -104,6 +111,9 @@ class Edge:
         self.app = app  # the Litestar app: routing, DI, the non-pipeline handlers
         self.gateway = gateway
         self.access = access
+        self.inflight = gateway.drain.inflight
+        self.gzip_min = gateway.settings.gzip_min_bytes  # 0: never compress
+        self.tracer = gateway.tracer  # None: tracing off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -118,8 +128,15 @@ class Edge:
             path if path in ROUTES else UNMATCHED,
         )
         scope[SCOPE_KEY] = ctx  # type: ignore[literal-required]
+        if self.gzip_min and accepts_gzip(scope["headers"]):  # type: ignore[arg-type]
+            send = GzipSend(send, self.gzip_min)
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.start(ctx, scope)
         watch = _Watch(receive, ctx, asyncio.current_task())
         rid = ctx.request_id.encode()
+        inflight = self.inflight
+        inflight.add(watch)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -127,6 +144,8 @@ class Edge:
                 headers = message.get("headers")
                 hs = list(headers) if headers else []
                 hs.append((b"x-request-id", rid))
+                if ctx.trace is not None:
+                    hs.append((b"x-trace-id", ctx.trace.trace_id.encode()))
                 message["headers"] = hs
             elif not message.get("more_body", False):
                 ctx.complete = True
@@ -135,11 +154,17 @@ class Edge:
         try:
             await self.app(scope, watch.receive, send_wrapper)
         except asyncio.CancelledError:
-            if not watch.cancelled:
+            if ctx.stopped is not None:  # the drain's deadline: answer, never a silent cut
+                watch.close()
+                await finish(ctx, send_wrapper)
+            elif not watch.cancelled:
                 raise
         finally:
+            inflight.discard(watch)
             watch.close()
-            _record(ctx, self.access)
+            status = _record(ctx, self.access)
+            if tracer is not None and ctx.trace is not None:
+                tracer.end(ctx, status)
 
 
 class _Watch:
@@ -203,6 +228,14 @@ class _Watch:
             self.cancelled = True
             task.cancel()
 
+    def stop(self, err: ServiceUnavailable) -> None:
+        """The drain's deadline: cancel the request; the edge then answers it."""
+        task = self._task
+        if task is not None and not task.done() and self._ctx.stopped is None:
+            self._ctx.stopped = err
+            self.cancelled = True
+            task.cancel()
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -214,7 +247,7 @@ class _Watch:
             task.uncancel()  # our own cancellation, handled: the task goes on normally
 
 
-def _record(ctx: RequestContext, access: AccessLog) -> None:
+def _record(ctx: RequestContext, access: AccessLog) -> int:
     duration = time.perf_counter() - ctx.start
     route = ctx.route
     method = ctx.method
@@ -241,6 +274,17 @@ def _record(ctx: RequestContext, access: AccessLog) -> None:
         fields["model"] = label
     if ctx.provider is not None:
         fields["provider"] = ctx.provider
+        fields["attempts"] = ctx.attempts
+    if ctx.cache is not None:
+        fields["cache"] = ctx.cache.status
+    usage = ctx.usage
+    if usage is not None:
+        fields["prompt_tokens"] = usage.prompt_tokens
+        fields["completion_tokens"] = usage.completion_tokens
     if ctx.error is not None:
         fields["error"] = ctx.error
+    trace = ctx.trace
+    if trace is not None:
+        fields["trace_id"] = trace.trace_id
     access.write(fields)
+    return status

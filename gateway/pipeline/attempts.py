@@ -61,6 +61,7 @@ share one request's state), which is why it is longer than most.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -71,6 +72,7 @@ from gateway.pipeline import relay, settle
 from gateway.pipeline.relay import PendingStream, StreamRelay
 from gateway.pipeline.route import estimate_prompt_tokens, max_tokens_of
 from gateway.telemetry import metrics
+from gateway.telemetry.logging import DEBUG_LOG, upstream_attempt
 
 if TYPE_CHECKING:
     from gateway.config import RetryPolicy
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup
     from gateway.state import Gateway
+    from gateway.telemetry.tracing import AttemptSpan
 
 __all__ = ["Attempts", "Loop", "Served", "breaker_outcome"]
 
@@ -140,6 +143,7 @@ class Loop:
         # the request ends with that 429 (and its Retry-After).
         self.refused: tuple[GatewayError, Deployment] | None = None
         self._prompt_tokens: int | None = None
+        self.debug = DEBUG_LOG.isEnabledFor(logging.DEBUG)
 
     def policy(self, group: ModelGroup) -> RetryPolicy:
         return group.retry or self.router.options.retry
@@ -412,13 +416,14 @@ class Loop:
         active = self.router.active
         active.retries += 1
         try:
-            return await self._attempt(dep)
+            return await self._attempt(dep, "retry")
         finally:
             active.retries -= 1
 
     def _launch(self, dep: Deployment, *, retry: bool, hedge: bool = False) -> asyncio.Task[Any]:
         self._count(dep, retry, hedge)
-        task = asyncio.ensure_future(self._attempt(dep))
+        why = "hedge" if hedge else "retry" if retry else "first"
+        task = asyncio.ensure_future(self._attempt(dep, why))
         if retry or hedge:  # counted from now (the budget is checked synchronously before)
             active = self.router.active
             active.retries += 1
@@ -431,55 +436,78 @@ class Loop:
 
     # -- one attempt -----------------------------------------------------------------
 
-    async def _attempt(self, dep: Deployment) -> Any:
+    async def _attempt(self, dep: Deployment, why: str = "first") -> Any:
         st = self.router.state(dep)
         probe = st.breaker.acquire()
         st.in_flight += 1
         outcome = "neutral"
         handed_off = False
         remaining = self.deadline - self.clock()
+        trace = self.ctx.trace  # None unless tracing is on: one span per attempt
+        span = None if trace is None else trace.attempt(dep, self._operation(), why)
+        if self.debug:
+            upstream_attempt(self.ctx, dep, why)
         try:
             if self.stream:
-                result: Any = await self._stream(dep, remaining, probe)
+                result: Any = await self._stream(dep, remaining, probe, span)
                 handed_off = True  # its close hook does the bookkeeping
             else:
-                result = await self._whole(dep, remaining)
+                result = await self._whole(dep, remaining, span)
             outcome = "success"
             return result
         except GatewayError as err:
             outcome = breaker_outcome(err)
+            if span is not None:
+                span.error = err
             if isinstance(err, UpstreamError):
-                settle.record_failure(dep, err)
+                settle.record_failure(dep, err, ctx=self.ctx)
             raise
         except asyncio.CancelledError:  # the client left, or a hedged twin lost
+            if span is not None:
+                span.cancelled = True
             settle.record_cancelled(dep, None)
             raise
         finally:
             if not handed_off:
                 st.in_flight -= 1
                 st.breaker.record(outcome, probe)
+                if span is not None:
+                    span.end()
 
-    async def _whole(self, dep: Deployment, remaining: float) -> Any:
+    def _operation(self) -> str:
+        return "embeddings" if self.endpoint.name == "embeddings" else "chat"
+
+    async def _whole(self, dep: Deployment, remaining: float, span: AttemptSpan | None) -> Any:
         exchange = self.endpoint.exchange(dep)
         t0 = time.perf_counter()
+        request = exchange.request(dep, self.ctx)
+        if span is not None:
+            span.inject(request)
         try:
             async with asyncio.timeout(max(0.0, remaining)):
-                _resp, content = await relay.complete(dep, exchange.request(dep, self.ctx))
+                _resp, content = await relay.complete(dep, request)
                 result = exchange.response(dep, self.ctx, content)
         except TimeoutError:
             raise self.deadline_error(dep) from None
         self.router.state(dep).observe(total=time.perf_counter() - t0)
+        if span is not None:
+            span.usage = result[1]
         return result
 
-    async def _stream(self, dep: Deployment, remaining: float, probe: bool) -> StreamRelay:
+    async def _stream(
+        self, dep: Deployment, remaining: float, probe: bool, span: AttemptSpan | None
+    ) -> StreamRelay:
         exchange = self.endpoint.exchange(dep)
         t = dep.timeouts
         limit = min(t.first_token, remaining)
+        request = exchange.request(dep, self.ctx)
+        if span is not None:
+            span.inject(request)
         try:
             async with asyncio.timeout(max(0.0, limit)):
                 r, ttft = await relay.start_stream(
                     dep,
-                    exchange.request(dep, self.ctx),
+                    request,
                     exchange.translator(dep, self.ctx),
                     idle=t.idle,
                     total=t.total,
@@ -506,6 +534,9 @@ class Loop:
                 st.observe(total=time.perf_counter() - sent)
             if r.translator.usage is None and r.content_frames:
                 r.prompt_tokens = self.prompt_tokens  # what a broken stream settles
+            if span is not None:
+                span.error, span.usage = r.error, r.usage
+                span.end()
 
         r.add_close_hook(closed)
         return r

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope
 
+    from gateway.errors import GatewayError
     from gateway.pipeline.auth import Principal
     from gateway.pipeline.cache import Lookup
     from gateway.pipeline.conversation import Conversation
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.lease import Lease
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup
+    from gateway.telemetry.tracing import RequestTrace
     from gateway.wire.chat import Usage
 
 __all__ = ["SCOPE_KEY", "RequestContext", "context_of"]
@@ -71,7 +73,9 @@ class RequestContext:
         "served",
         "start",
         "status",
+        "stopped",
         "stream",
+        "trace",
         "ttft_s",
         "upstream_s",
         "usage",
@@ -107,6 +111,8 @@ class RequestContext:
         self.headers: dict[str, str] = {}  # response headers the stages and plugins add
         self.client_gone = False  # the client left before its whole answer was sent
         self.complete = False  # the whole answer was sent
+        self.stopped: GatewayError | None = None  # ended by the drain's deadline (drain.py)
+        self.trace: RequestTrace | None = None  # its spans, when tracing is on
         self.view: dict[str, Any] | None = None  # the body as OpenAI chat, when it is not
         self.conversation: Conversation | None = None  # /v1/responses (stage conversation)
 

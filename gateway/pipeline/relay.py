@@ -159,7 +159,7 @@ async def complete(dep: Deployment, request: httpx.Request) -> tuple[httpx.Respo
     resp = await send(dep, request)
     try:
         # The transport's byte stream directly: Response.aread() adds a decoder and
-        # chunking layer per chunk, and the gateway asks for no content-encoding.
+        # chunking layer per chunk; the transport decodes a compressed body itself.
         chunks = [chunk async for chunk in resp.stream]  # type: ignore[union-attr]
         content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except httpx.TransportError as exc:
@@ -309,6 +309,8 @@ async def start_stream(
     read timeout); ``total``: seconds for the whole stream from its sending. The
     caller bounds the wait for the first content."""
     t0 = time.perf_counter()
+    # Events as they come: a proxy compressing the stream may hold them back.
+    request.headers["accept-encoding"] = "identity"
     resp = await send(dep, request)
     if resp.status_code >= 400:
         try:

@@ -35,6 +35,7 @@ from gateway.pipeline.reply import Reply
 if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
     from gateway.pipeline.endpoint import Endpoint
+    from gateway.telemetry.tracing import Tracer
 
 __all__ = ["STAGES", "Pipeline", "Stage", "StageFailed"]
 
@@ -77,12 +78,14 @@ def insert(core: Sequence[Stage], extra: Sequence[tuple[str, Stage]]) -> tuple[S
 class Pipeline:
     """The stage list and the two ways a request can end early (fail, abort)."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage], tracer: Tracer | None = None) -> None:
         names = tuple(s.name for s in stages)
         missing = [s for s in STAGES if s not in names]
         if missing:
             raise ValueError(f"pipeline without stage(s) {missing}")
-        self.stages = tuple(stages)
+        # Tracing wraps the stages that take time in spans, here and only here; off, the
+        # stages are the objects themselves and the loop below costs nothing more.
+        self.stages = tuple(tracer.traced(s) for s in stages) if tracer else tuple(stages)
 
     async def run(self, endpoint: Endpoint, ctx: RequestContext) -> Reply:
         ctx.endpoint = endpoint

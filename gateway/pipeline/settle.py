@@ -19,6 +19,7 @@ from gateway.errors import GatewayError, UpstreamStatus, UpstreamTimeout
 from gateway.pipeline.reply import Reply
 from gateway.providers.base import Deployment
 from gateway.telemetry import metrics
+from gateway.telemetry.logging import provider_error
 from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
@@ -74,7 +75,15 @@ def error_kind(err: GatewayError) -> str:
     return code if code is not None and code in metrics.ERROR_KINDS else "error"
 
 
-def record_failure(dep: Deployment, err: GatewayError, *, mid_stream: bool = False) -> None:
+def record_failure(
+    dep: Deployment,
+    err: GatewayError,
+    *,
+    mid_stream: bool = False,
+    ctx: RequestContext | None = None,
+) -> None:
+    """A failed upstream attempt: its metrics and its ``provider_error`` log event."""
+    provider_error(ctx, dep, err, mid_stream=mid_stream)
     kind = "stream" if mid_stream else error_kind(err)
     metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "error").inc()
     metrics.llm_provider_errors_total.labels(dep.provider, dep.label, kind).inc()
@@ -99,7 +108,7 @@ def stream_settler(ctx: RequestContext, t_sent: float) -> Callable[[Any], None]:
         ctx.usage = r.usage
         if r.error is not None:
             ctx.error = r.error.code or r.error.type
-            record_failure(r.dep, r.error, mid_stream=True)
+            record_failure(r.dep, r.error, mid_stream=True, ctx=ctx)
             if r.usage is not None:
                 record_usage(r.dep, r.usage)
         elif r.completed:

@@ -88,9 +88,15 @@ def _adapter_for(provider: str) -> Adapter:
 
 
 class Registry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transports: dict[tuple[str, str], httpx.AsyncBaseTransport] | None = None,
+    ) -> None:
+        """``transports``: a previous registry's upstream pools, kept across a reload
+        (``gateway/reload.py``): shared, and closed once, at shutdown."""
         self._settings = settings
-        self._transports: dict[tuple[str, str], httpx.AsyncBaseTransport] = {}
+        self.transports = {} if transports is None else transports
         self._adapters: dict[str, Adapter] = {}
         self.providers: dict[str, ProviderEnv] = dict(settings.providers)
         self.groups: dict[str, ModelGroup] = {}
@@ -103,7 +109,7 @@ class Registry:
 
     def _transport(self, provider: str, base_url: str, read: float) -> httpx.AsyncBaseTransport:
         key = (provider, base_url)
-        t = self._transports.get(key)
+        t = self.transports.get(key)
         if t is None:
             if provider == "mock":
                 t = MockTransport()
@@ -114,7 +120,7 @@ class Registry:
                     connect_timeout=5.0,
                     read_timeout=read,
                 )
-            self._transports[key] = t
+            self.transports[key] = t
         return t
 
     def _adapter(self, provider: str) -> Adapter:
@@ -220,13 +226,13 @@ class Registry:
 
     async def start(self) -> None:
         """Open every known upstream's connection pool inside the running loop."""
-        for t in self._transports.values():
+        for t in self.transports.values():
             start = getattr(t, "start", None)
             if start is not None:
                 await start()
 
     async def aclose(self) -> None:
-        for t in self._transports.values():
+        for t in self.transports.values():
             await t.aclose()
 
 

@@ -14,12 +14,20 @@ proxy, and it costs more than the rest of the pipeline. The transport is:
 Timeouts travel in ``request.extensions["timeout"]`` as in httpx
 (``connect``/``read``/``write``/``pool``, seconds). Errors are httpx's
 exception types, so callers never see aiohttp's.
+
+Compression: the aiohttp transport asks every upstream for gzip
+(``Accept-Encoding: gzip``) unless the request says otherwise (the relay asks
+streams for ``identity``: a compressing proxy may hold events back), and decodes
+a gzip or deflate body incrementally as it arrives, so callers always read
+plain bytes: the gateway reads every answer (usage, errors, translation), so
+there is nothing to pass through compressed. Another encoding is an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,16 +37,45 @@ import httpx
 __all__ = ["AiohttpTransport", "build_transport", "post"]
 
 
-class _AiohttpStream(httpx.AsyncByteStream):
-    __slots__ = ("_resp",)
+# Content-Encoding -> zlib's wbits: 31 gzip; 47 deflate (zlib format or, said so by the
+# +32, gzip: servers label them loosely). A raw deflate stream is not decoded.
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 47}
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+
+def _decoder(encoding: str) -> Any:
+    wbits = _WBITS.get(encoding.strip().lower())
+    if wbits is None:
+        raise httpx.RemoteProtocolError(
+            f"upstream sent an unsupported content-encoding {encoding[:20]!r}"
+        )
+    return zlib.decompressobj(wbits)
+
+
+class _AiohttpStream(httpx.AsyncByteStream):
+    __slots__ = ("_decoder", "_resp")
+
+    def __init__(self, resp: aiohttp.ClientResponse, decoder: Any = None) -> None:
         self._resp = resp
+        self._decoder = decoder  # a zlib decompressor when the body is compressed
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        decoder = self._decoder
         try:
             async for chunk in self._resp.content.iter_any():
-                yield chunk
+                if decoder is None:
+                    yield chunk
+                    continue
+                out = decoder.decompress(chunk)
+                if out:
+                    yield out
+            if decoder is not None:
+                out = decoder.flush()
+                if out:
+                    yield out
+                if not decoder.eof:
+                    raise httpx.RemoteProtocolError("upstream ended the compressed body early")
+        except zlib.error as exc:
+            raise httpx.RemoteProtocolError("upstream sent a body that does not decode") from exc
         except TimeoutError as exc:  # sock_read elapsed between two chunks
             raise httpx.ReadTimeout("upstream read timed out") from exc
         except aiohttp.ClientPayloadError as exc:
@@ -87,7 +124,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if session is None or session.closed:
             session = self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(**self._connector_args),
-                auto_decompress=False,  # relay bytes as the upstream sent them
+                auto_decompress=False,  # decoded by _AiohttpStream, incrementally
+                headers={"Accept-Encoding": "gzip"},  # unless a request says otherwise
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -126,10 +164,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError("upstream closed the connection") from exc
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(type(exc).__name__) from exc
+        raw = resp.raw_headers
+        decoder = None
+        encoding = resp.headers.get("Content-Encoding")
+        if encoding and encoding != "identity":
+            try:
+                decoder = _decoder(encoding)
+            except httpx.RemoteProtocolError:
+                resp.close()
+                raise
+            # the body callers read is decoded: its headers must not say otherwise
+            raw = tuple(
+                h for h in raw if h[0].lower() not in (b"content-encoding", b"content-length")
+            )
         return httpx.Response(
             resp.status,
-            headers=[(k, v) for k, v in resp.raw_headers],
-            stream=_AiohttpStream(resp),
+            headers=[(k, v) for k, v in raw],
+            stream=_AiohttpStream(resp, decoder),
             extensions={"http_version": b"HTTP/1.1"},
             request=request,
         )

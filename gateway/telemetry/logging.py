@@ -14,13 +14,20 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from gateway.scrub import scrub
 
+if TYPE_CHECKING:
+    from gateway.errors import GatewayError
+    from gateway.pipeline.context import RequestContext
+    from gateway.providers.base import Deployment
+
 _encoder = msgspec.json.Encoder()
+_provider_log = logging.getLogger("gateway.provider")
+DEBUG_LOG = logging.getLogger("gateway.attempts")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -73,3 +80,55 @@ class AccessLog:
             os.write(1, _encoder.encode(fields) + b"\n")
         except OSError:  # stdout closed: logging must never fail a request
             pass
+
+
+def provider_error(
+    ctx: RequestContext | None, dep: Deployment, err: GatewayError, *, mid_stream: bool
+) -> None:
+    """One ``provider_error`` event per failed upstream attempt: which provider, what it
+    answered, and how the attempt loop classifies it (``retry``: any, elsewhere, never,
+    context; ``breaker``: counts against the deployment; ``retry_after``: seconds the
+    provider asked for). Warning, except a client's own mistake passed on (a 4xx that
+    is neither retried nor the deployment's fault), which is info. The message is not
+    logged: an upstream may quote the request's content in it."""
+    status = getattr(err, "upstream_status", None) or err.status
+    retry = getattr(err, "retry", "never")
+    breaker = bool(getattr(err, "breaker", False))
+    fields: dict[str, Any] = {
+        "event": "provider_error",
+        "provider": dep.provider,
+        "model": dep.label,
+        "upstream_model": dep.model,
+        "status": status,
+        "type": err.type,
+        "code": err.code,
+        "retry": retry,
+        "breaker": breaker,
+        "retry_after": getattr(err, "retry_after", None),
+        "phase": "mid_stream" if mid_stream else "before_first_byte",
+    }
+    kind = getattr(err, "kind", None)
+    if kind is not None:
+        fields["timeout"] = kind
+    if ctx is not None:
+        fields["request_id"] = ctx.request_id
+        fields["attempt"] = ctx.attempts
+        trace = ctx.trace
+        if trace is not None:
+            fields["trace_id"] = trace.trace_id
+    client_fault = retry == "never" and not breaker and 400 <= status < 500
+    level = logging.INFO if client_fault else logging.WARNING
+    _provider_log.log(level, "provider_error", extra={"fields": fields})
+
+
+def upstream_attempt(ctx: RequestContext, dep: Deployment, why: str) -> None:
+    """Debug: each upstream attempt as it starts (ids and names only, never a header)."""
+    fields = {
+        "request_id": ctx.request_id,
+        "provider": dep.provider,
+        "model": dep.label,
+        "upstream_model": dep.model,
+        "reason": why,
+        "attempt": ctx.attempts,
+    }
+    DEBUG_LOG.debug("upstream_attempt", extra={"fields": fields})

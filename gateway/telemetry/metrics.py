@@ -306,6 +306,13 @@ gateway_process_open_fds = Gauge(
     "Open file descriptors (sockets included) of the worker processes, summed",
     multiprocess_mode="livesum",
 )
+gateway_process_open_connections = Gauge(
+    "gateway_process_open_connections",
+    "Established TCP connections of the worker processes, summed: inbound (clients) "
+    "or outbound (upstreams, Redis)",
+    ["direction"],
+    multiprocess_mode="livesum",
+)
 gateway_container_memory_working_set_bytes = Gauge(
     "gateway_container_memory_working_set_bytes",
     "The container's (cgroup's) memory use less inactive file cache, as the kubelet counts it",
@@ -315,6 +322,12 @@ gateway_container_memory_limit_bytes = Gauge(
     "gateway_container_memory_limit_bytes",
     "The container's (cgroup's) memory limit; +Inf when it has none",
     multiprocess_mode="livemax",
+)
+
+
+gateway_trace_spans_dropped_total = Counter(
+    "gateway_trace_spans_dropped_total",
+    "Spans whose export to the OpenTelemetry collector failed (it is slow or down)",
 )
 
 

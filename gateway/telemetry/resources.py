@@ -1,5 +1,9 @@
 """Process and container resource gauges, sampled by a daemon thread in each worker.
 
+Open connections are counted from ``/proc``: the TCP sockets this process holds
+(``/proc/self/fd``) that are established, as ``inbound`` (to a port this process
+listens on: clients) or ``outbound`` (upstreams, Redis, a collector).
+
 prometheus-client's own process collector does not work in multiprocess mode (the
 ``/metrics`` listener runs in the supervisor and reads only the workers' files), so
 each worker writes its resident memory and open descriptors into gauges that add up
@@ -46,6 +50,40 @@ def open_fds() -> int | None:
         return None
 
 
+_ESTABLISHED, _LISTEN = "01", "0A"
+
+
+def open_connections(proc: Path = Path("/proc/self")) -> tuple[int, int] | None:
+    """(inbound, outbound) established TCP connections of this process."""
+    try:
+        fds = os.listdir(proc / "fd")
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        try:
+            link = os.readlink(proc / "fd" / fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    listening: set[str] = set()
+    established: list[str] = []  # local ports
+    for table in ("tcp", "tcp6"):
+        text = _read(proc / "net" / table) or ""
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) < 10 or parts[9] not in inodes:
+                continue
+            port = parts[1].rsplit(":", 1)[-1]
+            if parts[3] == _LISTEN:
+                listening.add(port)
+            elif parts[3] == _ESTABLISHED:
+                established.append(port)
+    inbound = sum(1 for port in established if port in listening)
+    return inbound, len(established) - inbound
+
+
 def _stat_value(text: str, key: str) -> int:
     for line in text.splitlines():
         name, _, value = line.partition(" ")
@@ -80,6 +118,10 @@ def sample() -> None:
     fds = open_fds()
     if fds is not None:
         metrics.gateway_process_open_fds.set(fds)
+    conns = open_connections()
+    if conns is not None:
+        metrics.gateway_process_open_connections.labels("inbound").set(conns[0])
+        metrics.gateway_process_open_connections.labels("outbound").set(conns[1])
     mem = container_memory()
     if mem is not None:
         metrics.gateway_container_memory_working_set_bytes.set(mem[0])

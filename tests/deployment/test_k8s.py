@@ -133,9 +133,15 @@ def test_deployment_contract(target: str) -> None:
     assert "topology.kubernetes.io/zone" in keys
     for t in spec["topologySpreadConstraints"]:
         assert t["labelSelector"]["matchLabels"] == {"app": "llm-gateway"}
+    # graceful shutdown: readiness 503 for the pre-stop delay, then the drain period,
+    # which fits the longest stream, all inside the grace period with room to settle
     cfg = load_config(K8S / "base" / "gateway.yaml", environ={})
     longest_stream = max(d.timeout.total for m in cfg.models for d in m.deployments)
-    assert spec["terminationGracePeriodSeconds"] >= longest_stream
+    prestop = int(env["GATEWAY_PRESTOP_SECONDS"]["value"])
+    drain = int(env["GATEWAY_DRAIN_SECONDS"]["value"])
+    assert drain >= longest_stream and prestop >= 5
+    assert spec["terminationGracePeriodSeconds"] >= prestop + drain + 15
+    assert "lifecycle" not in c  # the gateway's own pre-stop delay, not a sleep hook
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
@@ -172,7 +178,11 @@ def test_service_pdb_hpa_networkpolicy(target: str) -> None:
     }
     assert ingress == {"ingress-nginx": [8080], "monitoring": [9090]}
     egress_ports = sorted((p["protocol"], p["port"]) for r in np["egress"] for p in r["ports"])
-    assert egress_ports == [("TCP", 53), ("TCP", 443), ("TCP", 6379), ("UDP", 53)]
+    assert egress_ports == [("TCP", 53), ("TCP", 443), ("TCP", 4318), ("TCP", 6379), ("UDP", 53)]
+    otlp = next(r for r in np["egress"] if any(p["port"] == 4318 for p in r["ports"]))
+    assert otlp["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "observability"
+    }
     dns = next(r for r in np["egress"] if any(p["port"] == 53 for p in r["ports"]))
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
 
@@ -186,7 +196,11 @@ def test_overlay_sizes_and_redis(overlay: str) -> None:
         "requests": {"cpu": req_cpu, "memory": req_mem},
         "limits": {"cpu": lim_cpu, "memory": lim_mem},
     }
-    assert c["args"] == ["--workers", workers]
+    assert "args" not in c  # workers from GATEWAY_WORKERS, which matches the CPU limit
+    assert env_of(c)["GATEWAY_WORKERS"]["value"] == workers == lim_cpu.removesuffix("000m")
+    tracing = env_of(c).get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if overlay != "small":
+        assert tracing is not None and tracing["value"].endswith(":4318")
     dep = find(objs, "Deployment", "llm-gateway")
     assert dep["spec"]["replicas"] == replicas
     hpa = find(objs, "HorizontalPodAutoscaler", "llm-gateway")["spec"]
