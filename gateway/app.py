@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.di import Provide
 
 import _speedups
+from gateway.api.admin import admin_routes
 from gateway.api.chat import CHAT
 from gateway.api.embeddings import EMBEDDINGS
 from gateway.api.handlers import exception_handlers
@@ -36,8 +37,10 @@ from gateway.telemetry.metrics import (
     declare_cache_series,
     declare_http_series,
     declare_series,
+    declare_tenant_series,
     record_speedups,
 )
+from gateway.tenants.tenancy import Tenancy
 
 ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
 
@@ -55,6 +58,7 @@ def build_gateway(settings: Settings, router: Router | None = None) -> Gateway:
     """The process's handles (tests pass their own ``router``, with a seeded RNG)."""
     registry = Registry(settings)
     store = _store(settings)
+    tenants = Tenancy(settings, registry, store)
     return Gateway(
         settings=settings,
         registry=registry,
@@ -62,8 +66,9 @@ def build_gateway(settings: Settings, router: Router | None = None) -> Gateway:
         store=store,
         speedups=_speedups.implementations(),
         cache=cache.ResponseCache(settings),
-        auth=auth.Keyring(settings.config),
+        auth=auth.Keyring(settings.config, tenants.directory, tenants.closed),
         limiter=ratelimit.Limiter(settings.config, registry, store),
+        tenants=tenants,
     )
 
 
@@ -72,10 +77,10 @@ def build_pipeline(gw: Gateway) -> Pipeline:
         parse.Parse(gw.settings),
         auth.Auth(gw.auth, gw.registry),
         cache.CacheStage(gw.cache),
-        route.Route(gw.router),
+        route.Route(gw.router, gw.registry.groups, gw.tenants.sessions),
         ratelimit.Limit(gw.limiter),
         attempts.Attempts(gw),
-        settle.Settle(),
+        settle.Settle(gw.tenants),
         settle.Respond(),
     ]
     plugins: list[tuple[str, Stage]] = list(load_all(gw.settings.config.plugins))
@@ -93,6 +98,8 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
     declare_series(configured + [(p, OVERFLOW_LABEL) for p in registry.enabled()])
     declare_http_series(ROUTES)
     declare_cache_series([m.alias for m in settings.config.models if m.cache is not None])
+    multi = [m.alias for m in settings.config.models if len(m.deployments) > 1]
+    declare_tenant_series(multi, gw.tenants.enabled)
     pipeline = build_pipeline(gw)
     app = Litestar(
         route_handlers=[
@@ -101,6 +108,7 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
             health,
             live,
             ready,
+            *(admin_routes(gw) if gw.tenants.admin else ()),
         ],
         dependencies={"gw": Provide(lambda: gw, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,

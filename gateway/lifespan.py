@@ -40,6 +40,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     if not gw.store.shared:
         metrics.gateway_state_backend_up.set(1)  # in-process state is up while we are
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
+    await gw.tenants.start()  # virtual keys' invalidation channel
     await gw.registry.start()
     _warm_tokenizers()
     prober = gw.prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
@@ -59,6 +60,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
         yield
     finally:
         await prober.aclose()
+        await gw.tenants.aclose()  # the ledger's last batch, while the store is open
         await gw.registry.aclose()
         await gw.cache.aclose()
         await gw.store.aclose()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.providers.registry import Registry
     from gateway.settings import Settings
     from gateway.store.base import StateBackend
+    from gateway.tenants.tenancy import Tenancy
 
 
 class Gateway:
@@ -35,6 +36,7 @@ class Gateway:
         "speedups",
         "started_at",
         "store",
+        "tenants",
     )
 
     def __init__(
@@ -48,6 +50,7 @@ class Gateway:
         cache: ResponseCache,
         auth: Keyring,
         limiter: Limiter,
+        tenants: Tenancy,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -57,6 +60,7 @@ class Gateway:
         self.cache = cache
         self.auth = auth
         self.limiter = limiter
+        self.tenants = tenants  # virtual keys, the cost ledger, sticky sessions
         self.started_at = time.time()
         self.models_cache: dict[str, Any] = {}
         self.prober: Prober | None = None  # active health checks, while the app runs

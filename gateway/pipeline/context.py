@@ -14,7 +14,7 @@ result, in the order the stages run::
     route     plan (deployments in the order to try), dep (the first choice)
     limit     lease (the rate-limit reservation)
     attempts  served (the deployment that answered, its result), attempts, dep
-    settle    usage, upstream_s, ttft_s
+    settle    usage, upstream_s, ttft_s, cost (what the answer cost, by token class)
     respond   headers (what the client gets besides the body)
 
 Nothing here is global or shared between requests; plugins get the same object.
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.lease import Lease
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup
+    from gateway.tenants.ledger import Charge
     from gateway.wire.chat import Usage
 
 __all__ = ["SCOPE_KEY", "RequestContext", "context_of"]
@@ -49,6 +50,7 @@ class RequestContext:
         "cache",
         "client_gone",
         "complete",
+        "cost",
         "dep",
         "endpoint",
         "error",
@@ -66,6 +68,7 @@ class RequestContext:
         "route",
         "scope",
         "served",
+        "session",
         "start",
         "status",
         "stream",
@@ -105,6 +108,8 @@ class RequestContext:
         self.client_gone = False  # the client left before its whole answer was sent
         self.complete = False  # the whole answer was sent
         self.view: dict[str, Any] | None = None  # the body as OpenAI chat, when it is not
+        self.session: tuple[str, str | None] | None = None  # sticky session: key, deployment
+        self.cost: Charge | None = None  # the answer's cost (tenants/ledger.py)
 
     @property
     def label(self) -> str | None:

@@ -55,6 +55,7 @@ class Deployment:
     priority: int = 0
     price: Price | None = None
     mock: MockOptions | None = None
+    region: str | None = None  # data residency (config ``region``); None: unknown
     # precomputed per deployment: URLs, static headers
     cache: dict[str, Any] = field(default_factory=dict)
 

@@ -144,6 +144,7 @@ class Registry:
             priority=cfg.priority,
             price=cfg.price,
             mock=cfg.mock,
+            region=cfg.region,
         )
         dep.adapter.prepare(dep)
         return dep
