@@ -375,8 +375,8 @@ class Limiter:
             out["retry-after"] = str(wait)
             when = "it resets at " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset_at))
         raise BudgetExceeded(
-            f"{whose} {_PERIOD_WORDS[limit.period]} budget of ${fmt_usd(counter.limit)} has "
-            f"${fmt_usd(left)} left; this request may cost up to ${fmt_usd(spend.hold)} "
+            f"{whose} {_PERIOD_WORDS[limit.period]} budget of ${_usd(counter.limit)} has "
+            f"${_usd(left)} left; this request may cost up to ${_usd(spend.hold, up=True)} "
             f"(set max_tokens lower to need less); {when}.",
             headers=out,
         )
@@ -426,6 +426,12 @@ class Limiter:
             lease.backend.settle_later(buckets, reserved, [actual] * len(todo), spend)
         else:
             lease.backend.settle_later(buckets, reserved, [actual] * len(todo))
+
+
+def _usd(nano: int, up: bool = False) -> str:
+    """Nano-USD for people: to the micro-dollar (rounded up for a maximum)."""
+    micro = -(-nano // 1000) if up else nano // 1000
+    return fmt_usd(micro * 1000)
 
 
 def _headers(plan: _Plan, res: Reservation) -> dict[str, str]:

@@ -330,7 +330,7 @@ class TenantAdmin:
                     continue
                 for s in (daily, total, by_model.setdefault(name, _Sum())):
                     s.add(what, value)
-            series.append({"date": f"{day[:4]}-{day[4:6]}-{day[6:]}", **daily.view()})
+            series.append({"date": f"{day[:4]}-{day[4:6]}-{day[6:]}", **daily.view(brief=True)})
         return {
             "key": key,
             "team": team,
@@ -370,13 +370,15 @@ class _Sum:
         elif what == "unpriced":
             self.unpriced += value
 
-    def view(self) -> dict[str, Any]:
+    def view(self, brief: bool = False) -> dict[str, Any]:
         total = sum(self.nano.values())
-        return {
+        out: dict[str, Any] = {
             "usd": float(fmt_usd(total)),
             "nano_usd": total,
             "requests": self.requests,
             "unpriced_requests": self.unpriced,
-            "usd_by_class": {c: float(fmt_usd(n)) for c, n in self.nano.items()},
-            "tokens": dict(self.tokens),
         }
+        if not brief:
+            out["usd_by_class"] = {c: float(fmt_usd(n)) for c, n in self.nano.items()}
+            out["tokens"] = dict(self.tokens)
+        return out
