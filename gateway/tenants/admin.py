@@ -31,6 +31,12 @@ __all__ = ["TenantAdmin"]
 MAX_DAYS = 366
 
 
+def _changes(body: msgspec.Struct) -> dict[str, Any]:
+    """The fields an update body sets (``null`` included, left-out ones not)."""
+    fields = ((f, getattr(body, f)) for f in body.__struct_fields__)
+    return {f: v for f, v in fields if v is not msgspec.UNSET}
+
+
 def _view(struct: msgspec.Struct, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = msgspec.to_builtins(struct)
     out.pop("digest", None)
@@ -135,11 +141,7 @@ class TenantAdmin:
         old = await self._key(key_id)
         if old.revoked_at is not None:
             raise InvalidRequest("This API key is revoked; it cannot change.", param="id")
-        changes = {
-            f: getattr(body, f)
-            for f in body.__struct_fields__
-            if getattr(body, f) is not msgspec.UNSET
-        }
+        changes = _changes(body)
         merged = msgspec.structs.replace(old, **changes)
         self._check(merged.limits, merged.regions, merged.models)
         if "team" in changes:
@@ -253,11 +255,7 @@ class TenantAdmin:
 
     async def update_team(self, team_id: str, body: rec.TeamUpdate) -> dict[str, Any]:
         old = await self._team(team_id)
-        changes = {
-            f: getattr(body, f)
-            for f in body.__struct_fields__
-            if getattr(body, f) is not msgspec.UNSET
-        }
+        changes = _changes(body)
         merged = msgspec.structs.replace(old, **changes)
         self._check(merged.limits, merged.regions, merged.models)
         team = msgspec.structs.replace(merged, updated_at=time.time(), rev=old.rev + 1)

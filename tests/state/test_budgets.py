@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.store.base import Budget, Bucket, StateBackend
+from gateway.store.base import Bucket, Budget, StateBackend
 from gateway.store.redis import RedisBackend
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +64,7 @@ async def test_all_or_nothing_with_buckets_and_both_budgets(backend: StateBacken
 
 
 async def test_settle_replaces_the_hold_by_the_cost(backend: StateBackend) -> None:
-    key, team, rpm = _names()
+    key, team, _ = _names()
     await backend.reserve([], [], spend=[(key, 700), (team, 700)], now_us=T0)
     await backend.settle([], [], [], spend=[(key, 700, 250), (team, 700, 250)], now_us=T0)
     res = await backend.reserve([], [], spend=[(key, 750)], now_us=T0)  # 250 + 750 = 1000
@@ -153,6 +153,13 @@ async def test_sessions_live_their_ttl(backend: StateBackend) -> None:
     assert await store.session_get(key, 60) is None
 
 
+async def _until(predicate: Any, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_invalidation_messages_reach_every_subscriber(backend: StateBackend) -> None:
     """Two stores of the same Redis (two replicas): a message published by one reaches
     both; each (re)subscription first delivers None."""
@@ -166,12 +173,9 @@ async def test_invalidation_messages_reach_every_subscriber(backend: StateBacken
         stores = [backend.tenants()] + ([other.tenants()] if other else [])
         for i, s in enumerate(stores):
             await s.start(got[i].append)
-        deadline = time.monotonic() + 5
-        while not all(s.subscribed for s in stores) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await _until(lambda: all(s.subscribed for s in stores))
         await stores[-1].publish("k:abc")
-        while time.monotonic() < deadline and not all("k:abc" in g for g in got[: len(stores)]):
-            await asyncio.sleep(0.02)
+        await _until(lambda: all("k:abc" in g for g in got[: len(stores)]))
         for g in got[: len(stores)]:
             assert g[-1] == "k:abc"
             if other is not None:

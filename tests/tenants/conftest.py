@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.harness import GatewayProc, start_gateway
+from tests.resilience.helpers import Fault, start_fault_upstream
 from tests.state.conftest import (  # noqa: F401 - fixtures shared with tests/state
     anyio_backend,
     own_redis,
@@ -75,6 +76,16 @@ def make_gateway(tenants_dir: Path) -> Iterator[GatewayMaker]:
     finally:
         for gw in started:
             gw.stop()
+
+
+@pytest.fixture(scope="session")
+def fault(tenants_dir: Path) -> Iterator[Fault]:
+    """The fault-injecting upstream (tests/fakes/fault_upstream.py); tests reset it."""
+    f = start_fault_upstream(tenants_dir / "fault-logs")
+    try:
+        yield f
+    finally:
+        f.proc.stop()
 
 
 def admin(gw: GatewayProc) -> httpx.Client:

@@ -140,9 +140,10 @@ def test_cost_header_matches_the_ledger(gw: GatewayProc) -> None:
         everything = a.get("/spend").json()
         assert everything["by_model"]["priced"]["nano_usd"] >= nano
         today = time.strftime("%Y-%m-%d", time.gmtime())
-        assert a.get(f"/spend?key={key['id']}&from={today}&to={today}").json()["days"][0][
-            "nano_usd"
-        ] == nano
+        assert (
+            a.get(f"/spend?key={key['id']}&from={today}&to={today}").json()["days"][0]["nano_usd"]
+            == nano
+        )
         assert a.get("/spend?from=2026-13-01").status_code == 400
         assert a.get("/spend?from=2020-01-01&to=2026-01-01").status_code == 400
         # the metric carries the team (a bounded label), never the key
@@ -232,7 +233,9 @@ def test_secrets_never_logged(gw: GatewayProc) -> None:
     assert secret[6:] not in out and MASTER not in out
 
 
-def test_admin_can_be_turned_off(make_gateway: GatewayMaker, request: pytest.FixtureRequest) -> None:
+def test_admin_can_be_turned_off(
+    make_gateway: GatewayMaker, request: pytest.FixtureRequest
+) -> None:
     url = request.getfixturevalue("redis_server").url
     on = make_gateway(url)
     off = make_gateway(url, GATEWAY_ADMIN="off")
