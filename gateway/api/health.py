@@ -90,5 +90,10 @@ async def health(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes
             "models": sorted(gw.registry.groups),
             "routing": gw.router.health(gw.registry.groups),  # breakers per deployment
             "speedups": gw.speedups,
+            "tenants": {  # virtual keys: on with the master key; their cache's channel
+                "virtual_keys": gw.tenants.enabled,
+                "key_pepper": gw.tenants.peppered,
+                "invalidation": gw.tenants.store.subscribed,
+            },
         }
     )

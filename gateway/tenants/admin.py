@@ -225,6 +225,8 @@ class TenantAdmin:
 
     async def create_team(self, body: rec.TeamCreate) -> dict[str, Any]:
         self._check(body.limits, body.regions, body.models)
+        if body.id in ("none", "other"):  # the metric's labels for no team and the overflow
+            raise InvalidRequest(f"Team id {body.id!r} is reserved.", param="id")
         if await self.store.get("team", body.id) is not None:
             raise InvalidRequest(f"Team {body.id!r} exists already.", param="id", status=409)
         now = time.time()

@@ -65,7 +65,7 @@ def replicas(state_dir: Path) -> Iterator[Any]:
             gw.stop()
 
 
-@pytest.mark.parametrize(("kind", "duration"), [("redis", 6.0), ("cluster", 4.0)])
+@pytest.mark.parametrize(("kind", "duration"), [("redis", 4.0), ("cluster", 3.0)])
 def test_team_budget_overshoot_bound_across_replicas(
     kind: str, duration: float, replicas: Any, request: pytest.FixtureRequest
 ) -> None:
