@@ -9,7 +9,7 @@ cache key over a ~1 KiB chat body, in-flight table, store round trip):
 * ``store-*`` the store's own calls, and ``loop-noop`` the cost of driving one
   coroutine through the event loop, to subtract from the others.
 
-Redis is a local ``redis-server`` on loopback started for the module.
+Redis is a local ``redis-server`` on loopback shared with the tests (``bench/conftest.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ import msgspec
 import pytest
 
 from gateway.config import parse_config
+from gateway.pipeline.auth import Principal
 from gateway.pipeline.cache import ResponseCache
 from gateway.settings import Settings
 from gateway.store.cache import MemoryCacheStore, RedisCacheStore
+from tests.contexts import context_for
 
 ANSWER = msgspec.json.encode(
     {
@@ -62,36 +64,14 @@ def body(n: int) -> dict[str, Any]:
     }
 
 
-class FakeRequest:
-    __slots__ = ("scope",)
-
-    def __init__(self) -> None:
-        self.scope: dict[str, Any] = {"headers": [(b"content-type", b"application/json")]}
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-
-        lp = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover
-        lp = asyncio.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from tests.cache.conftest import start_redis
-
-    server = start_redis(tmp_path_factory.mktemp("bench-redis"), "bench-redis")
-    try:
-        yield server.url
-    finally:
-        server.stop()
+def request(body: dict[str, Any]) -> Any:
+    """The context stage ``cache`` sees after ``parse`` and ``auth``."""
+    return context_for(
+        body,
+        principal=Principal(tenant="bench", name="bench"),
+        group=GROUP,
+        headers=[(b"content-type", b"application/json")],
+    )
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -114,10 +94,10 @@ def cache(
     if request.param == "redis":
         from redis.asyncio import Redis
 
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue("redis_server").url
         client = Redis.from_url(url, socket_timeout=1)
-        loop.run_until_complete(rc.start(SimpleNamespace(client=client)))
-        rc.store.timeout_s = 1.0  # type: ignore[attr-defined]  # measure, don't time out
+        store = RedisCacheStore(client, timeout_s=1.0)  # measure, don't time out
+        loop.run_until_complete(rc.start(SimpleNamespace(cache_store=lambda timeout: store)))
     try:
         yield rc
     finally:
@@ -142,14 +122,14 @@ def test_stage_hit(benchmark: Any, loop: asyncio.AbstractEventLoop, cache: Respo
     stored = body(-1)
 
     async def prime() -> None:
-        lk = await cache.lookup(FakeRequest(), "chat", stored, GROUP)  # type: ignore[arg-type]
+        lk = await cache.lookup(request(stored))
         lk.store(ANSWER, "openai")
         await cache.aclose()
 
     loop.run_until_complete(prime())
 
     async def hit() -> None:
-        lk = await cache.lookup(FakeRequest(), "chat", stored, GROUP)  # type: ignore[arg-type]
+        lk = await cache.lookup(request(stored))
         assert lk.entry is not None
 
     benchmark(run(loop, hit))
@@ -162,7 +142,7 @@ def test_stage_miss_and_store(
     bodies = (body(n) for n in _counter)
 
     async def miss() -> None:
-        lk = await cache.lookup(FakeRequest(), "chat", next(bodies), GROUP)  # type: ignore[arg-type]
+        lk = await cache.lookup(request(next(bodies)))
         assert lk.status == "MISS"
         lk.store(ANSWER, "openai")
         await cache.aclose()  # wait for the background store: count its round trip too

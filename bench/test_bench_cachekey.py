@@ -7,13 +7,11 @@ prompt, tools with JSON-schema parameters, then user/assistant turns
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 from typing import Any
 
 import msgspec
 import pytest
-
-from _speedups import NO_EXTENSIONS
 
 LOREM = (
     "The gateway relays chat completions to several upstream providers, applies per-key "
@@ -95,23 +93,11 @@ REQUESTS = {
 }
 SIZES = {name: len(msgspec.json.encode(body)) for name, body in REQUESTS.items()}
 
-VARIANTS = [
-    "py",
-    pytest.param(
-        "c",
-        marks=[
-            pytest.mark.c_extension,
-            pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1"),
-        ],
-    ),
-]
-
 
 @pytest.mark.benchmark(group="cachekey")
 @pytest.mark.parametrize("size", ["2k", "64k"])
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_cachekey_chat(benchmark, variant: str, size: str) -> None:
-    mod = importlib.import_module(f"_speedups._cachekey_{variant}")
+def test_cachekey_chat(benchmark, cachekey_impl: ModuleType, size: str) -> None:
+    mod = cachekey_impl
     body = REQUESTS[size]
     benchmark.extra_info["bytes"] = SIZES[size]
     digest = benchmark(mod.cache_key, "tenant-42", "chat", body)

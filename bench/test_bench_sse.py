@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from types import ModuleType
 
 import pytest
-
-from _speedups import NO_EXTENSIONS
 
 CHUNK = 1536
 EVENTS = 200
@@ -44,21 +41,8 @@ def decode_all(mod: ModuleType) -> int:
 
 
 @pytest.mark.benchmark(group="sse")
-@pytest.mark.parametrize(
-    "variant",
-    [
-        "py",
-        pytest.param(
-            "c",
-            marks=[
-                pytest.mark.c_extension,
-                pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1"),
-            ],
-        ),
-    ],
-)
-def test_sse_openai_stream(benchmark, variant: str) -> None:
-    mod = importlib.import_module(f"_speedups._sse_{variant}")
+def test_sse_openai_stream(benchmark, sse_impl: ModuleType) -> None:
+    mod = sse_impl
     benchmark.extra_info["bytes"] = len(STREAM)
     benchmark.extra_info["chunks"] = len(CHUNKS)
     assert benchmark(decode_all, mod) == EVENTS + 1

@@ -12,14 +12,13 @@ counted exactly:
   is awaited so its cost shows).
 * ``loop-noop``: driving one coroutine through the event loop, to subtract.
 
-Redis is a local ``redis-server`` on loopback started for the module.
+Redis is a local ``redis-server`` on loopback shared with the tests (``bench/conftest.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,43 +57,12 @@ BODY = {
 USAGE = Usage(prompt_tokens=150, completion_tokens=40, total_tokens=190)
 
 
-class _Req:
-    def __init__(self) -> None:
-        self.headers = {"authorization": "Bearer sk-bench"}
-        self.scope: dict[str, Any] = {}
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-
-        lp = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover
-        lp = asyncio.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from tests.state.conftest import start_redis
-
-    server = start_redis(Path(tmp_path_factory.mktemp("bench-redis")), "bench-redis")
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 def _limiter(store: Any) -> tuple[Limiter, Any, Any, Any]:
     config = parse_config(CONFIG)
     settings = Settings(config=config, providers=Settings.from_env({}).providers)
     registry = Registry(settings)
     group = registry.resolve("bench")
-    principal = Keyring(config).authenticate(_Req(), "bench")
+    principal = Keyring(config).authenticate({"authorization": "Bearer sk-bench"}, "bench")
     return Limiter(config, registry, store), principal, group, group.deployments[0]
 
 
@@ -103,7 +71,7 @@ def setup(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> It
     if request.param == "memory":
         store: Any = MemoryBackend()
     else:
-        store = RedisBackend(request.getfixturevalue("redis_url"), timeout=1.0)
+        store = RedisBackend(request.getfixturevalue("redis_server").url, timeout=1.0)
         loop.run_until_complete(store.start())
     try:
         yield _limiter(store)

@@ -110,18 +110,37 @@ def _hold_port(host: str, port: int) -> socket.socket | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.settings import Settings
-
     if args.config:
         os.environ["GATEWAY_CONFIG"] = args.config
     if args.host:
         os.environ["SERVER_HOST"] = args.host
     if args.port:
         os.environ["SERVER_PORT"] = str(args.port)
+    # Before anything imports prometheus_client: it picks single- or multi-process mode
+    # once, at import, from this variable, and checking the config may import it (a
+    # plugin's module that counts something). Forked workers inherit that choice.
+    own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
+    try:
+        return _check_and_serve(args)
+    finally:
+        if own_dir:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def _check_and_serve(args: argparse.Namespace) -> int:
+    from gateway.settings import Settings
+
     try:
         settings = Settings.from_env()  # fail here, once, before any worker starts
     except ConfigError as exc:
         return _fail(str(exc))
+    # Checking the config may have made metrics here (a plugin's module defines some).
+    # This process serves /metrics and records nothing: its gauges must not count among
+    # the live workers' (a "livemin" gauge would read its 0).
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
     if args.workers < 1:
         return _fail("--workers: must be at least 1")
     try:
@@ -129,9 +148,6 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         where = f"{settings.server_host}:{settings.server_port}"
         return _fail(f"SERVER_PORT: cannot listen on {where} ({exc.strerror or exc})")
-
-    own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
     try:
         if settings.metrics_port:
             try:
@@ -161,8 +177,6 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if guard is not None:
             guard.close()
-        if own_dir:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     return 0
 
 

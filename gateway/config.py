@@ -360,7 +360,8 @@ def _check_plugins(cfg: Config) -> None:
         if spec.at not in POSITIONS:
             raise ConfigError(
                 f"plugins[{i}].at: {spec.at[:40]!r} is not before_<stage> or after_<stage> "
-                f"(stages: parse, auth, cache, route, limit, attempts, settle, respond)"
+                f"(stages: parse, auth, cache, route, limit, attempts, settle, respond; "
+                f"nothing runs after respond)"
             )
         try:
             load(spec)

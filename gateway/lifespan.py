@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -13,6 +14,9 @@ from gateway.state import Gateway
 from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway")
+# Generation 0 every ~10,000 net container allocations (a few dozen requests) instead
+# of 700 (every request or two); older generations as rarely, relative to it.
+GC_THRESHOLDS = (10_000, 50, 100)
 
 
 def _warm_tokenizers() -> None:
@@ -34,6 +38,17 @@ def lifespan(gw: Gateway) -> Callable[[Litestar], AbstractAsyncContextManager[No
     return run
 
 
+def _settle_heap() -> None:
+    """Move everything start-up made (rank tables, Litestar, providers) out of the cyclic
+    collector's sight: a full collection then walks only what requests allocate, not
+    hundreds of thousands of long-lived objects (each such walk was a tail-latency
+    spike of tens of ms). Generation 0 runs less often too: a request allocates a few
+    hundred container objects and frees almost all of them by reference counting."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 @asynccontextmanager
 async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.store.start()
@@ -43,6 +58,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.tenants.start()  # virtual keys' invalidation channel
     await gw.registry.start()
     _warm_tokenizers()
+    _settle_heap()
     prober = gw.prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
     log.info(
         "gateway started",

@@ -1,7 +1,9 @@
-"""Shared fixtures: the fake upstream, the main gateway, and a factory for extra gateways.
+"""Shared fixtures: the fake upstream, the main gateway, a factory for extra gateways,
+and the one real Redis (a server and a cluster) every suite uses.
 
-Session-scoped processes start once and are stopped at the end of the session
-whatever happened (fixture teardown, plus an atexit sweep in ``tests.harness``).
+Session-scoped processes start once, when a test first asks for them, and are stopped
+at the end of the session whatever happened (fixture teardown, plus an atexit sweep in
+``tests.harness``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tests.harness import (
     start_fake_upstream,
     start_gateway,
 )
+from tests.redis_server import RedisCluster, RedisServer, start_cluster, start_redis
 
 GATEWAY_CONFIG = """\
 models:
@@ -51,11 +54,19 @@ def e2e_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fake_upstream(e2e_dir: Path) -> Iterator[FakeUpstream]:
-    fake = start_fake_upstream(e2e_dir / "logs")
-    try:
+    with start_fake_upstream(e2e_dir / "logs") as fake:
         yield fake
-    finally:
-        fake.proc.stop()
+
+
+def _anthropic_fake() -> Any:
+    """The fake Anthropic upstream (``tests/fakes/anthropic_upstream.py``), shared by the
+    provider suites, the plugin contract and the endpoint-parity tests."""
+    from tests.providers.conftest import session_fake
+
+    return session_fake("anthropic")
+
+
+anthropic_fake = _anthropic_fake()
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +81,7 @@ def gateway_proc(
     e2e_dir: Path, fake_upstream: FakeUpstream, gateway_config: Path
 ) -> Iterator[GatewayProc]:
     """The main gateway: OpenAI (the fake) plus the config's aliases (mock included)."""
-    gw = start_gateway(
+    with start_gateway(
         e2e_dir / "logs",
         {
             "OPENAI_API_KEY": PROVIDER_KEY,
@@ -78,11 +89,8 @@ def gateway_proc(
             "GATEWAY_CONFIG": str(gateway_config),
         },
         name="gateway-main",
-    )
-    try:
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 GatewayFactory = Callable[..., GatewayProc]
@@ -115,16 +123,53 @@ def mock_gateway(gateway_factory: GatewayFactory) -> GatewayProc:
 
 @pytest.fixture
 def client(gateway_proc: GatewayProc) -> Iterator[Any]:
-    import openai
-
-    c = openai.OpenAI(base_url=gateway_proc.api, api_key="anything", max_retries=0, timeout=10)
-    try:
+    with gateway_proc.openai() as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture
 def http(gateway_proc: GatewayProc) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway_proc.url, timeout=10) as c:
         yield c
+
+
+# -- Redis -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_dir: Path) -> Iterator[RedisServer]:
+    """The one shared ``redis-server``; a test that needs it empty asks for ``redis_url``
+    (or flushes it)."""
+    with start_redis(redis_dir / "main", "redis-main") as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(redis_dir: Path) -> Iterator[RedisCluster]:
+    """A 3-primary Redis Cluster, shared like ``redis_server``."""
+    with start_cluster(redis_dir / "cluster") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_redis(redis_dir: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own, to pause, kill or restart."""
+    with start_redis(redis_dir / f"own-{request.node.name[:40]}", "redis-own") as server:
+        yield server

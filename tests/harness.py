@@ -20,11 +20,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
+from _speedups import KERNELS, NO_EXTENSIONS
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+
 ROOT = Path(__file__).resolve().parent.parent
+# What every gateway a test starts reports in /health and gateway_speedups_info: the
+# compiled twin of every kernel (``make install`` builds them all), unless the run
+# forces the pure twins (children inherit GATEWAY_NO_EXTENSIONS).
+SPEEDUPS = dict.fromkeys(KERNELS, "py" if NO_EXTENSIONS else "c")
 WAIT_S = 20.0
 PROVIDER_KEY = "test-key"
 # Variables a gateway reads; children start without any of them unless a test sets them.
@@ -98,6 +108,20 @@ def wait_until(
         time.sleep(interval)
 
 
+class Stops:
+    """Something that runs until ``stop()``; as a context manager it is stopped on the
+    way out whatever happened, so a fixture is ``with start_x(...) as x: yield x``."""
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 @dataclass
 class Proc:
     """A child process group with its output going to files."""
@@ -107,6 +131,7 @@ class Proc:
     stdout_path: Path
     stderr_path: Path
     stopped: bool = False
+    started_at: float = field(default_factory=time.time)  # wall clock, as /health counts
 
     @property
     def pid(self) -> int:
@@ -194,29 +219,39 @@ def _http_ok(url: str, statuses: tuple[int, ...] = (200,)) -> bool:
     return httpx.get(url, timeout=1.0).status_code in statuses
 
 
-# -- the fake upstream ------------------------------------------------------------------
+# -- fake upstreams ----------------------------------------------------------------------
 
 
 @dataclass
-class FakeUpstream:
+class Fake(Stops):
+    """A fake upstream process (``tests/fakes/<module>.py``) and what it recorded."""
+
     proc: Proc
     port: int
     key: str = PROVIDER_KEY
 
+    def stop(self) -> int | None:
+        return self.proc.stop()
+
     @property
     def root(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The OpenAI base URL (``.../v1``)."""
-        return self.root + "/v1"
 
     def requests(self) -> list[dict[str, Any]]:
         return httpx.get(self.root + "/_requests", timeout=5).json()  # type: ignore[no-any-return]
 
     def reset(self) -> None:
         httpx.post(self.root + "/_reset", timeout=5).raise_for_status()
+
+
+@dataclass
+class FakeUpstream(Fake):
+    """The OpenAI fake (``tests/fakes/openai_upstream.py``)."""
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL (``.../v1``)."""
+        return self.root + "/v1"
 
     def streams(self) -> dict[str, int]:
         return httpx.get(self.root + "/_streams", timeout=5).json()  # type: ignore[no-any-return]
@@ -235,14 +270,29 @@ class FakeUpstream:
         return found[0]
 
 
-def start_fake_upstream(log_dir: Path, key: str = PROVIDER_KEY) -> FakeUpstream:
+def start_fake(
+    module: str,
+    log_dir: Path,
+    key: str = PROVIDER_KEY,
+    *,
+    ready_path: str = "/_requests",
+    kind: type[Fake] = Fake,
+) -> Fake:
+    """``python -m tests.fakes.<module>`` on a free port; waits until ``ready_path``
+    answers 200."""
     port = free_port()
-    argv = [sys.executable, "-m", "tests.fakes.openai_upstream", "--port", str(port)]
-    proc = spawn(f"fake-upstream-{port}", [*argv, "--key", key], clean_env(), log_dir)
-    fake = FakeUpstream(proc, port, key)
-    if not wait_until(lambda: proc.alive() and _http_ok(fake.root + "/_streams")):
+    argv = [sys.executable, "-m", f"tests.fakes.{module}", "--port", str(port), "--key", key]
+    proc = spawn(f"{module}-{port}", argv, clean_env(), log_dir)
+    fake = kind(proc, port, key)
+    if not wait_until(lambda: proc.alive() and _http_ok(fake.root + ready_path)):
         proc.stop()
-        raise RuntimeError("fake upstream did not start:\n" + proc.describe())
+        raise RuntimeError(f"{module} did not start:\n" + proc.describe())
+    return fake
+
+
+def start_fake_upstream(log_dir: Path, key: str = PROVIDER_KEY) -> FakeUpstream:
+    fake = start_fake("openai_upstream", log_dir, key, ready_path="/_streams", kind=FakeUpstream)
+    assert isinstance(fake, FakeUpstream)
     return fake
 
 
@@ -250,11 +300,12 @@ def start_fake_upstream(log_dir: Path, key: str = PROVIDER_KEY) -> FakeUpstream:
 
 
 @dataclass
-class GatewayProc:
+class GatewayProc(Stops):
     proc: Proc
     port: int
     metrics_port: int
     env: dict[str, str] = field(repr=False)
+    ready_at: float = 0.0  # wall clock: when its ready path first answered
 
     @property
     def url(self) -> str:
@@ -271,6 +322,20 @@ class GatewayProc:
 
     def metrics(self) -> str:
         return httpx.get(self.metrics_url, timeout=5).text
+
+    def openai(self, api_key: str = "anything", timeout: float = 10) -> openai.OpenAI:
+        """An ``openai.OpenAI`` client of this gateway that never retries on its own."""
+        import openai
+
+        return openai.OpenAI(base_url=self.api, api_key=api_key, max_retries=0, timeout=timeout)
+
+    def anthropic(self, api_key: str = "anything", timeout: float = 10) -> anthropic.Anthropic:
+        """An ``anthropic.Anthropic`` client of this gateway's ``/v1/messages``."""
+        import anthropic
+
+        return anthropic.Anthropic(
+            base_url=self.url, api_key=api_key, max_retries=0, timeout=timeout
+        )
 
     def log_lines(self) -> list[str]:
         return self.proc.stdout().splitlines()
@@ -330,6 +395,7 @@ def start_gateway(
     if not wait_until(lambda: proc.alive() and _http_ok(gw.url + ready_path, ready_statuses)):
         proc.stop()
         raise RuntimeError(f"gateway did not become ready on {ready_path}:\n" + proc.describe())
+    gw.ready_at = time.time()
     return gw
 
 

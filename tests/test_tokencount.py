@@ -325,10 +325,24 @@ JSON = st.recursive(
 @settings(max_examples=200, deadline=None)
 @given(messages=JSON, tools=JSON, model=st.text(max_size=10) | st.just("gpt-4"), text=JSON)
 def test_any_json_shape_is_counted_without_raising(messages, tools, model, text) -> None:
+    """Whatever the shape: every message costs at least its framing, tools add the same
+    amount whatever the messages are (they are counted apart), and an embeddings input
+    list costs the sum of its items."""
     messages, tools, text = decoded(messages), decoded(tools), decoded(text)
-    assert count_chat_tokens(messages, model, tools) >= 0
-    assert count_chat_tokens(messages, model) >= 0
-    assert count_text_tokens(text, model) >= 0
+    n = len(messages) if isinstance(messages, list) else 1
+    bare = count_chat_tokens(messages, model)
+    assert (
+        type(bare) is int and bare >= tokencount.REPLY_PRIMING + tokencount.TOKENS_PER_MESSAGE * n
+    )
+    with_tools = count_chat_tokens(messages, model, tools)
+    tools_alone = count_chat_tokens([], model, tools) - count_chat_tokens([], model)
+    assert with_tools - bare == tools_alone
+    if isinstance(tools, list) and tools:
+        assert tools_alone >= tokencount.FUNC_END
+    total = count_text_tokens(text, model)
+    assert type(total) is int and total >= 0
+    if isinstance(text, list):
+        assert total == sum(count_text_tokens([item], model) for item in text)
 
 
 def test_uses_the_kernel() -> None:

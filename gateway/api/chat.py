@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 
 def include_usage(ctx: RequestContext) -> bool:
-    opts = ctx.request.stream_options
-    return bool(opts and opts.include_usage)
+    """Did the client ask for the usage chunk? Read from the body that is forwarded (a
+    plugin may have rewritten it after parsing)."""
+    opts = ctx.body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
 
 
 class ChatExchange:

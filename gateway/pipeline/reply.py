@@ -10,7 +10,7 @@ is what closes the upstream response and settles the request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +32,9 @@ class Reply:
     body: bytes = b""
     frames: AsyncIterator[bytes] | None = None  # a stream: SSE frames, flushed one by one
     media_type: bytes = JSON
+    # A stream's own close (its relay's ``aclose``): runs however sending ends, even when
+    # the frames never started (closing a generator that never ran runs none of its code).
+    close: Callable[[], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if self.frames is not None:
@@ -48,9 +51,13 @@ async def send_reply(reply: Reply, send: Send) -> None:
         await send({"type": "http.response.body", "body": reply.body, "more_body": False})
         return
     raw.extend(_STREAM_HEADERS)
-    async with aclosing(frames):  # type: ignore[type-var]
-        await send({"type": "http.response.start", "status": reply.status, "headers": raw})
-        async for frame in frames:
-            if frame:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    try:
+        async with aclosing(frames):  # type: ignore[type-var]
+            await send({"type": "http.response.start", "status": reply.status, "headers": raw})
+            async for frame in frames:
+                if frame:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        if reply.close is not None:
+            await reply.close()

@@ -12,10 +12,12 @@
 Each stage is an object with a ``name`` and ``async __call__(ctx) -> Reply | None``
 (``None``: go on; a ``Reply``: answer now). The list is data: operator plugins
 from the config (``plugins:``) are inserted ``before_<stage>`` or ``after_<stage>``
-(``gateway/plugins``). A stage may raise a ``GatewayError``: the request then
-ends in ``fail`` with the endpoint's error shape, its reservation refunded and
-its cache fill released. A client that goes away (the edge cancels the task)
-unwinds through ``abort``, which does the same and counts it as client-closed.
+(``gateway/plugins``; not ``after_respond``: the stage that answers ends the list).
+A stage may raise a ``GatewayError``: the request then ends in ``fail`` with the
+endpoint's error shape, its reservation refunded, its cache fill released and a
+stream already opened upstream closed. A client that goes away (the edge cancels
+the task) unwinds through ``abort``, which does the same and counts it as
+client-closed.
 Anything else is a bug: logged with the request id, answered with a 500 in the
 endpoint's shape, never a traceback to the client.
 """
@@ -39,7 +41,11 @@ __all__ = ["STAGES", "Pipeline", "Stage", "StageFailed"]
 log = logging.getLogger("gateway.pipeline")
 
 STAGES = ("parse", "auth", "cache", "route", "limit", "attempts", "settle", "respond")
-POSITIONS = frozenset(f"{when}_{s}" for s in STAGES for when in ("before", "after"))
+# Where the config may put a plugin. Not after ``respond``: it returns the reply, and
+# nothing after the stage that answers ever runs.
+POSITIONS = frozenset(f"{when}_{s}" for s in STAGES for when in ("before", "after")) - {
+    "after_respond"
+}
 
 
 class Stage(Protocol):
@@ -87,11 +93,14 @@ class Pipeline:
                     return reply
             raise RuntimeError("the respond stage produced no reply")  # pragma: no cover
         except GatewayError as err:
+            await close_unsent(ctx)
             return fail(ctx, err)
         except asyncio.CancelledError:
+            await close_unsent(ctx)
             abort(ctx)
             raise
         except StageFailed as exc:
+            await close_unsent(ctx)
             log.error(
                 "plugin failed",
                 exc_info=exc.exc,
@@ -99,6 +108,7 @@ class Pipeline:
             )
             return crash(ctx, f"plugin {exc.stage} failed")
         except Exception as exc:
+            await close_unsent(ctx)
             log.error(
                 "unhandled error",
                 exc_info=exc,
@@ -111,6 +121,16 @@ def _fields(ctx: RequestContext, **kw: str) -> dict[str, str]:
     out = {"request_id": ctx.request_id, "route": ctx.route}
     out.update(kw)
     return out
+
+
+async def close_unsent(ctx: RequestContext) -> None:
+    """A stream that was opened upstream but will never be relayed (a stage after
+    ``attempts`` ended the request): close it now, which runs its close hooks (the
+    attempt loop's bookkeeping, and a settle already registered), rather than leave
+    the provider streaming to nobody until its own timeout."""
+    served = ctx.served
+    if served is not None and ctx.stream:  # a StreamRelay, or a keep-alive PendingStream
+        await served.result.aclose()
 
 
 def _release(ctx: RequestContext, err: GatewayError | None) -> None:

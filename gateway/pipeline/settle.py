@@ -197,5 +197,6 @@ class Respond:
         if ctx.lease is not None:
             ctx.lease.apply(headers)
         if ctx.stream:
-            return Reply(200, headers, frames=served.result.frames())
+            stream = served.result
+            return Reply(200, headers, frames=stream.frames(), close=stream.aclose)
         return Reply(200, headers, served.result[0])

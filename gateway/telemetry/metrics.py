@@ -351,6 +351,15 @@ def declare_tenant_series(aliases: list[str], teams: bool) -> None:
 memoize_all()
 
 
+# -- the shipped redact plugin (plugins/redact.py); its stage holds its label children --
+gateway_redactions_total = Counter(
+    "gateway_redactions_total",
+    "Prompt matches acted on by the redact plugin (action: redact | block; pattern: a name "
+    "from the config)",
+    ["action", "pattern"],
+)
+
+
 # -- shared-state mode changes (store/redis.py); defined last, after memoize_all: not hot --
 gateway_state_mode_changes_total = Counter(
     "gateway_state_mode_changes_total",

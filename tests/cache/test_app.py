@@ -18,9 +18,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from _speedups.cachekey import cache_key
-from tests.cache.conftest import RedisServer, app_client, app_env
+from tests.cache.conftest import app_client, app_env
 from tests.cache.helpers import assemble, chat, from_completion, marker, sse_chunks
 from tests.harness import FakeUpstream
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 URL = "/v1/chat/completions"

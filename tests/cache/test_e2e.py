@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
-from tests.cache.conftest import RedisServer, start_redis
 from tests.cache.helpers import marker
 from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import TOOL_ARGUMENTS, TOOL_NAME
 from tests.harness import PROVIDER_KEY, FakeUpstream, GatewayProc, closed_port, metric_sum
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -53,10 +52,6 @@ def redis_gateways(
         gateway_factory(env, name="gw-cache-redis-a"),
         gateway_factory(env, name="gw-cache-redis-b"),
     )
-
-
-def sdk(gw: GatewayProc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.api, api_key="anything", max_retries=0, timeout=10)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -105,7 +100,7 @@ def collect(stream: Any) -> dict[str, Any]:
 
 def test_sdk_plain_miss_then_hit(gateway: GatewayProc, fake_upstream: FakeUpstream) -> None:
     m = marker()
-    with sdk(gateway) as client:
+    with gateway.openai() as client:
         a = client.chat.completions.with_raw_response.create(model="cached", messages=user(m))
         b = client.chat.completions.with_raw_response.create(model="cached", messages=user(m))
     assert a.headers["x-gateway-cache"] == "MISS" and b.headers["x-gateway-cache"] == "HIT"
@@ -122,7 +117,7 @@ def test_sdk_stream_replay_equals_the_original(
     kw: dict[str, Any] = {"model": model, "messages": user(m), "stream": True}
     if model == "cached-tools":
         kw["tools"] = TOOLS
-    with sdk(gateway) as client:
+    with gateway.openai() as client:
         first = client.chat.completions.with_raw_response.create(**kw)
         original = collect(first.parse())
         second = client.chat.completions.with_raw_response.create(**kw)
@@ -149,7 +144,7 @@ def test_sdk_plain_answer_serves_a_stream_with_usage(
     gateway: GatewayProc, fake_upstream: FakeUpstream
 ) -> None:
     m = marker()
-    with sdk(gateway) as client:
+    with gateway.openai() as client:
         plain = client.chat.completions.create(model="cached", messages=user(m))
         raw = client.chat.completions.with_raw_response.create(
             model="cached",
@@ -165,15 +160,31 @@ def test_sdk_plain_answer_serves_a_stream_with_usage(
     assert len(fake_upstream.find(m)) == 1
 
 
-def test_metrics_are_exported(gateway: GatewayProc) -> None:
+def test_metrics_count_this_miss_and_this_hit(gateway: GatewayProc) -> None:
+    """One miss then one hit move the counters by exactly one each, and the tokens the
+    hit saved are the usage of the answer it replayed."""
+
+    def counts() -> tuple[float, ...]:
+        text = gateway.metrics()
+        return tuple(
+            metric_sum(text, name, model="cached", **label)
+            for name, label in (
+                ("llm_cache_requests_total", {"result": "hit"}),
+                ("llm_cache_requests_total", {"result": "miss"}),
+                ("llm_cache_tokens_saved_total", {"kind": "prompt"}),
+                ("llm_cache_tokens_saved_total", {"kind": "completion"}),
+            )
+        )
+
     m = marker()
-    with sdk(gateway) as client:
-        for _ in range(2):
-            client.chat.completions.create(model="cached", messages=user(m))
-    text = gateway.metrics()
-    assert metric_sum(text, "llm_cache_requests_total", model="cached", result="hit") >= 1
-    assert metric_sum(text, "llm_cache_requests_total", model="cached", result="miss") >= 1
-    assert metric_sum(text, "llm_cache_tokens_saved_total", model="cached") > 0
+    before = counts()
+    with gateway.openai() as client:
+        first = client.chat.completions.create(model="cached", messages=user(m))
+        client.chat.completions.create(model="cached", messages=user(m))
+    after = counts()
+    assert first.usage is not None
+    delta = tuple(b - a for a, b in zip(before, after, strict=True))
+    assert delta == (1, 1, first.usage.prompt_tokens, first.usage.completion_tokens)
 
 
 # -- two gateways sharing Redis --------------------------------------------------------
@@ -198,7 +209,7 @@ def test_entries_are_shared_across_gateways(
 ) -> None:
     a, b = redis_gateways
     m = marker()
-    with sdk(a) as ca, sdk(b) as cb:
+    with a.openai() as ca, b.openai() as cb:
         first = ca.chat.completions.with_raw_response.create(model="cached", messages=user(m))
         second = cb.chat.completions.with_raw_response.create(
             model="cached", messages=user(m), stream=True
@@ -256,7 +267,7 @@ def test_gateway_with_unreachable_redis_bypasses(
     gw = gateway_factory(env, name="gw-cache-noredis", ready_path="/health/live")
     m = marker()
     try:
-        with sdk(gw) as client:
+        with gw.openai() as client:
             for _ in range(3):
                 raw = client.chat.completions.with_raw_response.create(
                     model="cached", messages=user(m)
@@ -274,12 +285,11 @@ def test_redis_killed_mid_run_then_restarted(
     gateway_factory: GatewayFactory,
     cache_config: Path,
     fake_upstream: FakeUpstream,
-    cache_dir: Path,
+    own_redis: RedisServer,
 ) -> None:
-    server = start_redis(cache_dir / "redis-killed", "redis-killed")
-    gw = gateway_factory(gateway_env(cache_config, fake_upstream, server.url), name="gw-cache-kill")
+    env = gateway_env(cache_config, fake_upstream, own_redis.url)
+    gw = gateway_factory(env, name="gw-cache-kill")
     m = marker()
-    restarted = None
     try:
         with httpx.Client(base_url=gw.url, timeout=5) as c:
 
@@ -290,13 +300,10 @@ def test_redis_killed_mid_run_then_restarted(
                 return str(r.headers["x-gateway-cache"])
 
             assert [status(), status()] == ["MISS", "HIT"]
-            server.stop()
+            own_redis.stop()
             assert [status(), status(stream=True), status()] == ["BYPASS"] * 3
-            restarted = start_redis(cache_dir / "redis-killed", "redis-restarted", server.port)
+            own_redis.restart()  # a fresh, empty server on the same port
             time.sleep(0.6)  # the cool-down after the last failure
             assert [status(), status()] == ["MISS", "HIT"]  # back on Redis by itself
     finally:
         gw.stop()
-        server.stop()
-        if restarted is not None:
-            restarted.stop()

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.store.cache import CacheUnavailable, MemoryCacheStore, RedisCacheStore
-from tests.cache.conftest import RedisServer
 from tests.harness import closed_port
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -36,8 +36,8 @@ from tests.harness import (
     start_gateway,
     wait_until,
 )
+from tests.redis_server import RedisServer, start_redis
 from tests.resilience.helpers import Fault, start_fault_upstream
-from tests.state.conftest import RedisServer, start_redis
 
 pytestmark = pytest.mark.e2e
 

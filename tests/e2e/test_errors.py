@@ -156,7 +156,7 @@ def small_cap_gateway(gateway_factory: GatewayFactory) -> GatewayProc:
 
 
 def test_body_over_cap_sdk(small_cap_gateway: GatewayProc) -> None:
-    with openai.OpenAI(base_url=small_cap_gateway.api, api_key="x", max_retries=0, timeout=10) as c:
+    with small_cap_gateway.openai() as c:
         c.chat.completions.create(model="mock-1", messages=msgs("x" * (SMALL_CAP // 2)))
         with pytest.raises(openai.APIStatusError) as exc:
             c.chat.completions.create(model="mock-1", messages=msgs("x" * SMALL_CAP))
@@ -293,7 +293,7 @@ def test_upstream_unreachable_is_502(gateway_factory: GatewayFactory) -> None:
         name="gateway-unreachable",
     )
     try:
-        with openai.OpenAI(base_url=gw.api, api_key="x", max_retries=0, timeout=10) as c:
+        with gw.openai() as c:
             for stream in (False, True):
                 with pytest.raises(openai.InternalServerError) as exc:
                     c.chat.completions.create(model="openai/gpt-4o", messages=msgs(), stream=stream)

@@ -46,11 +46,10 @@ def fuzz_gw(
 ) -> Iterator[GatewayProc]:
     path = Path(tmp_path_factory.mktemp("fuzz")) / "gateway.yaml"
     path.write_text(CONFIG)
-    gw = gateway_factory({"GATEWAY_CONFIG": str(path), "LOG_LEVEL": "warning"}, name="gateway-fuzz")
-    try:
+    with gateway_factory(
+        {"GATEWAY_CONFIG": str(path), "LOG_LEVEL": "warning"}, name="gateway-fuzz"
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")

@@ -74,11 +74,8 @@ def config(fault: Fault) -> str:
 
 @pytest.fixture(scope="module")
 def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fault]:
-    f = start_fault_upstream(Path(tmp_path_factory.mktemp("hostile")) / "logs")
-    try:
+    with start_fault_upstream(Path(tmp_path_factory.mktemp("hostile")) / "logs") as f:
         yield f
-    finally:
-        f.proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +84,15 @@ def gw(
 ) -> Iterator[GatewayProc]:
     path = Path(tmp_path_factory.mktemp("hostile-config")) / "gateway.yaml"
     path.write_text(config(fault))  # JSON is YAML
-    g = gateway_factory(
+    with gateway_factory(
         {
             "GATEWAY_CONFIG": str(path),
             "OPENAI_API_KEY": "test-key",
             "OPENAI_BASE_URL": fault.url,
         },
         name="gateway-hostile",
-    )
-    try:
+    ) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -129,7 +129,7 @@ def test_mock_alias_is_deterministic(client: openai.OpenAI) -> None:
 
 
 def test_bare_mock_model_without_any_key(mock_gateway: GatewayProc) -> None:
-    with openai.OpenAI(base_url=mock_gateway.api, api_key="x", max_retries=0, timeout=10) as c:
+    with mock_gateway.openai() as c:
         raw = c.chat.completions.with_raw_response.create(
             model="mock-1", messages=user("hi there"), max_tokens=5
         )
@@ -374,6 +374,6 @@ def test_models_list(client: openai.OpenAI) -> None:
 
 
 def test_models_list_mock_only(mock_gateway: GatewayProc) -> None:
-    with openai.OpenAI(base_url=mock_gateway.api, api_key="x", max_retries=0, timeout=10) as c:
+    with mock_gateway.openai() as c:
         ids = [m.id for m in c.models.list()]
     assert sorted(ids) == ["mock-1", "mock-embedding", "mock-fast"]

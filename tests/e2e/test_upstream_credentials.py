@@ -26,8 +26,7 @@ import httpx
 import pytest
 
 from tests.fakes.echo_upstream import ECHO_MARK, OTHER_KEY, PASSWORD
-from tests.harness import GatewayProc, start_gateway
-from tests.providers.conftest import Fake, _start_fake
+from tests.harness import Fake, GatewayProc, start_fake, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -43,11 +42,8 @@ SECRETS = (*CANARY.values(), SELF_HOSTED_KEY, PASSWORD, OTHER_KEY)
 
 @pytest.fixture(scope="module")
 def echo(e2e_dir: Path) -> Iterator[Fake]:
-    fake = _start_fake("echo_upstream", "unchecked", e2e_dir / "logs")
-    try:
+    with start_fake("echo_upstream", e2e_dir / "logs", "unchecked") as fake:
         yield fake
-    finally:
-        fake.proc.stop()
 
 
 def _config(echo: Fake) -> str:
@@ -76,7 +72,7 @@ models:
 def gateway(echo: Fake, e2e_dir: Path) -> Iterator[GatewayProc]:
     config = e2e_dir / "credentials.yaml"
     config.write_text(_config(echo))
-    gw = start_gateway(
+    with start_gateway(
         e2e_dir / "logs",
         {
             "OPENAI_API_KEY": CANARY["openai"],
@@ -91,11 +87,8 @@ def gateway(echo: Fake, e2e_dir: Path) -> Iterator[GatewayProc]:
             "GATEWAY_CONFIG": str(config),
         },
         name="gateway-credentials",
-    )
-    try:
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 def _chat(gw: GatewayProc, model: str, stream: bool = False) -> httpx.Response:

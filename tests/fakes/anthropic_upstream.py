@@ -20,18 +20,18 @@ Test-only endpoints: ``GET /_requests``, ``POST /_reset``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.scaffold import STATE, described, new_app, open_stream, pieces, serve, sse
 
 TOOL_NAME = "get_weather"
 TOOL_INPUT = {"city": "Paris", "unit": "celsius", "days": [1, 2, 3]}
 TOOL_JSON = json.dumps(TOOL_INPUT)
 TOOL_ID = "toolu_fake_01"
 COUNT = 42
-STATE = web.AppKey("state", dict)
 
 
 def _error(status: int, etype: str, message: str, **headers: str) -> web.Response:
@@ -70,8 +70,9 @@ def _answer(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     return [{"type": "text", "text": "Echo: " + _last_user_text(body)}], "end_turn"
 
 
-def _event(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+def _event(data: dict[str, Any]) -> bytes:
+    """An SSE event named, as Anthropic names them, by its data's ``type``."""
+    return sse(data, data["type"])
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -95,8 +96,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 "usage": _usage(body, 12),
             }
         )
-    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-    await resp.prepare(request)
+    resp = await open_stream(request)
     start = {
         "id": "msg_fake_02",
         "type": "message",
@@ -107,56 +107,42 @@ async def messages(request: web.Request) -> web.StreamResponse:
         "stop_sequence": None,
         "usage": {**_usage(body, 1)},
     }
-    await resp.write(_event("message_start", {"type": "message_start", "message": start}))
-    await resp.write(_event("ping", {"type": "ping"}))
+    await resp.write(_event({"type": "message_start", "message": start}))
+    await resp.write(_event({"type": "ping"}))
     for index, block in enumerate(blocks):
         if block["type"] == "text":
             opening = {"type": "text", "text": ""}
-            text = block["text"]
-            pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
-            deltas = [{"type": "text_delta", "text": p} for p in pieces]
+            deltas = [{"type": "text_delta", "text": p} for p in pieces(block["text"], 4)]
         else:
             opening = {**block, "input": {}}
-            pieces = ["", *[TOOL_JSON[i : i + 7] for i in range(0, len(TOOL_JSON), 7)]]
-            deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+            fragments = ["", *pieces(TOOL_JSON, 7)]
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in fragments]
         await resp.write(
-            _event(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": opening},
-            )
+            _event({"type": "content_block_start", "index": index, "content_block": opening})
         )
         for d in deltas:
-            await resp.write(
-                _event(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": d},
-                )
-            )
+            await resp.write(_event({"type": "content_block_delta", "index": index, "delta": d}))
         if "stream-error" in model:
             await resp.write(
                 _event(
-                    "error",
                     {
                         "type": "error",
                         "error": {"type": "overloaded_error", "message": "Overloaded"},
-                    },
+                    }
                 )
             )
             return resp
-        await resp.write(
-            _event("content_block_stop", {"type": "content_block_stop", "index": index})
-        )
+        await resp.write(_event({"type": "content_block_stop", "index": index}))
     await resp.write(
         _event(
-            "message_delta",
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
                 "usage": {"output_tokens": 12},
-            },
+            }
         )
     )
-    await resp.write(_event("message_stop", {"type": "message_stop"}))
+    await resp.write(_event({"type": "message_stop"}))
     return resp
 
 
@@ -181,62 +167,27 @@ async def models(request: web.Request) -> web.Response:
     )
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE]["requests"])
+def _describe(request: web.Request) -> dict[str, Any]:
+    return described(request, query=request.query_string)
 
 
-async def reset(request: web.Request) -> web.Response:
-    request.app[STATE]["requests"].clear()
-    return web.json_response({"ok": True})
-
-
-@web.middleware
-async def record_and_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/_"):
-        return await handler(request)
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
-    request["json"] = body
-    request.app[STATE]["requests"].append(
-        {
-            "method": request.method,
-            "path": request.path,
-            "query": request.query_string,
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "json": body,
-        }
-    )
+def _refuse(request: web.Request) -> web.Response | None:
     if request.headers.get("x-api-key") != request.app[STATE]["key"]:
         return _error(401, "authentication_error", "invalid x-api-key")
     if not request.headers.get("anthropic-version"):
         return _error(400, "invalid_request_error", "anthropic-version header is required")
-    if request.method == "POST" and not isinstance(body, dict):
+    if request.method == "POST" and not isinstance(request["json"], dict):
         return _error(400, "invalid_request_error", "body must be a JSON object")
-    return await handler(request)
+    return None
 
 
 def make_app(key: str) -> web.Application:
-    app = web.Application(middlewares=[record_and_auth])
-    app[STATE] = {"requests": [], "key": key}
+    app = new_app({"key": key}, describe=_describe, refuse=_refuse)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)
-    app.router.add_get("/_requests", get_requests)
-    app.router.add_post("/_reset", reset)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", default="test-key")
-    args = parser.parse_args()
-    web.run_app(make_app(args.key), host=args.host, port=args.port, print=None, access_log=None)
-
-
 if __name__ == "__main__":
-    main()
+    serve(__doc__, make_app)

@@ -17,19 +17,27 @@ Test-only endpoints: ``GET /_requests``, ``POST /_reset``.
 
 from __future__ import annotations
 
-import argparse
-import base64
-import hashlib
 import json
-import struct
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.scaffold import (
+    DONE,
+    STATE,
+    described,
+    encode_embedding,
+    new_app,
+    open_stream,
+    pieces,
+    serve,
+    sse,
+)
+from tests.fakes.scaffold import float32_vector as vector
+
 TOOL_NAME = "get_weather"
 TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius", "days": [1, 2, 3]}'
 TOOL_ID = "call_azure_0001"
-STATE = web.AppKey("state", dict)
 _FILTER = {"hate": {"filtered": False, "severity": "safe"}}
 
 
@@ -58,12 +66,12 @@ def _usage(body: dict[str, Any], out: int) -> dict[str, Any]:
 
 
 def _frame(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return sse(obj, compact=True)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     body: dict[str, Any] = request["json"]
-    deployment = request["deployment"]
+    deployment = _deployment(request)
     base = {
         "id": "chatcmpl-az1",
         "created": 1727000000,
@@ -102,8 +110,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             }
         )
     base["object"] = "chat.completion.chunk"
-    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-    await resp.prepare(request)
+    resp = await open_stream(request)
     await resp.write(
         _frame(
             {
@@ -136,14 +143,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "function": {"name": TOOL_NAME, "arguments": ""},
         }
         await resp.write(chunk({"tool_calls": [start]}))
-        for i in range(0, len(TOOL_ARGUMENTS), 6):
-            piece = {"index": 0, "function": {"arguments": TOOL_ARGUMENTS[i : i + 6]}}
-            await resp.write(chunk({"tool_calls": [piece]}))
+        for piece in pieces(TOOL_ARGUMENTS, 6):
+            fragment = {"index": 0, "function": {"arguments": piece}}
+            await resp.write(chunk({"tool_calls": [fragment]}))
         await resp.write(chunk({}, "tool_calls"))
     else:
-        text = f"Echo: {_text(body)}"
-        for i in range(0, len(text), 5):
-            await resp.write(chunk({"content": text[i : i + 5]}))
+        for piece in pieces(f"Echo: {_text(body)}", 5):
+            await resp.write(chunk({"content": piece}))
         await resp.write(chunk({}, "stop"))
     await resp.write(
         _frame(
@@ -166,15 +172,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     )
     if (body.get("stream_options") or {}).get("include_usage"):
         await resp.write(_frame({**base, "choices": [], "usage": _usage(body, 6)}))
-    await resp.write(b"data: [DONE]\n\n")
+    await resp.write(DONE)
     return resp
-
-
-def vector(text: str, dims: int) -> list[float]:
-    digest = hashlib.sha256(text.encode()).digest()
-    return [
-        struct.unpack("<f", struct.pack("<f", (digest[i % 32] - 128) / 128))[0] for i in range(dims)
-    ]
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -184,10 +183,7 @@ async def embeddings(request: web.Request) -> web.Response:
     dims = body.get("dimensions") or 4
     data = []
     for i, item in enumerate(items):
-        vec = vector(str(item), dims)
-        emb: Any = vec
-        if body.get("encoding_format") == "base64":
-            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+        emb = encode_embedding(vector(str(item), dims), body.get("encoding_format"))
         data.append({"object": "embedding", "index": i, "embedding": emb})
     return web.json_response(
         {
@@ -199,68 +195,35 @@ async def embeddings(request: web.Request) -> web.Response:
     )
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE]["requests"])
+def _deployment(request: web.Request) -> Any:
+    """The deployment a request reached: from the dated path, else the v1 body's model."""
+    return request.match_info.get("deployment") or (request["json"] or {}).get("model")
 
 
-async def reset(request: web.Request) -> web.Response:
-    request.app[STATE]["requests"].clear()
-    return web.json_response({"ok": True})
+def _describe(request: web.Request) -> dict[str, Any]:
+    return described(request, query=dict(request.query), deployment=_deployment(request))
 
 
-@web.middleware
-async def record_and_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/_"):
-        return await handler(request)
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
-    request["json"] = body
-    dated = request.match_info.get("deployment")
-    request["deployment"] = dated or (body or {}).get("model")
-    request.app[STATE]["requests"].append(
-        {
-            "method": request.method,
-            "path": request.path,
-            "query": dict(request.query),
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "json": body,
-            "deployment": request["deployment"],
-        }
-    )
+def _refuse(request: web.Request) -> web.Response | None:
     if request.headers.get("api-key") != request.app[STATE]["key"]:
         return _error(401, "401", "Access denied due to invalid subscription key.")
-    if dated and not request.query.get("api-version"):
+    if request.match_info.get("deployment") and not request.query.get("api-version"):
         return _error(404, "404", "Resource not found")
-    if "/openai/v1/" in request.path and not request["deployment"]:
+    if "/openai/v1/" in request.path and not _deployment(request):
         return _error(400, "BadRequest", "model is required")
-    if not isinstance(body, dict):
+    if not isinstance(request["json"], dict):
         return _error(400, "BadRequest", "body must be a JSON object")
-    return await handler(request)
+    return None
 
 
 def make_app(key: str) -> web.Application:
-    app = web.Application(middlewares=[record_and_auth])
-    app[STATE] = {"requests": [], "key": key}
+    app = new_app({"key": key}, describe=_describe, refuse=_refuse)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat)
     app.router.add_post("/openai/deployments/{deployment}/embeddings", embeddings)
     app.router.add_post("/openai/v1/chat/completions", chat)
     app.router.add_post("/openai/v1/embeddings", embeddings)
-    app.router.add_get("/_requests", get_requests)
-    app.router.add_post("/_reset", reset)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", default="test-key")
-    args = parser.parse_args()
-    web.run_app(make_app(args.key), host=args.host, port=args.port, print=None, access_log=None)
-
-
 if __name__ == "__main__":
-    main()
+    serve(__doc__, make_app)

@@ -27,17 +27,16 @@ value, a URL with a password (``PASSWORD``) and another key-shaped token
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.scaffold import DONE, headers_of, new_app, open_stream, serve, sse
+
 ECHO_MARK = "upstream says: refused"
 PASSWORD = "hunter2-url-password"
 OTHER_KEY = "sk-live-OTHERKEY0123456789abcdef"
-STATE = web.AppKey("state", dict)
 _CRED_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
@@ -57,14 +56,8 @@ def _bare(request: web.Request) -> str | None:
     return None
 
 
-def _sse(data: Any, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return (head + "data: " + json.dumps(data) + "\n\n").encode()
-
-
 async def _stream(request: web.Request, first: bytes, error: bytes | None, rest: bytes) -> Any:
-    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-    await resp.prepare(request)
+    resp = await open_stream(request)
     await resp.write(first)
     if error is not None:
         await asyncio.sleep(0.05)  # its own network chunk
@@ -96,10 +89,10 @@ async def openai_chat(request: web.Request, body: dict[str, Any], model: str) ->
         return web.json_response({"error": {**error, "code": "echoed"}}, status=status)
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     if body.get("stream"):
-        first = _sse(_chunk(model, {"role": "assistant", "content": "hello"}))
+        first = sse(_chunk(model, {"role": "assistant", "content": "hello"}))
         if model == "echo-stream":
-            return await _stream(request, first, _sse({"error": {"message": echo}}), b"")
-        rest = _sse({**_chunk(model, {}, "stop"), "usage": usage}) + b"data: [DONE]\n\n"
+            return await _stream(request, first, sse({"error": {"message": echo}}), b"")
+        rest = sse({**_chunk(model, {}, "stop"), "usage": usage}) + DONE
         return await _stream(request, first, None, rest)
     message = {"role": "assistant", "content": "ok"}
     return web.json_response(
@@ -133,11 +126,11 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], model: 
     }
     if body.get("stream"):
         first = (
-            _sse(
+            sse(
                 {"type": "message_start", "message": {**message, "content": [], "usage": usage}},
                 "message_start",
             )
-            + _sse(
+            + sse(
                 {
                     "type": "content_block_start",
                     "index": 0,
@@ -145,7 +138,7 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], model: 
                 },
                 "content_block_start",
             )
-            + _sse(
+            + sse(
                 {
                     "type": "content_block_delta",
                     "index": 0,
@@ -156,10 +149,10 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], model: 
         )
         if model == "echo-stream":
             error = {"type": "error", "error": {"type": "api_error", "message": echo}}
-            return await _stream(request, first, _sse(error, "error"), b"")
+            return await _stream(request, first, sse(error, "error"), b"")
         rest = (
-            _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-            + _sse(
+            sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            + sse(
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": "end_turn"},
@@ -167,7 +160,7 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], model: 
                 },
                 "message_delta",
             )
-            + _sse({"type": "message_stop"}, "message_stop")
+            + sse({"type": "message_stop"}, "message_stop")
         )
         return await _stream(request, first, None, rest)
     content = [{"type": "text", "text": "ok"}]
@@ -196,11 +189,11 @@ async def gemini_call(request: web.Request, model: str, stream: bool) -> Any:
         )
     usage = {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2}
     if stream:
-        first = _sse({"candidates": [_candidate("hello", None)]})
+        first = sse({"candidates": [_candidate("hello", None)]})
         if model == "echo-stream":
             error = {"error": {"code": 500, "message": echo, "status": "INTERNAL"}}
-            return await _stream(request, first, _sse(error), b"")
-        rest = _sse({"candidates": [_candidate("", "STOP")], "usageMetadata": usage})
+            return await _stream(request, first, sse(error), b"")
+        rest = sse({"candidates": [_candidate("", "STOP")], "usageMetadata": usage})
         return await _stream(request, first, None, rest)
     return web.json_response({"candidates": [_candidate("ok", "STOP")], "usageMetadata": usage})
 
@@ -209,20 +202,8 @@ async def gemini_call(request: web.Request, model: str, stream: bool) -> Any:
 
 
 async def any_post(request: web.Request) -> Any:
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        body = {}
-    body = body if isinstance(body, dict) else {}
+    body = request["json"] if isinstance(request["json"], dict) else {}
     path = request.path
-    request.app[STATE]["requests"].append(
-        {
-            "path": path,
-            "query": request.query_string,
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-        }
-    )
     model = body.get("model") if isinstance(body.get("model"), str) else ""
     if path.endswith("/chat/completions"):
         return await openai_chat(request, body, model or path.split("/")[-3])
@@ -234,32 +215,16 @@ async def any_post(request: web.Request) -> Any:
     return web.json_response({"error": {"message": "unknown path"}}, status=404)
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE]["requests"])
+def _describe(request: web.Request) -> dict[str, Any]:
+    return {"path": request.path, "query": request.query_string, "headers": headers_of(request)}
 
 
-async def reset(request: web.Request) -> web.Response:
-    request.app[STATE]["requests"].clear()
-    return web.json_response({"ok": True})
-
-
-def make_app() -> web.Application:
-    app = web.Application()
-    app[STATE] = {"requests": []}
-    app.router.add_get("/_requests", get_requests)
-    app.router.add_post("/_reset", reset)
+def make_app(key: str = "") -> web.Application:
+    """``key`` is ignored: this upstream checks none."""
+    app = new_app({}, describe=_describe)
     app.router.add_post("/{tail:.*}", any_post)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", help="ignored: this upstream checks no key")
-    args = parser.parse_args()
-    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
-
-
 if __name__ == "__main__":
-    main()
+    serve(__doc__, make_app, key_help="ignored: this upstream checks no key")

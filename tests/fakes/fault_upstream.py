@@ -49,7 +49,6 @@ of them the client closed before the answer ended), ``POST /_reset``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import re
@@ -59,10 +58,21 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.scaffold import (
+    DONE,
+    STATE,
+    behaviour,
+    new_app,
+    open_stream,
+    openai_error,
+    serve,
+    sse,
+    wait_or_gone,
+)
+
 WORDS = 5
 TRICKLE_S = 1.0
 HANG_S = 120.0  # a hanging answer gives up after this (the client has long gone)
-STATE = web.AppKey("state", dict)
 _STATUSES = {400, 401, 403, 404, 429, 500, 502, 503, 504, 529}
 
 
@@ -76,8 +86,7 @@ def reply_text(n: int = WORDS) -> str:
 
 def _error(status: int, message: str, code: str | None = None, type_: str | None = None) -> bytes:
     etype = type_ or ("invalid_request_error" if status < 500 else "server_error")
-    body = {"error": {"message": message, "type": etype, "param": None, "code": code}}
-    return json.dumps(body).encode()
+    return json.dumps(openai_error(message, etype, None, code)).encode()
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -88,16 +97,11 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> byte
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return sse(obj, compact=True)
 
 
 def _usage(n: int) -> dict[str, int]:
     return {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}
-
-
-def _gone(request: web.Request) -> bool:
-    t = request.transport
-    return t is None or t.is_closing()
 
 
 class Stats:
@@ -123,13 +127,10 @@ class Stats:
 
 async def _wait(request: web.Request, seconds: float, stats: Stats, model: str) -> bool:
     """Sleep, watching the client; False if it went away (counted once)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if _gone(request):
-            stats.client_gone(model)
-            return False
-        await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
-    return True
+    if await wait_or_gone(request, seconds):
+        return True
+    stats.client_gone(model)
+    return False
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -143,9 +144,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         )
     model = str(body.get("model", "fault-ok"))
     n = stats.hit(model)
-    behaviour = request.headers.get("x-fault") or state["behave"].get(model) or model
-    stream = bool(body.get("stream"))
-    return await _behave(request, behaviour, model, n, stream, stats)
+    b = behaviour(request, model, "x-fault", state["behave"])
+    return await _behave(request, b, model, n, bool(body.get("stream")), stats)
 
 
 def _json_error(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
@@ -281,10 +281,7 @@ async def _behave(
 
 
 async def _stream(request: web.Request, b: str, model: str, stats: Stats) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        status=200, headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
-    )
-    await resp.prepare(request)
+    resp = await open_stream(request, **{"cache-control": "no-cache"})
     try:
         if b == "fault-badjson":
             await resp.write(b"data: {this is not json\n\n")
@@ -312,8 +309,8 @@ async def _stream(request: web.Request, b: str, model: str, stats: Stats) -> web
         await resp.write(_chunk(model, {}, "stop"))
         obj = {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "model": model}
         obj.update(choices=[], usage=_usage(count))
-        await resp.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
+        await resp.write(sse(obj))
+        await resp.write(DONE)
         await resp.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         stats.client_gone(model)
@@ -327,7 +324,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = str(body.get("model", "fault-ok"))
     n = state["stats"].hit(model)
-    b = request.headers.get("x-fault") or state["behave"].get(model) or model
+    b = behaviour(request, model, "x-fault", state["behave"])
     if (m := re.fullmatch(r"fault-flaky-(\d+)", b)) and n <= int(m.group(1)):
         return _json_error(503, _error(503, "flaky: try again"))
     if (m := re.fullmatch(r"fault-(\d{3})", b)) and int(m.group(1)) in _STATUSES:
@@ -389,10 +386,9 @@ async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE]["stats"].as_json())
 
 
-async def reset(request: web.Request) -> web.Response:
-    request.app[STATE]["stats"] = Stats()
-    request.app[STATE]["behave"].clear()
-    return web.json_response({"ok": True})
+def _reset(state: dict[str, Any]) -> None:
+    state["stats"] = Stats()
+    state["behave"].clear()
 
 
 async def behave(request: web.Request) -> web.Response:
@@ -405,26 +401,17 @@ async def behave(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def make_app() -> web.Application:
-    app = web.Application()
-    app[STATE] = {"stats": Stats(), "behave": {}}
+def make_app(key: str = "") -> web.Application:
+    """``key`` is ignored: any bearer key is accepted."""
+    app = new_app({"stats": Stats(), "behave": {}}, on_reset=_reset)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models/{model}", probe)
     app.router.add_get("/_stats", get_stats)
-    app.router.add_post("/_reset", reset)
     app.router.add_post("/_behave", behave)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
-
-
 if __name__ == "__main__":
-    main()
+    serve(__doc__, make_app, key_help="ignored: any bearer key is accepted")

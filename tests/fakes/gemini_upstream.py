@@ -22,18 +22,17 @@ Test-only endpoints: ``GET /_requests``, ``POST /_reset``.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import struct
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.scaffold import STATE, described, new_app, open_stream, pieces, serve, sse
+from tests.fakes.scaffold import float32_vector as vector
+
 TOOL_NAME = "get_weather"
 TOOL_ARGS = {"city": "Paris", "unit": "celsius", "days": [1, 2, 3]}
 SIGNATURE = "c2lnbmF0dXJlLWZha2U="
-STATE = web.AppKey("state", dict)
 
 
 def _error(
@@ -98,19 +97,16 @@ async def model_call(request: web.Request) -> web.StreamResponse:
     if method == "streamGenerateContent":
         if request.query.get("alt") != "sse":
             return _error(400, "INVALID_ARGUMENT", "this fake streams only with alt=sse")
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await resp.prepare(request)
-        parts = _parts(body)
+        resp = await open_stream(request)
         chunks: list[list[dict[str, Any]]] = []
-        for p in parts:
+        for p in _parts(body):
             if "text" in p:
-                t = p["text"]
-                chunks.extend([[{"text": t[i : i + 5]}] for i in range(0, len(t), 5)])
+                chunks.extend([[{"text": t}] for t in pieces(p["text"], 5)])
             else:
                 chunks.append([p])
         for i, chunk in enumerate(chunks):
             event = _response(body, model, chunk, i == len(chunks) - 1)
-            await resp.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
+            await resp.write(sse(event, eol="\r\n"))
         return resp
     if method == "embedContent":
         dims = body.get("outputDimensionality") or 4
@@ -127,75 +123,31 @@ async def model_call(request: web.Request) -> web.StreamResponse:
     return _error(404, "NOT_FOUND", f"unknown method {method}")
 
 
-def vector(text: str, dims: int) -> list[float]:
-    """Deterministic, exactly representable in float32 (so base64 round-trips)."""
-    digest = hashlib.sha256(text.encode()).digest()
-    return [
-        struct.unpack("<f", struct.pack("<f", (digest[i % 32] - 128) / 128))[0] for i in range(dims)
-    ]
-
-
 async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"models": [{"name": "models/gemini-fake"}]})
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE]["requests"])
+def _describe(request: web.Request) -> dict[str, Any]:
+    return described(request, url=str(request.rel_url), query=dict(request.query))
 
 
-async def reset(request: web.Request) -> web.Response:
-    request.app[STATE]["requests"].clear()
-    return web.json_response({"ok": True})
-
-
-@web.middleware
-async def record_and_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/_"):
-        return await handler(request)
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
-    request["json"] = body
-    request.app[STATE]["requests"].append(
-        {
-            "method": request.method,
-            "path": request.path,
-            "url": str(request.rel_url),
-            "query": dict(request.query),
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "json": body,
-        }
-    )
+def _refuse(request: web.Request) -> web.Response | None:
     if "key" in request.query:
         return _error(400, "INVALID_ARGUMENT", "keys are not accepted in URLs by this fake")
     if request.headers.get("x-goog-api-key") != request.app[STATE]["key"]:
         info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}
         return _error(400, "INVALID_ARGUMENT", "API key not valid.", [info])
-    if request.method == "POST" and not isinstance(body, dict):
+    if request.method == "POST" and not isinstance(request["json"], dict):
         return _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
-    return await handler(request)
+    return None
 
 
 def make_app(key: str) -> web.Application:
-    app = web.Application(middlewares=[record_and_auth])
-    app[STATE] = {"requests": [], "key": key}
+    app = new_app({"key": key}, describe=_describe, refuse=_refuse)
     app.router.add_post("/v1beta/models/{call}", model_call)
     app.router.add_get("/v1beta/models", list_models)
-    app.router.add_get("/_requests", get_requests)
-    app.router.add_post("/_reset", reset)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", default="test-key")
-    args = parser.parse_args()
-    web.run_app(make_app(args.key), host=args.host, port=args.port, print=None, access_log=None)
-
-
 if __name__ == "__main__":
-    main()
+    serve(__doc__, make_app)

@@ -31,23 +31,35 @@ header, which the gateway does not forward, so e2e tests use model names):
 =================  ==========================================================
 
 Every request is checked for ``Authorization: Bearer <key>`` (401 otherwise)
-and recorded (method, path, headers, JSON body). Test-only endpoints:
+and recorded (method, path, headers, JSON body, body size). Test-only endpoints:
 ``GET /_requests``, ``POST /_reset``, ``GET /_streams`` (streams open now,
 streams whose client went away, streams that ran to their end).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
 import hashlib
 import json
-import struct
 import time
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.scaffold import (
+    DONE,
+    STATE,
+    behaviour,
+    described,
+    encode_embedding,
+    new_app,
+    open_stream,
+    openai_error,
+    pieces,
+    serve,
+    sse,
+    wait_or_gone,
+)
 
 SLOW_S = 3.0
 HANG_S = 30.0
@@ -84,20 +96,37 @@ SPECIAL_STREAMS = (
     "fake-late-burst-error",
     "fake-preamble-error",
 )
-
-STATE = web.AppKey("state", dict)
-
-
-def _error(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def _scenario(request: web.Request, body: dict[str, Any] | None) -> str:
-    header = request.headers.get("x-fake-scenario")
-    if header:
-        return header
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else "fake-echo"
+# Scenarios answered with an error before anything else: (status, body, headers).
+CANNED: dict[str, tuple[int, dict[str, Any], dict[str, str] | None]] = {
+    "fake-429": (
+        429,
+        openai_error(
+            "Rate limit reached for fake-429 on requests per min",
+            "requests",
+            None,
+            "rate_limit_exceeded",
+        ),
+        {"retry-after": "7", "x-ratelimit-remaining-requests": "0"},
+    ),
+    "fake-400": (
+        400,
+        openai_error(
+            "Invalid value for 'temperature': too hot.",
+            "invalid_request_error",
+            "temperature",
+            "invalid_value",
+        ),
+        None,
+    ),
+    "fake-500": (500, openai_error("The server had an error", "server_error"), None),
+    "fake-401": (
+        401,
+        openai_error(
+            "Incorrect API key provided: test-k**", "invalid_request_error", None, "invalid_api_key"
+        ),
+        None,
+    ),
+}
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -139,7 +168,7 @@ def embedding_vector(text: str, dims: int) -> list[float]:
 
 
 def _frame(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return sse(obj, compact=True)
 
 
 def _multiline_frame(obj: Any) -> bytes:
@@ -165,15 +194,14 @@ async def _stream_special(
             events = []
         if scenario != "fake-preamble-error":
             events.extend(_chunk(base, {"content": p}) for p in BURST)
-        events.append(_error("The upstream failed mid-burst", "server_error"))
+        events.append(openai_error("The upstream failed mid-burst", "server_error"))
         await resp.write(b"".join(_frame(e) for e in events))  # one write: one chunk
         return
-    text = _last_user_text(body)
-    pieces = [text[i : i + ECHO_PIECE] for i in range(0, len(text), ECHO_PIECE)]
-    events = [role, *(_chunk(base, {"content": p}) for p in pieces)]
+    parts = pieces(_last_user_text(body), ECHO_PIECE)
+    events = [role, *(_chunk(base, {"content": p}) for p in parts)]
     events.append(_chunk(base, {}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
-        events.append({**base, "choices": [], "usage": _usage(body, len(pieces))})
+        events.append({**base, "choices": [], "usage": _usage(body, len(parts))})
     for e in events:
         await resp.write(_multiline_frame(e))
     await resp.write(b"data: [DONE]\r\n\r\n")
@@ -186,19 +214,6 @@ class _Streams:
         self.completed = 0
 
 
-async def _begin_stream(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        status=200, headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
-    )
-    await resp.prepare(request)
-    return resp
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
 async def _stream_chat(
     request: web.Request, body: dict[str, Any], scenario: str
 ) -> web.StreamResponse:
@@ -208,123 +223,61 @@ async def _stream_chat(
     streams.open += 1
     finished = False
     try:
-        resp = await _begin_stream(request)
+        resp = await open_stream(request, **{"cache-control": "no-cache"})
         if scenario in SPECIAL_STREAMS:
             await _stream_special(resp, body, scenario, base)
             await resp.write_eof()
             finished = True
             return resp
-        role = {
-            **base,
-            "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            ],
-        }
-        await resp.write(_frame(role))
+        await resp.write(_frame(_chunk(base, {"role": "assistant", "content": ""})))
 
         if scenario == "fake-hang-stream":
-            await resp.write(
-                _frame(
-                    {
-                        **base,
-                        "choices": [
-                            {"index": 0, "delta": {"content": "wait"}, "finish_reason": None}
-                        ],
-                    }
-                )
-            )
-            deadline = time.monotonic() + HANG_S
-            while time.monotonic() < deadline:
-                if _client_gone(request):
-                    streams.client_gone += 1
-                    return resp
-                await asyncio.sleep(0.02)
+            await resp.write(_frame(_chunk(base, {"content": "wait"})))
+            if not await wait_or_gone(request, HANG_S):
+                streams.client_gone += 1
             return resp
 
         if scenario == "fake-stream-error":
-            await resp.write(
-                _frame(
-                    {
-                        **base,
-                        "choices": [
-                            {"index": 0, "delta": {"content": "partial"}, "finish_reason": None}
-                        ],
-                    }
-                )
-            )
+            await resp.write(_frame(_chunk(base, {"content": "partial"})))
             await asyncio.sleep(0.01)
-            await resp.write(
-                _frame(
-                    _error(
-                        "The upstream model crashed mid-stream", "server_error", None, "fake_crash"
-                    )
-                )
+            error = openai_error(
+                "The upstream model crashed mid-stream", "server_error", None, "fake_crash"
             )
+            await resp.write(_frame(error))
             await resp.write_eof()
             finished = True
             return resp
 
         if scenario == "fake-tools":
             completion = 7
-            first = {
-                **base,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {
-                            "tool_calls": [
-                                {
-                                    "index": 0,
-                                    "id": TOOL_CALL_ID,
-                                    "type": "function",
-                                    "function": {"name": TOOL_NAME, "arguments": ""},
-                                }
-                            ]
-                        },
-                        "finish_reason": None,
-                    }
-                ],
+            call = {
+                "index": 0,
+                "id": TOOL_CALL_ID,
+                "type": "function",
+                "function": {"name": TOOL_NAME, "arguments": ""},
             }
-            await resp.write(_frame(first))
-            args = TOOL_ARGUMENTS
-            pieces = [args[i : i + 7] for i in range(0, len(args), 7)]
-            for piece in pieces:
+            await resp.write(_frame(_chunk(base, {"tool_calls": [call]})))
+            for piece in pieces(TOOL_ARGUMENTS, 7):
                 delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
-                await resp.write(
-                    _frame(
-                        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-                    )
-                )
+                await resp.write(_frame(_chunk(base, delta)))
             finish_reason = "tool_calls"
         else:
-            text = _last_user_text(body)
-            pieces = [text[i : i + ECHO_PIECE] for i in range(0, len(text), ECHO_PIECE)] or [""]
-            completion = len(pieces)
-            for k, piece in enumerate(pieces):
+            parts = pieces(_last_user_text(body), ECHO_PIECE) or [""]
+            completion = len(parts)
+            for k, piece in enumerate(parts):
                 if scenario == "fake-cut" and k == CUT_AFTER:
                     await asyncio.sleep(0.01)
                     # Drop the connection: no terminating chunk, no [DONE].
                     assert request.transport is not None
                     request.transport.close()
                     return resp
-                await resp.write(
-                    _frame(
-                        {
-                            **base,
-                            "choices": [
-                                {"index": 0, "delta": {"content": piece}, "finish_reason": None}
-                            ],
-                        }
-                    )
-                )
+                await resp.write(_frame(_chunk(base, {"content": piece})))
             finish_reason = "stop"
 
-        await resp.write(
-            _frame({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]})
-        )
+        await resp.write(_frame(_chunk(base, {}, finish_reason)))
         if include_usage:
             await resp.write(_frame({**base, "choices": [], "usage": _usage(body, completion)}))
-        await resp.write(b"data: [DONE]\n\n")
+        await resp.write(DONE)
         await resp.write_eof()
         finished = True
         return resp
@@ -337,46 +290,23 @@ async def _stream_chat(
             streams.completed += 1
 
 
+def _not_an_object() -> web.Response:
+    return web.json_response(
+        openai_error("body must be a JSON object", "invalid_request_error"), status=400
+    )
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = request["json"]
     if not isinstance(body, dict):
-        return web.json_response(
-            _error("body must be a JSON object", "invalid_request_error"), status=400
-        )
-    scenario = _scenario(request, body)
-    if scenario == "fake-429":
-        return web.json_response(
-            _error(
-                "Rate limit reached for fake-429 on requests per min",
-                "requests",
-                None,
-                "rate_limit_exceeded",
-            ),
-            status=429,
-            headers={"retry-after": "7", "x-ratelimit-remaining-requests": "0"},
-        )
-    if scenario == "fake-400":
-        return web.json_response(
-            _error(
-                "Invalid value for 'temperature': too hot.",
-                "invalid_request_error",
-                "temperature",
-                "invalid_value",
-            ),
-            status=400,
-        )
-    if scenario == "fake-500":
-        return web.json_response(_error("The server had an error", "server_error"), status=500)
-    if scenario == "fake-401":
-        return web.json_response(
-            _error(
-                "Incorrect API key provided: test-k**",
-                "invalid_request_error",
-                None,
-                "invalid_api_key",
-            ),
-            status=401,
-        )
+        return _not_an_object()
+    model = body.get("model")
+    scenario = behaviour(
+        request, model if isinstance(model, str) else "fake-echo", "x-fake-scenario"
+    )
+    if scenario in CANNED:
+        status, error, headers = CANNED[scenario]
+        return web.json_response(error, status=status, headers=headers)
     if scenario == "fake-bad-json":
         return web.Response(body=BAD_JSON_BODY, content_type="application/json")
     if scenario == "fake-slow":
@@ -416,20 +346,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def embeddings(request: web.Request) -> web.Response:
     body = request["json"]
     if not isinstance(body, dict):
-        return web.json_response(
-            _error("body must be a JSON object", "invalid_request_error"), status=400
-        )
+        return _not_an_object()
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
     dims = body.get("dimensions") or 8
     fmt = body.get("encoding_format") or "float"
-    data = []
-    for i, item in enumerate(items):
-        vec = embedding_vector(json.dumps(item), dims)
-        emb: Any = vec
-        if fmt == "base64":
-            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": emb})
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": encode_embedding(embedding_vector(json.dumps(item), dims), fmt),
+        }
+        for i, item in enumerate(items)
+    ]
     tokens = sum(max(1, len(str(x)) // 4) for x in items)
     return web.json_response(
         {
@@ -446,17 +375,6 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
-async def get_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE]["requests"])
-
-
-async def reset(request: web.Request) -> web.Response:
-    request.app[STATE]["requests"].clear()
-    s: _Streams = request.app[STATE]["streams"]
-    s.client_gone = s.completed = 0
-    return web.json_response({"ok": True})
-
-
 async def get_streams(request: web.Request) -> web.Response:
     s: _Streams = request.app[STATE]["streams"]
     return web.json_response(
@@ -464,58 +382,43 @@ async def get_streams(request: web.Request) -> web.Response:
     )
 
 
-@web.middleware
-async def record_and_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/_"):
-        return await handler(request)
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
-    request["json"] = body
-    request.app[STATE]["requests"].append(
-        {
-            "method": request.method,
-            "path": request.path,
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "json": body,
-            "raw_size": len(raw),
-        }
-    )
-    expected = "Bearer " + request.app[STATE]["key"]
-    if request.headers.get("authorization") != expected:
+def _describe(request: web.Request) -> dict[str, Any]:
+    return described(request, raw_size=len(request["raw"]))
+
+
+def _refuse(request: web.Request) -> web.Response | None:
+    if request.headers.get("authorization") != "Bearer " + request.app[STATE]["key"]:
         return web.json_response(
-            _error("Incorrect API key provided.", "invalid_request_error", None, "invalid_api_key"),
+            openai_error(
+                "Incorrect API key provided.", "invalid_request_error", None, "invalid_api_key"
+            ),
             status=401,
         )
-    if request.method == "POST" and raw and body is None:
+    if request.method == "POST" and request["raw"] and request["json"] is None:
         return web.json_response(
-            _error("We could not parse the JSON body", "invalid_request_error"), status=400
+            openai_error("We could not parse the JSON body", "invalid_request_error"), status=400
         )
-    return await handler(request)
+    return None
+
+
+def _reset_streams(state: dict[str, Any]) -> None:
+    s: _Streams = state["streams"]
+    s.client_gone = s.completed = 0
 
 
 def make_app(key: str) -> web.Application:
-    app = web.Application(middlewares=[record_and_auth])
-    app[STATE] = {"requests": [], "streams": _Streams(), "key": key}
+    app = new_app(
+        {"streams": _Streams(), "key": key},
+        describe=_describe,
+        refuse=_refuse,
+        on_reset=_reset_streams,
+    )
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
-    app.router.add_get("/_requests", get_requests)
-    app.router.add_post("/_reset", reset)
     app.router.add_get("/_streams", get_streams)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", default="test-key", help="the API key the fake accepts")
-    args = parser.parse_args()
-    web.run_app(make_app(args.key), host=args.host, port=args.port, print=None, access_log=None)
-
-
 if __name__ == "__main__":
-    main()
+    serve(__doc__, make_app)

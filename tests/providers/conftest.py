@@ -7,26 +7,13 @@ session fixtures in ``tests/conftest.py`` (``e2e_dir``, the fake OpenAI upstream
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.harness import (
-    PROVIDER_KEY,
-    FakeUpstream,
-    GatewayProc,
-    Proc,
-    clean_env,
-    free_port,
-    spawn,
-    start_gateway,
-    wait_until,
-)
+from tests.harness import PROVIDER_KEY, Fake, FakeUpstream, GatewayProc, start_fake, start_gateway
 
 KEYS = {"anthropic": "ak-test-secret", "gemini": "gk-test-secret", "azure": "az-test-secret"}
 
@@ -47,65 +34,19 @@ models:
 """
 
 
-@dataclass
-class Fake:
-    """A fake provider upstream process and what it recorded."""
+def session_fake(provider: str) -> Any:
+    """A session fixture ``<provider>_fake``: the provider's fake upstream, with its key."""
 
-    proc: Proc
-    port: int
-    key: str
+    @pytest.fixture(scope="session", name=f"{provider}_fake")
+    def fixture(e2e_dir: Path) -> Iterator[Fake]:
+        with start_fake(f"{provider}_upstream", e2e_dir / "logs", KEYS[provider]) as fake:
+            yield fake
 
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def requests(self) -> list[dict[str, Any]]:
-        return httpx.get(self.root + "/_requests", timeout=5).json()  # type: ignore[no-any-return]
-
-    def reset(self) -> None:
-        httpx.post(self.root + "/_reset", timeout=5).raise_for_status()
+    return fixture
 
 
-def _start_fake(module: str, key: str, log_dir: Path) -> Fake:
-    port = free_port()
-    argv = [sys.executable, "-m", f"tests.fakes.{module}", "--port", str(port), "--key", key]
-    proc = spawn(f"{module}-{port}", argv, clean_env(), log_dir)
-    fake = Fake(proc, port, key)
-
-    def up() -> bool:
-        return proc.alive() and httpx.get(fake.root + "/_requests", timeout=1).status_code == 200
-
-    if not wait_until(up):
-        proc.stop()
-        raise RuntimeError(f"{module} did not start:\n" + proc.describe())
-    return fake
-
-
-@pytest.fixture(scope="session")
-def anthropic_fake(e2e_dir: Path) -> Iterator[Fake]:
-    fake = _start_fake("anthropic_upstream", KEYS["anthropic"], e2e_dir / "logs")
-    try:
-        yield fake
-    finally:
-        fake.proc.stop()
-
-
-@pytest.fixture(scope="session")
-def gemini_fake(e2e_dir: Path) -> Iterator[Fake]:
-    fake = _start_fake("gemini_upstream", KEYS["gemini"], e2e_dir / "logs")
-    try:
-        yield fake
-    finally:
-        fake.proc.stop()
-
-
-@pytest.fixture(scope="session")
-def azure_fake(e2e_dir: Path) -> Iterator[Fake]:
-    fake = _start_fake("azure_upstream", KEYS["azure"], e2e_dir / "logs")
-    try:
-        yield fake
-    finally:
-        fake.proc.stop()
+gemini_fake = session_fake("gemini")
+azure_fake = session_fake("azure")
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +60,7 @@ def providers_gateway(
     """A gateway with all four providers enabled, each pointed at its fake."""
     config = e2e_dir / "providers.yaml"
     config.write_text(PROVIDERS_CONFIG)
-    gw = start_gateway(
+    with start_gateway(
         e2e_dir / "logs",
         {
             "ANTHROPIC_API_KEY": KEYS["anthropic"],
@@ -133,34 +74,17 @@ def providers_gateway(
             "GATEWAY_CONFIG": str(config),
         },
         name="gateway-providers",
-    )
-    try:
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture
 def oai(providers_gateway: GatewayProc) -> Iterator[Any]:
-    import openai
-
-    c = openai.OpenAI(
-        base_url=providers_gateway.api, api_key="client-key", max_retries=0, timeout=20
-    )
-    try:
+    with providers_gateway.openai("client-key", timeout=20) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture
 def claude(providers_gateway: GatewayProc) -> Iterator[Any]:
-    import anthropic
-
-    c = anthropic.Anthropic(
-        base_url=providers_gateway.url, api_key="client-key", max_retries=0, timeout=20
-    )
-    try:
+    with providers_gateway.anthropic("client-key", timeout=20) as c:
         yield c
-    finally:
-        c.close()

@@ -12,11 +12,8 @@ from tests.resilience.helpers import Fault, start_fault_upstream
 
 @pytest.fixture(scope="session")
 def fault_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fault]:
-    fault = start_fault_upstream(Path(tmp_path_factory.mktemp("resilience")) / "logs")
-    try:
+    with start_fault_upstream(Path(tmp_path_factory.mktemp("resilience")) / "logs") as fault:
         yield fault
-    finally:
-        fault.proc.stop()
 
 
 @pytest.fixture

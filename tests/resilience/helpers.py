@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import random
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,21 +31,17 @@ from gateway.pipeline.routing import Router
 from gateway.pipeline.run import Pipeline
 from gateway.settings import Settings
 from gateway.state import Gateway
-from tests.harness import Proc, _http_ok, clean_env, free_port, spawn, wait_until
+from tests.harness import Fake, start_fake
 
 
 @dataclass
-class Fault:
-    proc: Proc
-    port: int
+class Fault(Fake):
+    """The fault-injecting upstream (``tests/fakes/fault_upstream.py``): behaviour by
+    model name, and what it counted per model."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, Any]:
         return httpx.get(self.root + "/_stats", timeout=5).json()  # type: ignore[no-any-return]
@@ -60,22 +55,14 @@ class Fault:
     def gone(self, model: str) -> int:
         return int(self.stats().get(model, {}).get("gone", 0))
 
-    def reset(self) -> None:
-        httpx.post(self.root + "/_reset", timeout=5).raise_for_status()
-
     def behave(self, model: str, as_: str | None) -> None:
         r = httpx.post(self.root + "/_behave", json={"model": model, "as": as_}, timeout=5)
         r.raise_for_status()
 
 
 def start_fault_upstream(log_dir: Path) -> Fault:
-    port = free_port()
-    argv = [sys.executable, "-m", "tests.fakes.fault_upstream", "--port", str(port)]
-    proc = spawn(f"fault-upstream-{port}", argv, clean_env(), log_dir)
-    fault = Fault(proc, port)
-    if not wait_until(lambda: proc.alive() and _http_ok(fault.root + "/_stats")):
-        proc.stop()
-        raise RuntimeError("fault upstream did not start:\n" + proc.describe())
+    fault = start_fake("fault_upstream", log_dir, ready_path="/_stats", kind=Fault)
+    assert isinstance(fault, Fault)
     return fault
 
 

@@ -75,27 +75,21 @@ def _gateway(tmp: Path, fault: Fault, keepalive: float, name: str) -> GatewayPro
 
 @pytest.fixture(scope="module")
 def gw(fault_upstream: Fault, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
-    g = _gateway(tmp_path_factory.mktemp("res-e2e"), fault_upstream, 0, "gateway-resilience")
-    try:
+    with _gateway(tmp_path_factory.mktemp("res-e2e"), fault_upstream, 0, "gateway-resilience") as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")
 def gw_keepalive(
     fault_upstream: Fault, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProc]:
-    g = _gateway(tmp_path_factory.mktemp("res-ka"), fault_upstream, 0.2, "gateway-keepalive")
-    try:
+    with _gateway(tmp_path_factory.mktemp("res-ka"), fault_upstream, 0.2, "gateway-keepalive") as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture
 def client(gw: GatewayProc) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=gw.api, api_key="x", max_retries=0, timeout=15) as c:
+    with gw.openai(timeout=15) as c:
         yield c
 
 
@@ -192,7 +186,7 @@ def test_keepalives_then_content(gw_keepalive: GatewayProc) -> None:
     first_data = raw.index(b"data: ")
     assert raw.startswith(b": keep-alive\n\n") and raw[:first_data].count(b": keep-alive") >= 2
     assert raw.endswith(b"data: [DONE]\n\n")
-    with openai.OpenAI(base_url=gw_keepalive.api, api_key="x", max_retries=0, timeout=10) as c:
+    with gw_keepalive.openai() as c:
         chunks = c.chat.completions.create(model="late", messages=MSGS, stream=True)
         assert "".join(x.choices[0].delta.content or "" for x in chunks if x.choices) == FULL
 

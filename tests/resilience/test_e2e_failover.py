@@ -53,16 +53,13 @@ def gw(fault_upstream: Fault, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tmp = tmp_path_factory.mktemp("res-failover")
     path = tmp / "failover.yaml"
     path.write_text(CONFIG.format(url=fault_upstream.url, root=fault_upstream.root))
-    g = start_gateway(tmp / "logs", {"GATEWAY_CONFIG": str(path)}, name="gateway-failover")
-    try:
+    with start_gateway(tmp / "logs", {"GATEWAY_CONFIG": str(path)}, name="gateway-failover") as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture
 def client(gw: GatewayProc) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=gw.api, api_key="x", max_retries=0, timeout=15) as c:
+    with gw.openai(timeout=15) as c:
         yield c
 
 

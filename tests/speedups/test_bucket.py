@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _speedups import NO_EXTENSIONS
+from tests.speedups.conftest import SELECTED, needs_c, variant
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "data" / "bucket_vectors.json").read_text("utf-8"))
@@ -173,14 +170,13 @@ def test_vectors_agree_with_oracle(scenario: dict[str, Any]) -> None:
 def test_selector_reexports(bucket_impl: ModuleType) -> None:
     from _speedups import bucket
 
-    assert bucket_impl.IMPLEMENTATION in ("py", "c")
+    assert variant(bucket_impl) == bucket_impl.IMPLEMENTATION
     assert bucket_impl.FULL_STATE == (0, 0)
     assert bucket_impl.NEVER == -1
     assert (bucket.MAX_CAPACITY, bucket.MAX_PERIOD_US) == (MAX_CAPACITY, MAX_PERIOD_US)
     assert (bucket.MAX_TIME_US, bucket.MAX_TAT_US) == (MAX_TIME_US, MAX_TAT_US)
     assert bucket.MAX_AMOUNT == MAX_AMOUNT
-    expected = "py" if NO_EXTENSIONS else "c"
-    assert expected == bucket.IMPLEMENTATION
+    assert bucket.IMPLEMENTATION == SELECTED
 
 
 def test_rpm_burst_then_exact_retry(bucket_impl: ModuleType) -> None:
@@ -427,8 +423,6 @@ def test_retry_after_is_exact(
 
 # --- the twins agree, and the selector picks the compiled one -------------------------------
 
-needs_c = pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1")
-
 anything = st.one_of(
     st.integers(-(2**65), 2**65), st.booleans(), st.none(), st.floats(), st.text(max_size=2)
 )
@@ -463,23 +457,3 @@ def test_twins_agree_on_bad_input(func: str, state: Any, args: list[Any]) -> Non
     arity = {"take": 4, "settle": 5, "refill": 3}[func]
     call = (state, *args[:arity])
     assert _call(_bucket_c, func, call) == _call(_bucket_py, func, call)
-
-
-def _selector_implementation(env_value: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_NO_EXTENSIONS"}
-    if env_value is not None:
-        env["GATEWAY_NO_EXTENSIONS"] = env_value
-    code = "from _speedups import bucket; print(bucket.IMPLEMENTATION)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
-
-
-@needs_c
-def test_selector_prefers_compiled_twin() -> None:
-    assert _selector_implementation(None) == "c"
-
-
-def test_selector_honours_no_extensions() -> None:
-    assert _selector_implementation("1") == "py"

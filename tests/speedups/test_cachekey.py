@@ -12,11 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
 import struct
-import subprocess
-import sys
 import time
 from collections import OrderedDict
 from enum import IntEnum, StrEnum
@@ -29,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _speedups import NO_EXTENSIONS
+from tests.speedups.conftest import needs_c, variant
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "tests" / "data" / "cachekey_golden.json").read_text("utf-8"))
@@ -450,9 +447,6 @@ def test_changing_any_one_leaf_changes_the_key(
     assert key(cachekey_impl, changed) != key(cachekey_impl, request)
 
 
-needs_c = pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1")
-
-
 def outcome(mod: ModuleType, *args: Any) -> Any:
     try:
         return mod.canonical_encoding(*args), mod.cache_key(*args)
@@ -494,30 +488,10 @@ def test_twins_agree_on_large_objects() -> None:
         )
 
 
-def _selector_implementation(env_value: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_NO_EXTENSIONS"}
-    if env_value is not None:
-        env["GATEWAY_NO_EXTENSIONS"] = env_value
-    code = "from _speedups import cachekey; print(cachekey.IMPLEMENTATION)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
-
-
-@needs_c
-def test_selector_prefers_compiled_twin() -> None:
-    assert _selector_implementation(None) == "c"
-
-
-def test_selector_honours_no_extensions() -> None:
-    assert _selector_implementation("1") == "py"
-
-
 def test_selector_reexports(cachekey_impl: ModuleType) -> None:
     from _speedups import cachekey
 
-    assert cachekey_impl.IMPLEMENTATION in ("py", "c")
+    assert variant(cachekey_impl) == cachekey_impl.IMPLEMENTATION
     assert cachekey.cache_key("acme", "chat", HELLO) == key(cachekey_impl, HELLO)
     assert cachekey.MAGIC == b"llm-gateway/cachekey/v1\n"
     assert frozenset({"chat", "embeddings", "messages", "responses"}) == cachekey.KINDS

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _speedups import NO_EXTENSIONS
+from tests.speedups.conftest import SELECTED, needs_c, variant
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "sse"
@@ -230,7 +227,7 @@ def test_rules(
 def test_initial_state_and_types(sse_impl: ModuleType) -> None:
     d = sse_impl.SSEDecoder()
     assert (d.last_event_id, d.retry, d.buffered) == ("", None, 0)
-    assert sse_impl.IMPLEMENTATION in ("py", "c")
+    assert variant(sse_impl) == sse_impl.IMPLEMENTATION
     events = d.feed(b"event: e\nid: 1\ndata: x\n\n")
     assert type(events) is list
     (ev,) = events
@@ -364,7 +361,7 @@ def test_matches_whole_stream_reference(sse_impl: ModuleType, stream: bytes) -> 
     assert run(sse_impl, [stream]) == reference(stream)
 
 
-@pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1")
+@needs_c
 @PROPS
 @given(case=split_streams())
 def test_twins_agree(case: tuple[bytes, list[bytes]]) -> None:
@@ -377,38 +374,9 @@ def test_twins_agree(case: tuple[bytes, list[bytes]]) -> None:
 # ---------------------------------------------------------------------------
 # Selector
 
-_PROBE = "import _speedups.sse as m; print(m.IMPLEMENTATION)"
-
-
-def _probe(no_extensions: bool) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_NO_EXTENSIONS"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    if no_extensions:
-        env["GATEWAY_NO_EXTENSIONS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return proc.stdout.strip()
-
-
-@pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1")
-def test_c_twin_loads_by_default() -> None:
-    assert _probe(no_extensions=False) == "c"
-    assert _probe(no_extensions=True) == "py"
-
-
-def test_pure_twin_when_forced() -> None:
-    assert _probe(no_extensions=True) == "py"
-
 
 def test_selector_in_process() -> None:
     import _speedups.sse as sse
 
-    loaded = sse.IMPLEMENTATION
-    assert loaded == ("py" if NO_EXTENSIONS else "c")
+    assert sse.IMPLEMENTATION == SELECTED
     assert sse.SSEDecoder().feed(b"data: x\n\n") == [("message", "x", "")]

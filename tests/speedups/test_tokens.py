@@ -8,10 +8,7 @@ OpenAI's published files. Nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +21,7 @@ from hypothesis import strategies as st
 from tiktoken_ext import openai_public
 
 from _speedups import NO_EXTENSIONS, _tokens_data, _tokens_py
+from tests.speedups.conftest import needs_c, run_python, variant
 
 ROOT = Path(__file__).resolve().parents[2]
 ENCODINGS = ("cl100k_base", "o200k_base")
@@ -171,7 +169,7 @@ def test_threads(tokens_impl: ModuleType, reference) -> None:
 
 def test_api(tokens_impl: ModuleType) -> None:
     assert tokens_impl.ENCODINGS == ENCODINGS
-    assert tokens_impl.IMPLEMENTATION in ("py", "c")
+    assert variant(tokens_impl) == tokens_impl.IMPLEMENTATION
     with pytest.raises(ValueError, match="unknown encoding"):
         tokens_impl.count_tokens("x", "p50k_base")
     with pytest.raises(TypeError):
@@ -207,7 +205,7 @@ def test_hypothesis_equals_tiktoken(tokens_impl: ModuleType, reference, text: st
 
 
 @pytest.mark.c_extension
-@pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1")
+@needs_c
 @settings(max_examples=300, deadline=None)
 @given(text=texts)
 def test_twins_agree(text: str) -> None:
@@ -244,34 +242,9 @@ def test_heap_merge_equals_list_merge(piece: bytes) -> None:
 # --- which twin loads ----------------------------------------------------------------------
 
 
-def _run(code: str, no_extensions: bool) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_NO_EXTENSIONS"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    if no_extensions:
-        env["GATEWAY_NO_EXTENSIONS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    return proc.stdout.strip()
-
-
-def _loaded(no_extensions: bool) -> str:
-    return _run("from _speedups import tokens; print(tokens.IMPLEMENTATION)", no_extensions)
-
-
 def test_rank_tables_load_lazily_per_encoding() -> None:
     code = (
         "from _speedups import _tokens_data as d, tokens; "
         "a = sorted(d._raw); tokens.count_tokens('x', 'o200k_base'); print(a, sorted(d._raw))"
     )
-    assert _run(code, no_extensions=NO_EXTENSIONS) == "[] ['o200k_base']"
-
-
-def test_pure_twin_when_forced() -> None:
-    assert _loaded(no_extensions=True) == "py"
-
-
-@pytest.mark.c_extension
-@pytest.mark.skipif(NO_EXTENSIONS, reason="GATEWAY_NO_EXTENSIONS=1")
-def test_c_twin_preferred_by_default() -> None:
-    assert _loaded(no_extensions=False) == "c"
+    assert run_python(code, "1" if NO_EXTENSIONS else None) == "[] ['o200k_base']"

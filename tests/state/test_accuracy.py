@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.harness import GatewayProc, metric_sum, start_gateway
-from tests.state.conftest import RedisServer
+from tests.redis_server import RedisServer
 from tests.state.load import Sample, max_in_windows, run_load
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.harness import GatewayProc, metric_sum, start_gateway
-from tests.state.conftest import RedisServer
+from tests.redis_server import RedisServer
 from tests.state.load import p99, run_load
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.timeout(150)]

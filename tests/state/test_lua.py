@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import redis as redis_sync
 
 from _speedups import _bucket_py as kernel
 from gateway.store import scripts
-from tests.state.conftest import RedisServer
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -145,12 +147,21 @@ def test_lua_matches_kernel_on_random_sequences(r: Any, cap: int, period: int) -
         assert got == want, (i, op)
 
 
-def test_shared_math_block_is_identical_in_both_scripts() -> None:
-    def block(name: str) -> str:
-        text = scripts.source(name)
-        return text[text.index("-- BEGIN gcra") : text.index("-- END gcra")]
-
-    assert block("ratelimit_reserve") == block("ratelimit_settle")
+def test_both_scripts_splice_in_the_one_shared_math_block() -> None:
+    """The GCRA math is written once, in the ``ratelimit_gcra.lua`` prelude: each script
+    file names it on one ``#include`` line (no pasted copy that could drift), and the
+    text Redis is sent holds the whole prelude once, in place of that line."""
+    store = resources.files("gateway.store")
+    prelude = store.joinpath("ratelimit_gcra.lua").read_text(encoding="utf-8")
+    assert prelude.count("-- BEGIN gcra") == prelude.count("-- END gcra") == 1
+    include = re.compile(r"^-- #include ratelimit_gcra\.lua\n", re.MULTILINE)
+    for name in scripts.RATELIMIT_SCRIPTS:
+        raw = store.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        assert len(include.findall(raw)) == 1, name
+        assert "-- BEGIN gcra" not in raw, name
+        sent = scripts.source(name)
+        assert sent.count(prelude) == 1 and not include.search(sent), name
+        assert include.sub("", raw) == sent.replace(prelude, "", 1), name
 
 
 def test_headers_name_keys_argv_and_reply() -> None:

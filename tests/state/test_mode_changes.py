@@ -22,7 +22,7 @@ from gateway.store.base import Bucket, StateUnavailable
 from gateway.store.redis import RedisBackend
 from gateway.telemetry import metrics
 from tests.harness import metric_sum, start_gateway
-from tests.state.conftest import RedisServer
+from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 

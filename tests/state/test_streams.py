@@ -37,11 +37,8 @@ limits:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProc]:
     d = Path(tmp_path_factory.mktemp("streams"))
     (d / "gw.yaml").write_text(CONFIG)
-    gw = start_gateway(d / "logs", {"GATEWAY_CONFIG": str(d / "gw.yaml")}, name="gw-streams")
-    try:
+    with start_gateway(d / "logs", {"GATEWAY_CONFIG": str(d / "gw.yaml")}, name="gw-streams") as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 def _remaining(gw: GatewayProc, key: str) -> int:

@@ -1,0 +1,58 @@
+"""Writing a Reply to ASGI: a stream is always closed, even when its frames never ran."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.pipeline.reply import Reply, send_reply
+
+
+def _stream() -> tuple[Reply, list[str]]:
+    events: list[str] = []
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            events.append("started")
+            yield b"data: {}\n\n"
+        finally:
+            events.append("generator closed")
+
+    async def close() -> None:
+        events.append("relay closed")
+
+    return Reply(200, {}, frames=frames(), close=close), events
+
+
+@pytest.mark.parametrize("failure", [ConnectionResetError, asyncio.CancelledError])
+def test_a_stream_is_closed_when_sending_fails_before_its_first_frame(failure: type) -> None:
+    reply, events = _stream()
+
+    async def send(message: Any) -> None:
+        raise failure()
+
+    async def main() -> None:
+        with pytest.raises(failure):
+            await send_reply(reply, send)
+
+    asyncio.run(main())
+    assert events == ["relay closed"]  # the frames never ran, the relay was closed anyway
+
+
+def test_a_stream_sent_whole_is_closed_once_after_its_frames() -> None:
+    reply, events = _stream()
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(send_reply(reply, send))
+    assert events == ["started", "generator closed", "relay closed"]
+    assert sent[0]["status"] == 200 and sent[-1] == {
+        "type": "http.response.body",
+        "body": b"",
+        "more_body": False,
+    }
