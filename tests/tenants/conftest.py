@@ -1,5 +1,6 @@
-"""Fixtures for the tenants' tests: the real Redis servers of ``tests/state`` (standalone
-and a 3-primary cluster), a gateway factory with a master key, and the admin client."""
+"""Fixtures for the tenants' tests (the real Redis servers, standalone and a 3-primary
+cluster, come from ``tests/conftest.py``): a gateway factory with a master key, the
+fault-injecting upstream, and the admin client."""
 
 from __future__ import annotations
 
@@ -12,13 +13,6 @@ import pytest
 
 from tests.harness import GatewayProc, start_gateway
 from tests.resilience.helpers import Fault, start_fault_upstream
-from tests.state.conftest import (  # noqa: F401 - fixtures shared with tests/state
-    anyio_backend,
-    own_redis,
-    redis_cluster,
-    redis_server,
-    state_dir,
-)
 
 MASTER = "master-key-for-tenant-tests"
 PEPPER = "pepper-for-tenant-tests-0123456789"
