@@ -23,9 +23,11 @@ run: install
 
 # Debian packages the suite and the benchmarks need; installed only when missing.
 # redis-server for state tests; for tests/deployment: prometheus (the server and promtool),
-# prometheus-alertmanager (amtool), docker-compose (config check only, no engine) and shellcheck.
+# prometheus-alertmanager (amtool), docker-compose (config check only, no engine) and shellcheck;
+# chromium and its chromedriver for the admin page's browser test (tests/tenants).
 SYSTEM_TOOLS := redis-server:redis-server promtool:prometheus amtool:prometheus-alertmanager \
-                docker-compose:docker-compose shellcheck:shellcheck
+                docker-compose:docker-compose shellcheck:shellcheck \
+                chromium:chromium chromedriver:chromium-driver
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

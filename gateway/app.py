@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.di import Provide
 
 import _speedups
+from gateway.api.admin import admin_routes
 from gateway.api.chat import CHAT
 from gateway.api.embeddings import EMBEDDINGS
 from gateway.api.handlers import exception_handlers
@@ -37,8 +38,10 @@ from gateway.telemetry.metrics import (
     declare_cache_series,
     declare_http_series,
     declare_series,
+    declare_tenant_series,
     record_speedups,
 )
+from gateway.tenants.tenancy import Tenancy
 
 ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS, RESPONSES_ENDPOINT)
 
@@ -56,6 +59,7 @@ def build_gateway(settings: Settings, router: Router | None = None) -> Gateway:
     """The process's handles (tests pass their own ``router``, with a seeded RNG)."""
     registry = Registry(settings)
     store = _store(settings)
+    tenants = Tenancy(settings, registry, store)
     return Gateway(
         settings=settings,
         registry=registry,
@@ -63,11 +67,12 @@ def build_gateway(settings: Settings, router: Router | None = None) -> Gateway:
         store=store,
         speedups=_speedups.implementations(),
         cache=cache.ResponseCache(settings),
-        auth=auth.Keyring(settings.config),
+        auth=auth.Keyring(settings.config, tenants.directory, tenants.closed),
         limiter=ratelimit.Limiter(settings.config, registry, store),
         conversations=conversation.Conversations(
             settings.config.responses, settings.config.limits.redis_timeout_ms / 1000
         ),
+        tenants=tenants,
     )
 
 
@@ -77,10 +82,10 @@ def build_pipeline(gw: Gateway) -> Pipeline:
         auth.Auth(gw.auth, gw.registry),
         conversation.Recall(gw.conversations),  # /v1/responses only
         cache.CacheStage(gw.cache),
-        route.Route(gw.router),
+        route.Route(gw.router, gw.registry.groups, gw.tenants.sessions),
         ratelimit.Limit(gw.limiter),
         attempts.Attempts(gw),
-        settle.Settle(),
+        settle.Settle(gw.tenants),
         conversation.Remember(gw.conversations),  # /v1/responses only
         settle.Respond(),
     ]
@@ -95,6 +100,9 @@ def declare_all(gw: Gateway) -> None:
     declare_series(configured + [(p, OVERFLOW_LABEL) for p in registry.enabled()])
     declare_http_series(ROUTES)
     declare_cache_series([m.alias for m in gw.settings.config.models if m.cache is not None])
+
+    multi = [m.alias for m in gw.settings.config.models if len(m.deployments) > 1]
+    declare_tenant_series(multi, gw.tenants.enabled)
 
 
 def create_app(
@@ -121,6 +129,7 @@ def create_app(
             health,
             live,
             ready,
+            *(admin_routes(gw) if gw.tenants.admin else ()),
         ],
         dependencies={"gw": Provide(lambda: gw, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,

@@ -104,6 +104,7 @@ class Deployment(_Base, frozen=True):
     # passthrough for openai and azure (v1 API, or a dated api_version from 2025-03-01),
     # translate for the rest. ``translate`` suits OpenAI-compatible chat-only servers.
     responses: Literal["passthrough", "translate"] | None = None
+    region: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")] | None = None  # eu, us...
 
 
 class CacheOptions(_Base, frozen=True):
@@ -173,6 +174,14 @@ class HedgeOptions(_Base, frozen=True):
     delay_ms: PositiveFloat  # no first token by then: same request on another deployment
 
 
+class SessionOptions(_Base, frozen=True):
+    """Sticky sessions (``tenants/sessions.py``): the header ``x-session-id``, or these
+    body fields (``user``, ``metadata.<name>``), keep a conversation on one deployment."""
+
+    ttl: Annotated[int, Meta(ge=0, le=30 * 86400)] = 3600  # s after its last request; 0: off
+    body_fields: list[Annotated[str, Meta(pattern=r"^(user|metadata\.[\w.-]{1,64})$")]] = []
+
+
 class RoutingOptions(_Base, frozen=True):
     retry: RetryPolicy = RetryPolicy()  # default for every alias
     retry_budget: RetryBudget = RetryBudget()
@@ -180,6 +189,7 @@ class RoutingOptions(_Base, frozen=True):
     exploration: Annotated[float, Meta(ge=0, le=1)] = 0.05  # least-latency: share sent elsewhere
     stream_keepalive: NonNegFloat = 0.0  # s before ': keep-alive' comments commit a stream; 0 off
     health_check: HealthCheck = HealthCheck()  # active probes of ejected deployments
+    sessions: SessionOptions = SessionOptions()
 
 
 class ModelAlias(_Base, frozen=True):

@@ -13,6 +13,7 @@ GatewayError                      500 api_error
  ├── PayloadTooLarge              413 invalid_request_error  code=request_too_large
  ├── UnsupportedMediaType         415 invalid_request_error
  ├── RateLimited                  429 rate_limit_error (carries Retry-After)
+ ├── BudgetExceeded               429 insufficient_quota (a key's or team's USD budget)
  ├── ServiceUnavailable           503 service_unavailable
  └── UpstreamError                502 upstream_error — anything a provider did wrong
       ├── UpstreamStatus          the provider's own 4xx/429/5xx, mapped to our status
@@ -124,6 +125,14 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(GatewayError):
+    """OpenAI's own shape for a spent quota: 429, type and code ``insufficient_quota``."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class ServiceUnavailable(GatewayError):

@@ -90,6 +90,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
         metrics.gateway_state_backend_up.set(1)  # in-process state is up while we are
     await gw.cache.start(gw.store)  # the response cache uses the backend's Redis client
     await gw.conversations.start(gw.store)  # so do stored /v1/responses
+    await gw.tenants.start()  # virtual keys' invalidation channel
     await gw.registry.start()
     _warm_tokenizers()
     _settle_heap()
@@ -115,6 +116,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     finally:
         if gw.prober is not None:
             await gw.prober.aclose()  # the one running now (a reload replaces it)
+        await gw.tenants.aclose()  # the ledger's last batch, while the store is open
         await gw.registry.aclose()
         await gw.cache.aclose()
         await gw.store.aclose()

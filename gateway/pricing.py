@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from gateway.config import Price
 from gateway.providers.base import Deployment
 from gateway.wire.chat import Usage
 
 _P = Price
+T = TypeVar("T")
 
 # (input, cached input, output); cached_input None = no discount published.
 _OPENAI: dict[str, Price] = {
@@ -137,18 +138,56 @@ def lookup(provider: str, model: str) -> Price | None:
     ``models/`` prefix and snapshot suffixes; ``None`` when unknown."""
     if provider == "mock":
         return _FREE
-    table = PRICES.get(provider)
+    return _find(PRICES.get(provider), model)
+
+
+def _find(table: dict[str, T] | None, model: str) -> T | None:
     if not table:
         return None
     name = model.lower().removeprefix("models/")
     while True:
-        price = table.get(name)
-        if price is not None:
-            return price
+        found = table.get(name)
+        if found is not None:
+            return found
         shorter = _SUFFIX.sub("", name)
         if shorter == name:
             return None
         name = shorter
+
+
+# The most output tokens one request can produce (the providers' documented maximum
+# output per request), for a request that sets no max_tokens: with the price, the
+# most a request can cost (``gateway/tenants/budget.py``). Embeddings produce none.
+_CAPS_OPENAI = {
+    "gpt-5.4": 128_000, "gpt-5.4-mini": 128_000, "gpt-5.2": 128_000, "gpt-5": 128_000,
+    "gpt-5-mini": 128_000, "gpt-5-nano": 128_000, "gpt-4.1": 32_768, "gpt-4.1-mini": 32_768,
+    "gpt-4.1-nano": 32_768, "gpt-4o": 16_384, "gpt-4o-mini": 16_384, "o1": 100_000,
+    "o3": 100_000, "o3-mini": 100_000, "o4-mini": 100_000, "gpt-3.5-turbo": 4_096,
+}  # fmt: skip
+OUTPUT_CAPS: dict[str, dict[str, int]] = {
+    "openai": _CAPS_OPENAI,
+    "azure": {**_CAPS_OPENAI, "gpt-35-turbo": 4_096},
+    "anthropic": {
+        "claude-opus-4-5": 64_000, "claude-opus-4-1": 32_000, "claude-opus-4": 32_000,
+        "claude-opus-4-0": 32_000, "claude-sonnet-4-5": 64_000, "claude-sonnet-4": 64_000,
+        "claude-sonnet-4-0": 64_000, "claude-3-7-sonnet": 64_000, "claude-3-5-sonnet": 8_192,
+        "claude-haiku-4-5": 64_000, "claude-3-5-haiku": 8_192, "claude-3-haiku": 4_096,
+        "claude-3-opus": 4_096,
+    },
+    "gemini": {
+        "gemini-2.5-pro": 65_536, "gemini-2.5-flash": 65_536, "gemini-2.5-flash-lite": 65_536,
+        "gemini-2.0-flash": 8_192, "gemini-2.0-flash-lite": 8_192,
+    },
+}  # fmt: skip
+
+
+def output_cap(dep: Deployment) -> int | None:
+    """The most output tokens one request to ``dep`` can produce; None when unknown."""
+    if dep.mock is not None:
+        return dep.mock.reply_tokens  # the mock's own maximum
+    if dep.provider == "mock":
+        return 16  # MockOptions' default reply
+    return _find(OUTPUT_CAPS.get(dep.provider), dep.model)
 
 
 def price_for(dep: Deployment) -> Price | None:

@@ -122,6 +122,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     config_path: str | None = None
     config_sha256: str | None = None  # of the config file's bytes: which config is live
     master_key: Secret | None = None
+    key_pepper: Secret | None = None  # GATEWAY_KEY_PEPPER: virtual keys' HMAC key
+    admin_api: bool = True  # GATEWAY_ADMIN=off: no /admin routes (virtual keys still work)
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_depth: int = 64
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
@@ -171,6 +173,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "REDIS_URL: expected a redis://, rediss://, unix:// or redis+cluster:// URL"
             )
         master = env.get("GATEWAY_MASTER_KEY") or None
+        pepper = env.get("GATEWAY_KEY_PEPPER") or None
+        if pepper is not None and len(pepper) < 16:
+            raise ConfigError("GATEWAY_KEY_PEPPER: at least 16 characters (a random secret)")
+        admin = env.get("GATEWAY_ADMIN", "on").strip().lower()
+        if admin not in ("on", "off"):
+            raise ConfigError("GATEWAY_ADMIN: expected on or off")
         no_ext = env.get("GATEWAY_NO_EXTENSIONS", "").strip().lower()
         if no_ext not in ("", "0", "false", "no", "1", "true", "yes"):
             raise ConfigError("GATEWAY_NO_EXTENSIONS: expected 1, true or yes (or 0, false, no)")
@@ -182,6 +190,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redis_url=redis_url,
             config_path=config_path,
             master_key=Secret(master) if master else None,
+            key_pepper=Secret(pepper) if pepper else None,
+            admin_api=admin == "on",
             max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024, 1024, 1 << 31),
             upstream_transport=transport,  # type: ignore[arg-type]
             upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL", 256, 32, 100_000),

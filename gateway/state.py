@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
     from gateway.store.base import StateBackend
     from gateway.telemetry.tracing import Tracer
+    from gateway.tenants.tenancy import Tenancy
 
 
 class Gateway:
@@ -41,6 +42,7 @@ class Gateway:
         "speedups",
         "started_at",
         "store",
+        "tenants",
         "tracer",
     )
 
@@ -56,6 +58,7 @@ class Gateway:
         auth: Keyring,
         limiter: Limiter,
         conversations: Conversations,
+        tenants: Tenancy,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -66,6 +69,7 @@ class Gateway:
         self.auth = auth
         self.limiter = limiter
         self.conversations = conversations  # /v1/responses state (the backend's, once started)
+        self.tenants = tenants  # virtual keys, the cost ledger, sticky sessions
         self.started_at = time.time()
         self.models_cache: dict[str, Any] = {}
         self.prober: Prober | None = None  # active health checks, while the app runs

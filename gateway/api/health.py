@@ -94,5 +94,10 @@ async def health(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes
             "speedups": gw.speedups,
             # which config is live: reloads (SIGHUP, a changed file) change the hash
             "config": {"path": gw.settings.config_path, "sha256": gw.settings.config_sha256},
+            "tenants": {  # virtual keys: on with the master key; their cache's channel
+                "virtual_keys": gw.tenants.enabled,
+                "key_pepper": gw.tenants.peppered,
+                "invalidation": gw.tenants.store.subscribed,
+            },
         }
     )

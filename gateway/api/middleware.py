@@ -72,6 +72,7 @@ ROUTES: dict[str, str] = {
     "/health/ready": "GET",
 }
 UNMATCHED = "unmatched"
+ADMIN = "/admin"  # every /admin/... path (ids in paths never become labels)
 METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
@@ -125,7 +126,7 @@ class Edge:
             _request_id(scope["headers"]),  # type: ignore[arg-type]
             time.perf_counter(),
             method if method in METHODS else OTHER_METHOD,
-            path if path in ROUTES else UNMATCHED,
+            path if path in ROUTES else ADMIN if path.startswith("/admin/") else UNMATCHED,
         )
         scope[SCOPE_KEY] = ctx  # type: ignore[literal-required]
         if self.gzip_min and accepts_gzip(scope["headers"]):  # type: ignore[arg-type]

@@ -60,7 +60,7 @@ async def _provider_models(gw: Gateway, provider: str) -> list[ModelCard]:
 
 @get("/v1/models")
 async def list_models(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes]:
-    principal = gw.auth.principal(request.headers)  # 401 when keys are configured
+    principal = await gw.auth.find(request.headers)  # 401 when keys are configured
     cards = [ModelCard(id=alias, owned_by="gateway") for alias in gw.registry.groups]
     listings = await asyncio.gather(*(_provider_models(gw, p) for p in gw.registry.enabled()))
     for listed in listings:

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.config import DEFAULT_DEADLINE
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
-from gateway.pipeline import relay, settle
+from gateway.pipeline import placement, relay, settle
 from gateway.pipeline.relay import PendingStream, StreamRelay
 from gateway.pipeline.route import estimate_prompt_tokens, max_tokens_of
 from gateway.telemetry import metrics
@@ -138,7 +138,7 @@ class Loop:
         )
         self.attempts = 0
         self.last_err: GatewayError | None = None
-        self.last_dep: Deployment = ctx.plan[0] if ctx.plan else group.deployments[0]
+        self.last_dep: Deployment = ctx.plan[0] if ctx.plan else (ctx.dep or group.deployments[0])
         # A deployment refused by its own rate limits (``_admit``): when nothing served,
         # the request ends with that 429 (and its Retry-After).
         self.refused: tuple[GatewayError, Deployment] | None = None
@@ -213,15 +213,16 @@ class Loop:
 
     def _plan(self, group: ModelGroup) -> list[Deployment]:
         """The primary group's plan is the request's (stage ``route``); a fallback's is
-        made when it is reached."""
-        if group is self.group and self.plan:
+        made when it is reached, kept to where the principal may go (``placement``)."""
+        if group is self.group and (self.plan or placement.constrained(self.ctx.principal)):
             return self.plan
-        return self.router.plan(
+        plan = self.router.plan(
             group,
             stream=self.stream,
             prompt_tokens=self.prompt_tokens if group.strategy == "lowest-cost" else 0,
             max_tokens=max_tokens_of(self.sizing),
         )
+        return placement.only_allowed(self.ctx.principal, plan)
 
     async def run_group(self, group: ModelGroup) -> Served[Any] | None:
         """Served, or None when the group is exhausted (its fallbacks may follow)."""

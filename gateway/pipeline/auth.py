@@ -1,15 +1,20 @@
-"""Stage 1: the caller's API key -> a ``Principal`` (tenant id, limits, allowed models).
+"""Stage 1: the caller's API key -> a ``Principal`` (tenant id, limits, allowed models,
+team, budgets, regions, expiry).
 
 Keys come from ``Authorization: Bearer <key>``, or ``x-api-key`` (Anthropic
 clients). The config's ``keys:`` holds only SHA-256 digests: the presented key
 is hashed, looked up by digest, and the stored digest compared with
 ``hmac.compare_digest`` (the dict lookup only ever sees a digest, never the
-key). The key itself is never stored, logged, echoed or put in a Redis key.
+key). Virtual keys (the admin API's, ``gateway/tenants``) are looked up by their
+keyed digest in the state backend, through a per-process cache
+(``tenants/directory.py``). The key itself is never stored, logged, echoed or
+put in a Redis key.
 
-* ``keys:`` configured: a missing or unknown key is 401 ``invalid_api_key``; a
-  key with a ``models:`` list asking for another model is 403 ``model_not_allowed``.
-  The tenant id is the key's ``name``.
-* no ``keys:``: the gateway is open. The tenant is the first 16 hex characters
+* ``keys:`` or ``GATEWAY_MASTER_KEY`` configured: a missing or unknown key is 401
+  ``invalid_api_key`` (an expired virtual key too); a key with a ``models:`` list
+  asking for another model is 403 ``model_not_allowed``. The tenant id is the
+  key's ``name`` (YAML) or id (virtual). The master key is no API key.
+* neither: the gateway is open. The tenant is the first 16 hex characters
   of the presented key's digest, or ``anonymous`` without one, so
   ``limits.default_key`` still applies per presented key.
 
@@ -20,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -34,11 +40,27 @@ if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
     from gateway.pipeline.reply import Reply
     from gateway.providers.registry import Registry
+    from gateway.tenants.directory import Directory
 
-__all__ = ["ANONYMOUS", "Auth", "Keyring", "Principal", "credentials", "merge_limits"]
+__all__ = [
+    "ANONYMOUS",
+    "Auth",
+    "BudgetLimit",
+    "Keyring",
+    "Principal",
+    "credentials",
+    "merge_limits",
+]
 
 ANONYMOUS = "anonymous"
 _MAX_KEY_BYTES = 4096  # longer is no key of ours; do not hash megabytes
+
+
+class BudgetLimit(NamedTuple):
+    scope: str  # key | team
+    ident: str  # the key's id or the team's
+    nano: int  # nano-USD per period
+    period: str  # day | month | total
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,6 +68,12 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     limits: Limits | None = None
     models: frozenset[str] | None = None  # None = every model
+    team: str | None = None
+    team_limits: Limits | None = None  # the team's RPM/TPM, shared by its keys
+    budgets: tuple[BudgetLimit, ...] = ()
+    regions: frozenset[str] | None = None  # None = anywhere; else only deployments there
+    expires_at: float | None = None  # unix seconds
+    rev: str = ""  # changes whenever the key or its team changes (plan caches key on it)
 
 
 def merge_limits(default: Limits | None, override: Limits | None) -> Limits | None:
@@ -78,10 +106,13 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 class Keyring:
     """The configured virtual keys, by digest."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, directory: Directory | None = None, closed: bool = False
+    ) -> None:
         default = config.limits.default_key
         self.default_limits = default
-        self.closed = bool(config.keys)
+        self.directory = directory  # virtual keys (with GATEWAY_MASTER_KEY)
+        self.closed = bool(config.keys) or closed
         self._aliases = frozenset(m.alias for m in config.models)
         self._by_digest: dict[str, tuple[str, Principal]] = {}
         for k in config.keys:
@@ -96,7 +127,7 @@ class Keyring:
         self._anonymous = Principal(tenant=ANONYMOUS, name=ANONYMOUS, limits=default)
         self._open: dict[str, Principal] = {}
 
-    def authenticate(
+    async def authenticate(
         self,
         headers: Mapping[str, str],
         model: str,
@@ -105,7 +136,7 @@ class Keyring:
         """The caller's Principal, 401 / 403 as the module docstring says. ``resolve(model)``
         gives the model's group (its ``name`` is the canonical ``provider/model`` of bare
         names)."""
-        principal = self.principal(headers)
+        principal = await self.find(headers)
         if principal.models is not None and model not in principal.models:
             canonical = model
             if resolve is not None and model not in self._aliases:
@@ -118,6 +149,25 @@ class Keyring:
                     code="model_not_allowed",
                 )
         return principal
+
+    async def find(self, headers: Mapping[str, str]) -> Principal:
+        """The caller's Principal: a YAML key, else a virtual key, else 401 (open: the
+        presented key's tenant)."""
+        directory = self.directory
+        if directory is None:
+            return self.principal(headers)
+        key = presented_key(headers)
+        if not key or len(key) > _MAX_KEY_BYTES:
+            return self.principal(headers)
+        entry = self._by_digest.get(_digest(key))
+        if entry is not None:
+            return entry[1]
+        found = await directory.lookup(key)
+        if found is None:
+            return self.principal(headers)  # unknown: 401 (open: the key's own tenant)
+        if found.expires_at is not None and found.expires_at <= time.time():
+            raise AuthenticationFailed("This API key has expired.", code="invalid_api_key")
+        return found
 
     def principal(self, headers: Mapping[str, str]) -> Principal:
         key = presented_key(headers)
@@ -159,7 +209,7 @@ class Auth:
         assert ctx.scope is not None
         headers = credentials(ctx.scope)
         resolve = self.registry.resolve
-        ctx.principal = self.keyring.authenticate(headers, ctx.model, resolve)
+        ctx.principal = await self.keyring.authenticate(headers, ctx.model, resolve)
         ctx.group = resolve(ctx.model)
         return None
 

@@ -15,7 +15,7 @@ result, in the order the stages run::
     route     plan (deployments in the order to try), dep (the first choice)
     limit     lease (the rate-limit reservation)
     attempts  served (the deployment that answered, its result), attempts, dep
-    settle    usage, upstream_s, ttft_s
+    settle    usage, upstream_s, ttft_s, cost (what the answer cost, by token class)
     respond   headers (what the client gets besides the body)
 
 Nothing here is global or shared between requests; plugins get the same object.
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup
     from gateway.telemetry.tracing import RequestTrace
+    from gateway.tenants.ledger import Charge
     from gateway.wire.chat import Usage
 
 __all__ = ["SCOPE_KEY", "RequestContext", "context_of"]
@@ -54,6 +55,7 @@ class RequestContext:
         "client_gone",
         "complete",
         "conversation",
+        "cost",
         "dep",
         "endpoint",
         "error",
@@ -71,6 +73,7 @@ class RequestContext:
         "route",
         "scope",
         "served",
+        "session",
         "start",
         "status",
         "stopped",
@@ -115,6 +118,8 @@ class RequestContext:
         self.trace: RequestTrace | None = None  # its spans, when tracing is on
         self.view: dict[str, Any] | None = None  # the body as OpenAI chat, when it is not
         self.conversation: Conversation | None = None  # /v1/responses (stage conversation)
+        self.session: tuple[str, str | None] | None = None  # sticky session: key, deployment
+        self.cost: Charge | None = None  # the answer's cost (tenants/ledger.py)
 
     @property
     def label(self) -> str | None:

@@ -5,8 +5,11 @@ buckets it took from and how much. The lease then travels on the request
 context: the attempt loop adds the reservations of other deployments it moves
 to (``extra``) and names the one that served; stage ``settle`` corrects the
 tokens to the real usage (``settle``, or ``settle_stream`` when a stream ends);
-a request that gets no answer refunds them (``fail``). Every correction goes
-through ``Limiter.settle``: the lease never touches a backend itself.
+a request that gets no answer refunds them (``fail``). Budget holds (``holds``,
+``hold`` nano-USD each) settle with the tokens, to ``cost`` (set by stage
+``settle`` from the answer's real usage; unset, the hold stands), or to 0 on a
+refund. Every correction goes through ``Limiter.settle``: the lease never touches
+a backend itself.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from gateway.errors import GatewayError
     from gateway.pipeline.ratelimit import Limiter
     from gateway.providers.base import Deployment
-    from gateway.store.base import Bucket, StateBackend
+    from gateway.store.base import Bucket, Budget, StateBackend
     from gateway.wire.chat import Usage
 
 __all__ = ["Lease", "total_tokens"]
@@ -53,6 +56,9 @@ class Lease:
     # deployment identity (``Limiter.reserve_deployment``), and the one that served.
     extra: dict[str, Lease] = field(default_factory=dict)
     served: Deployment | None = None
+    holds: list[Budget] = field(default_factory=list)  # budget counters held on...
+    hold: int = 0  # ...this many nano-USD each (the request's maximum cost)
+    cost: int | None = None  # the real cost, nano-USD, once known
 
     def apply(self, headers: dict[str, str]) -> dict[str, str]:
         """Add the x-ratelimit headers (and the limiter's time to ``server-timing``)."""
@@ -76,12 +82,12 @@ class Lease:
         """The answer is complete: correct the TPM reservation to its real usage."""
         if self.extra:
             self._close_extra(lambda _: None if usage is None else total_tokens(usage))
-        if self.settled or not self.buckets:
+        if self.settled or not (self.buckets or self.holds):
             return
         if usage is None:  # nothing reported: the estimate stands
             self.settled = True
             return
-        self.limiter.settle(self, total_tokens(usage))
+        self.limiter.settle(self, total_tokens(usage), self.cost)
 
     def fail(self, err: GatewayError | None) -> None:
         """No answer (an upstream error, or the client left): refund the tokens; an error
@@ -92,8 +98,8 @@ class Lease:
                     err.headers.setdefault(k, v)
         if self.extra:
             self._close_extra(None)
-        if not self.settled and self.buckets:
-            self.limiter.settle(self, 0)
+        if not self.settled and (self.buckets or self.holds):
+            self.limiter.settle(self, 0, 0)
 
     def settle_stream(self, ended: _Ended) -> None:
         """From a stream's close: provider usage, else prompt + relayed events."""
@@ -102,12 +108,12 @@ class Lease:
             self._close_extra(
                 lambda x: total_tokens(usage) if usage is not None else x.prompt + self.relayed
             )
-        if self.settled or not self.buckets:
+        if self.settled or not (self.buckets or self.holds):
             return
         if usage is not None:
-            self.limiter.settle(self, total_tokens(usage))
+            self.limiter.settle(self, total_tokens(usage), self.cost)
         else:
-            self.limiter.settle(self, self.prompt + self.relayed)
+            self.limiter.settle(self, self.prompt + self.relayed, self.cost)
 
     def _close_extra(self, actual: Callable[[Lease], int | None] | None) -> None:
         """Settle the other deployments' reservations: the one that served (``actual`` of

@@ -35,18 +35,31 @@ same estimate), once per request; refused, the loop skips it, and with nothing
 left the request ends with that 429. These settle with the lease: real usage for
 the deployment that served, a refund of the tokens for the others.
 
+Teams and budgets
+-----------------
+A virtual key in a team meets a fourth scope, ``team`` (the team's RPM/TPM,
+shared by its keys). A key or team with a USD budget holds the request's
+maximum cost on each budget counter (``tenants/budget.py``) in the same atomic
+call as the buckets: a refusal there is 429 ``insufficient_quota``. Settling
+replaces the hold by the real cost (stage ``settle`` sets ``Lease.cost``), in the
+same call as the tokens; a request with no answer refunds it.
+
 Redis Cluster: every key of one call must hash to one slot. With no model or
 deployment limits configured, a request only touches its tenant's buckets,
 tagged ``{<tenant>}``, so tenants spread over the cluster. With any shared
-(model or deployment) limit, all limiter keys carry the one tag ``{rl}``:
-one slot, one primary, still one atomic call per request and zero
-over-admission. The cost is that the limiter's load (one small script per
-request) is not spread over the cluster.
+(model or deployment) limit, or when the key is in a team or has a budget
+(team buckets and budget counters are shared by several keys), all its limiter
+keys carry the one tag ``{rl}``: one slot, one primary, still one atomic call
+per request and zero over-admission. The cost is that the limiter's load (one
+small script per request) is not spread over the cluster. (A key that joins a
+team or gets a budget moves its buckets to ``{rl}``: it starts with full ones.)
 
 When Redis fails
 ----------------
 A timeout (``limits.redis_timeout_ms``, default 50 ms) or a connection error
-counts in ``gateway_state_fallbacks_total{reason}`` and then, with
+counts in ``gateway_state_fallbacks_total{reason}``. A request with a budget then
+fails closed: 503 ``budget_unavailable`` with Retry-After (spend cannot be
+counted anywhere else). Otherwise, with
 ``on_redis_error: open`` (default), the request is decided by an in-process
 limiter holding ``limits.local_share`` (default 0.34, for three replicas) of
 every bucket's capacity and rate; with ``closed`` it is a 503. While Redis
@@ -66,14 +79,17 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.config import Config, Limits
-from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
+from gateway.pipeline import placement
 from gateway.pipeline.lease import Lease
-from gateway.store.base import Bucket, Reservation, StateBackend, StateUnavailable
+from gateway.store.base import Bucket, Budget, Reservation, StateBackend, StateUnavailable
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import metrics
+from gateway.tenants import budget
+from gateway.tenants.ledger import fmt_usd
 
 if TYPE_CHECKING:
-    from gateway.pipeline.auth import Principal
+    from gateway.pipeline.auth import BudgetLimit, Principal
     from gateway.pipeline.context import RequestContext
     from gateway.pipeline.reply import Reply
     from gateway.providers.base import Deployment
@@ -82,7 +98,13 @@ if TYPE_CHECKING:
 __all__ = ["Limit", "Limiter", "bucket_shape", "duration"]
 
 MINUTE_US = 60_000_000
-_SCOPE_WORDS = {"key": "this API key", "model": "model {}", "deployment": "the deployment of {}"}
+_SCOPE_WORDS = {
+    "key": "this API key",
+    "team": "this API key's team",
+    "model": "model {}",
+    "deployment": "the deployment of {}",
+}
+_PERIOD_WORDS = {"day": "daily", "month": "monthly", "total": "total"}
 _KIND_WORDS = {"r": "requests per minute", "t": "tokens per minute"}
 
 
@@ -115,7 +137,7 @@ class _Limit(NamedTuple):
 
     bucket: Bucket
     local: Bucket  # the same bucket for the fallback limiter: local_share of it
-    scope: str  # key | model | deployment
+    scope: str  # key | team | model | deployment
     kind: str  # r (requests) | t (tokens)
     per_minute: int
     label: str  # the alias, for messages (never a key)
@@ -126,12 +148,18 @@ class _Plan(NamedTuple):
     tokens: bool  # any TPM bucket: the request's tokens must be counted
 
 
+class _Spend(NamedTuple):
+    counters: list[tuple[Budget, BudgetLimit, int | None]]  # counter, budget, reset
+    hold: int  # nano-USD held on each: the request's maximum cost
+
+
 class Limiter:
     """The rate limits of one gateway process, over a shared backend with a local fallback."""
 
     def __init__(self, config: Config, registry: Registry, store: StateBackend) -> None:
         lim = config.limits
         self.store = store
+        self.groups = registry.groups
         self.local = MemoryBackend()
         self.policy = lim.on_redis_error
         self.share = lim.local_share
@@ -152,7 +180,7 @@ class Limiter:
                     dep_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
                     self._deployments[id(dep)] = (dep_id, cfg.limits)
         self.shared = bool(self._models or self._deployments)
-        self._plans: dict[tuple[str, str, int], _Plan | None] = {}
+        self._plans: dict[tuple[str, str, str, int], _Plan | None] = {}
         for reason in ("timeout", "error", "down"):
             metrics.gateway_state_fallbacks_total.labels(reason)
 
@@ -160,16 +188,19 @@ class Limiter:
 
     def _plan(self, principal: Principal, group: ModelGroup, dep: Deployment) -> _Plan | None:
         dep_entry = self._deployments.get(id(dep))
-        cache_key = (principal.tenant, group.name, id(dep) if dep_entry else 0)
+        cache_key = (principal.tenant, principal.rev, group.name, id(dep) if dep_entry else 0)
         try:
             return self._plans[cache_key]
         except KeyError:
             pass
-        tag = "rl" if self.shared else principal.tenant
+        shares = self.shared or principal.team is not None or bool(principal.budgets)
+        tag = "rl" if shares else principal.tenant
         scopes: list[tuple[str, str, Limits | None]] = [
             ("key", principal.tenant, principal.limits),
             ("model", group.name, self._models.get(group.name)),
         ]
+        if principal.team is not None:
+            scopes.insert(1, ("team", principal.team, principal.team_limits))
         if dep_entry is not None:
             scopes.append(("deployment", dep_entry[0], dep_entry[1]))
         out = [lim for scope in scopes for lim in self._limits(tag, *scope, group.label)]
@@ -198,17 +229,28 @@ class Limiter:
         assert principal is not None and group is not None and dep is not None
         assert endpoint is not None
         plan = self._plan(principal, group, dep)
-        if plan is None:
+        if plan is None and not principal.budgets:
             if not self._deployments:
                 return None
             # Nothing to take here, but a retry elsewhere may meet a deployment's limits.
             lease = Lease(self, None, [], [], 0, {}, dep=dep)
         else:
             t0 = time.perf_counter()
-            tokens = endpoint.estimate(ctx, dep, self.default_max_tokens) if plan.tokens else None
-            lease = await self._take(plan, tokens or (0, 0), t0)
+            tokens = None
+            if plan is not None and plan.tokens:
+                tokens = endpoint.estimate(ctx, dep, self.default_max_tokens)
+            spend = self._spend(ctx) if principal.budgets else None
+            lease = await self._take(plan, tokens or (0, 0), t0, spend)
             lease.dep, lease.tokens = dep, tokens
         return lease
+
+    def _spend(self, ctx: RequestContext) -> _Spend:
+        """The request's budget counters and its hold: its maximum cost wherever it may go."""
+        principal, group = ctx.principal, ctx.group
+        assert principal is not None and group is not None
+        deps = placement.reachable(self.groups, group, principal)
+        hold = budget.max_cost(ctx, deps, self.default_max_tokens)
+        return _Spend(budget.counters(principal, time.time()), hold)
 
     async def reserve_deployment(
         self, ctx: RequestContext, lease: Lease, group: ModelGroup, dep: Deployment
@@ -256,17 +298,27 @@ class Limiter:
             out.append(_Limit(Bucket(key, capacity, period), local, scope, kind, rate, label))
         return out
 
-    async def _take(self, plan: _Plan, tokens: tuple[int, int], t0: float) -> Lease:
-        """One atomic reservation of ``plan`` (or 429/503): the Lease that settles it."""
+    async def _take(
+        self, plan: _Plan | None, tokens: tuple[int, int], t0: float, spend: _Spend | None = None
+    ) -> Lease:
+        """One atomic reservation of ``plan`` and of the budget holds (or 429/503): the
+        Lease that settles it."""
         prompt, completion = tokens
         estimate = prompt + completion
+        if plan is None:
+            plan = _Plan((), False)
         for lim in plan.limits:
             if lim.kind == "t" and prompt > lim.bucket.capacity:
                 self._refuse_too_large(lim, prompt, time.perf_counter() - t0)
         amounts = [1 if x.kind == "r" else min(estimate, x.bucket.capacity) for x in plan.limits]
+        holds = [(c[0], spend.hold) for c in spend.counters] if spend is not None else []
         backend: StateBackend = self.store
         try:
-            res = await self.store.reserve([x.bucket for x in plan.limits], amounts)
+            buckets = [x.bucket for x in plan.limits]
+            if holds:
+                res = await self.store.reserve(buckets, amounts, spend=holds)
+            else:
+                res = await self.store.reserve(buckets, amounts)
             if res.allowed and self._shadow:
                 self.local.take_available(
                     [x.local for x in plan.limits],
@@ -274,6 +326,12 @@ class Limiter:
                 )
         except StateUnavailable as exc:
             metrics.gateway_state_fallbacks_total.labels(exc.reason).inc()
+            if holds:  # spend is counted in one place only: budgets fail closed
+                raise ServiceUnavailable(
+                    "Spend budgets cannot be checked right now; try again shortly.",
+                    code="budget_unavailable",
+                    headers={"retry-after": "1"},
+                ) from None
             if self.policy == "closed":
                 raise ServiceUnavailable(
                     "Rate limits cannot be checked right now; try again shortly.",
@@ -288,13 +346,40 @@ class Limiter:
         headers = _headers(plan, res)
         headers["server-timing"] = f"ratelimit;dur={elapsed * 1000:.3f}"
         if not res.allowed:
+            if spend is not None and not all(t.ok for t in res.spend):
+                self._refuse_budget(spend, res, headers)
             self._refuse(plan, res, headers)
         buckets, reserved = [], []
         for lim, amount in zip(plan.limits, amounts, strict=True):
             if lim.kind == "t":
                 buckets.append(lim.local if backend is self.local else lim.bucket)
                 reserved.append(amount)
-        return Lease(self, backend, buckets, reserved, prompt, headers)
+        lease = Lease(self, backend, buckets, reserved, prompt, headers)
+        if spend is not None:
+            lease.holds, lease.hold = [c for c, _ in holds], spend.hold
+        return lease
+
+    def _refuse_budget(self, spend: _Spend, res: Reservation, headers: dict[str, str]) -> None:
+        """429 insufficient_quota naming the budget with the least room."""
+        refused = [
+            (c, take) for c, take in zip(spend.counters, res.spend, strict=True) if not take.ok
+        ]
+        (counter, limit, reset_at), take = min(refused, key=lambda x: x[0][0].limit - x[1].used)
+        metrics.llm_budget_refusals_total.labels(limit.scope).inc()
+        whose = "This API key's" if limit.scope == "key" else f"Team {limit.ident!r}'s"
+        left = max(0, counter.limit - take.used)
+        when = "it does not reset"
+        out = {k: v for k, v in headers.items() if k == "server-timing"}
+        if reset_at is not None:
+            wait = max(1, int(reset_at - time.time()))
+            out["retry-after"] = str(wait)
+            when = "it resets at " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset_at))
+        raise BudgetExceeded(
+            f"{whose} {_PERIOD_WORDS[limit.period]} budget of ${_usd(counter.limit)} has "
+            f"${_usd(left)} left; this request may cost up to ${_usd(spend.hold, up=True)} "
+            f"(set max_tokens lower to need less); {when}.",
+            headers=out,
+        )
 
     def _refuse(self, plan: _Plan, res: Reservation, headers: dict[str, str]) -> None:
         worst = max(
@@ -324,16 +409,29 @@ class Limiter:
 
     # -- stage 7 ------------------------------------------------------------------------
 
-    def settle(self, lease: Lease, actual: int) -> None:
-        """Correct ``lease``'s TPM reservations to ``actual`` tokens (off the client's path:
-        the backend applies it at once in-process, in the background on Redis)."""
+    def settle(self, lease: Lease, actual: int, cost: int | None = None) -> None:
+        """Correct ``lease``'s TPM reservations to ``actual`` tokens and its budget holds
+        to ``cost`` nano-USD (None: the hold stands), off the client's path: the backend
+        applies it at once in-process, in the background on Redis."""
         lease.settled = True
         todo = [(b, r) for b, r in zip(lease.buckets, lease.reserved, strict=True) if r != actual]
-        if not todo or lease.backend is None:
+        spend = []
+        if cost is not None and cost != lease.hold:
+            spend = [(b, lease.hold, cost) for b in lease.holds]
+        if (not todo and not spend) or lease.backend is None:
             return
         buckets = [b for b, _ in todo]
         reserved = [r for _, r in todo]
-        lease.backend.settle_later(buckets, reserved, [actual] * len(todo))
+        if spend:
+            lease.backend.settle_later(buckets, reserved, [actual] * len(todo), spend)
+        else:
+            lease.backend.settle_later(buckets, reserved, [actual] * len(todo))
+
+
+def _usd(nano: int, up: bool = False) -> str:
+    """Nano-USD for people: to the micro-dollar (rounded up for a maximum)."""
+    micro = -(-nano // 1000) if up else nano // 1000
+    return fmt_usd(micro * 1000)
 
 
 def _headers(plan: _Plan, res: Reservation) -> dict[str, str]:

@@ -1,22 +1,27 @@
 """Stage ``route``: the model's group -> ``ctx.plan``, the deployments in the order to try.
 
 The plan is made once per request (``routing.Router.plan``: the alias's
-strategy, then the deployments that cannot serve now moved to the end) and the
-attempt loop walks it; ``ctx.dep`` is its first deployment, the one the
-rate limiter reserves for. Strategies that price a request (``lowest-cost``) size
-it from the endpoint's OpenAI-chat view of the body.
+strategy, then the deployments that cannot serve now moved to the end), kept to
+the deployments the principal may reach (``placement``: its regions; priced ones
+for a budget), and a sticky session's deployment put first when it can serve
+(``tenants/sessions.py``); the attempt loop walks it. ``ctx.dep`` is its first
+deployment, the one the rate limiter reserves for. Strategies that price a request
+(``lowest-cost``) size it from the endpoint's OpenAI-chat view of the body.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway.pipeline import placement
 from gateway.tokencount import count_chat_tokens
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
     from gateway.pipeline.reply import Reply
     from gateway.pipeline.routing import Router
+    from gateway.providers.registry import ModelGroup
+    from gateway.tenants.sessions import Sessions
 
 __all__ = ["Route", "estimate_prompt_tokens", "max_tokens_of"]
 
@@ -41,8 +46,15 @@ def max_tokens_of(body: dict[str, Any]) -> int | None:
 class Route:
     name = "route"
 
-    def __init__(self, router: Router) -> None:
+    def __init__(
+        self,
+        router: Router,
+        groups: dict[str, ModelGroup] | None = None,
+        sessions: Sessions | None = None,
+    ) -> None:
         self.router = router
+        self.groups = groups or {}
+        self.sessions = sessions
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
         group, endpoint = ctx.group, ctx.endpoint
@@ -57,7 +69,19 @@ class Route:
             )
         else:
             plan = self.router.plan(group, stream=ctx.stream)
+        principal = ctx.principal
+        if placement.constrained(principal):
+            assert principal is not None
+            plan = placement.only_allowed(principal, plan)
+            if not plan:  # the fallbacks may have somewhere to go; else nowhere
+                first = next(placement.reachable(self.groups, group, principal), None)
+                if first is None:
+                    raise placement.refusal(principal, group)
+                ctx.plan, ctx.dep, ctx.provider = [], first, first.provider
+                return None
         ctx.plan = plan
         dep = ctx.dep = plan[0]
         ctx.provider = dep.provider
+        if self.sessions is not None and len(plan) > 1:
+            await self.sessions.place(ctx, self.router)
         return None

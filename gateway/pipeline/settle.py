@@ -1,11 +1,14 @@
 """Stages ``settle`` and ``respond``: what the answer really cost, and the reply.
 
 ``Settle`` records the outcome on the deployment that served (metrics: requests,
-latency, tokens), corrects the rate-limit reservation to the real usage and
-hands the answer to the response cache. A whole answer settles at once; a
-stream settles when it ends, however it ends (completed, broken, client gone),
-from a close hook on its relay. ``Respond`` puts the headers together and
-returns the ``Reply``.
+latency, tokens, cost), prices the answer (``tenants/ledger.charge``: the
+``x-gateway-cost-usd`` header, the ledger, the budget holds), corrects the
+rate-limit reservation to the real usage, moves a sticky session to where it was
+served, and hands the answer to the response cache. A whole answer settles at
+once; a stream settles when it ends, however it ends (completed, broken, client
+gone), from a close hook on its relay. ``Respond`` puts the headers together and
+returns the ``Reply``. A stream's headers leave before its cost is known: its cost
+is in the ledger, not in a header.
 """
 
 from __future__ import annotations
@@ -14,26 +17,30 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway import pricing
 from gateway.errors import GatewayError, UpstreamStatus, UpstreamTimeout
 from gateway.pipeline.reply import Reply
 from gateway.providers.base import Deployment
 from gateway.telemetry import metrics
 from gateway.telemetry.logging import provider_error
+from gateway.tenants.ledger import Charge, charge
 from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
+    from gateway.tenants.tenancy import Tenancy
 
 
-def record_success(dep: Deployment, latency_s: float, usage: Usage | None) -> None:
+def record_success(
+    dep: Deployment, latency_s: float, usage: Usage | None, team: str | None = None
+) -> Charge | None:
     metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "success").inc()
     metrics.llm_provider_latency_seconds.labels(dep.provider, dep.label).observe(latency_s)
     if usage is not None:
-        record_usage(dep, usage)
+        return record_usage(dep, usage, team)
+    return None
 
 
-def record_usage(dep: Deployment, usage: Usage) -> None:
+def record_usage(dep: Deployment, usage: Usage, team: str | None = None) -> Charge:
     tokens = metrics.llm_tokens_total
     if usage.prompt_tokens:
         tokens.labels(dep.provider, dep.label, "prompt").inc(usage.prompt_tokens)
@@ -49,18 +56,20 @@ def record_usage(dep: Deployment, usage: Usage) -> None:
         and cdetails["reasoning_tokens"]
     ):
         tokens.labels(dep.provider, dep.label, "reasoning").inc(cdetails["reasoning_tokens"])
-    record_cost(dep, usage)
+    return record_cost(dep, usage, team)
 
 
-def record_cost(dep: Deployment, usage: Usage) -> None:
-    """Spend at the deployment's price; a model with no known price is counted as
-    unpriced, never as $0."""
-    price = pricing.price_for(dep)
-    if price is None:
+def record_cost(dep: Deployment, usage: Usage, team: str | None = None) -> Charge:
+    """Spend at the deployment's price, by team (a bounded label: ``metrics.team_label``
+    caps the teams, never a key); a model with no known price is counted as unpriced,
+    never as $0."""
+    c = charge(dep, usage)
+    if not c.priced:
         metrics.llm_unpriced_requests_total.labels(dep.provider, dep.label).inc()
-        return
-    cost = pricing.cost_usd(pricing.tokens_of(usage), price)
-    metrics.llm_cost_usd_total.labels(dep.provider, dep.label).inc(cost.total)
+        return c
+    label = metrics.team_label(team) if team is not None else metrics.NO_TEAM
+    metrics.llm_cost_usd_total.labels(dep.provider, dep.label, label).inc(c.total / 1e9)
+    return c
 
 
 def error_kind(err: GatewayError) -> str:
@@ -89,33 +98,43 @@ def record_failure(
     metrics.llm_provider_errors_total.labels(dep.provider, dep.label, kind).inc()
 
 
-def record_cancelled(dep: Deployment, usage: Usage | None) -> None:
+def record_cancelled(
+    dep: Deployment, usage: Usage | None, team: str | None = None
+) -> Charge | None:
     """The client went away mid-stream; the upstream request was closed."""
     metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "cancelled").inc()
     if usage is not None:
-        record_usage(dep, usage)
+        return record_usage(dep, usage, team)
+    return None
 
 
-def stream_settler(ctx: RequestContext, t_sent: float) -> Callable[[Any], None]:
-    """What runs once when a relayed stream ends, however it ends: settle the rate-limit
-    reservation and record the outcome on the deployment that served."""
+def stream_settler(
+    ctx: RequestContext, t_sent: float, tenancy: Tenancy | None = None
+) -> Callable[[Any], None]:
+    """What runs once when a relayed stream ends, however it ends: price it, settle the
+    rate-limit reservation and budget holds, and record the outcome on the deployment
+    that served."""
+    team = ctx.principal.team if ctx.principal is not None else None
 
     def closed(r: Any) -> None:
-        lease = ctx.lease
-        if lease is not None:
-            lease.settle_stream(r)  # usage, or what was relayed before an early end
         ctx.upstream_s = time.perf_counter() - t_sent
-        ctx.usage = r.usage
+        usage = ctx.usage = r.usage  # the provider's, or what was relayed before an end
+        c: Charge | None = None
         if r.error is not None:
             ctx.error = r.error.code or r.error.type
             record_failure(r.dep, r.error, mid_stream=True, ctx=ctx)
-            if r.usage is not None:
-                record_usage(r.dep, r.usage)
+            if usage is not None:
+                c = record_usage(r.dep, usage, team)
         elif r.completed:
-            record_success(r.dep, ctx.upstream_s, r.usage)
+            c = record_success(r.dep, ctx.upstream_s, usage, team)
         else:
             ctx.error = "client_disconnected"
-            record_cancelled(r.dep, r.usage)
+            c = record_cancelled(r.dep, usage, team)
+        if c is not None and tenancy is not None:
+            tenancy.charged(ctx, r.dep, c)
+        lease = ctx.lease
+        if lease is not None:
+            lease.settle_stream(r)
 
     return closed
 
@@ -123,20 +142,29 @@ def stream_settler(ctx: RequestContext, t_sent: float) -> Callable[[Any], None]:
 class Settle:
     name = "settle"
 
+    def __init__(self, tenancy: Tenancy | None = None) -> None:
+        self.tenancy = tenancy
+
     async def __call__(self, ctx: RequestContext) -> Reply | None:
         served = ctx.served
         endpoint = ctx.endpoint
         assert served is not None and endpoint is not None
         dep = served.dep
         lease, cache = ctx.lease, ctx.cache
+        tenancy = self.tenancy
+        if tenancy is not None:
+            tenancy.sessions.served(ctx, dep)
         if not ctx.stream:
             if served.attempts == 0:  # answered by the gateway itself: nothing upstream
                 return None
             out, usage = served.result
             ctx.usage = usage
-            record_success(dep, ctx.upstream_s, usage)
+            team = ctx.principal.team if ctx.principal is not None else None
+            c = record_success(dep, ctx.upstream_s, usage, team)
+            if c is not None and tenancy is not None:
+                tenancy.charged(ctx, dep, c)
             if lease is not None:
-                lease.settle(usage)  # reserved tokens -> real usage
+                lease.settle(usage)  # reserved tokens -> real usage, holds -> real cost
             if cache is not None:
                 cache.store(out, dep.provider, usage)
             return None
@@ -149,7 +177,8 @@ class Settle:
             relay.observe(lease.count)
         if cache is not None:
             cache.watch(relay, dep.provider, endpoint)
-        relay.add_close_hook(stream_settler(ctx, time.perf_counter() - (ctx.ttft_s or 0.0)))
+        t_sent = time.perf_counter() - (ctx.ttft_s or 0.0)
+        relay.add_close_hook(stream_settler(ctx, t_sent, tenancy))
         return None
 
 
@@ -170,6 +199,10 @@ class Respond:
             timing += ctx.cache.timing()
             headers["x-gateway-cache"] = ctx.cache.status
         headers["server-timing"] = timing
+        cost = ctx.cost
+        if cost is not None and cost.priced:  # unpriced: no header, never a false 0
+            headers["x-gateway-cost-usd"] = cost.header()
+            headers["x-gateway-cost-usd-classes"] = cost.breakdown()
         if ctx.lease is not None:
             ctx.lease.apply(headers)
         if ctx.stream:

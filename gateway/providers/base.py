@@ -57,6 +57,7 @@ class Deployment:
     mock: MockOptions | None = None
     # /v1/responses: "passthrough" to the upstream's Responses API, or "translate" via chat
     responses: str = "translate"
+    region: str | None = None  # data residency (config ``region``); None: unknown
     # precomputed per deployment: URLs, static headers
     cache: dict[str, Any] = field(default_factory=dict)
 

@@ -150,6 +150,7 @@ class Registry:
             priority=cfg.priority,
             price=cfg.price,
             mock=cfg.mock,
+            region=cfg.region,
         )
         dep.adapter.prepare(dep)
         dep.responses = _responses_mode(cfg, dep)

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from _speedups import bucket as gcra
-from gateway.store.base import Bucket, Reservation, Take
+from gateway.store.base import Bucket, Budget, Reservation, SpendTake, Take
 from gateway.store.responses import MemoryResponseStore
+from gateway.store.tenants import MemoryTenantStore
 
 SWEEP_EVERY = 10_000
 
@@ -35,6 +36,7 @@ class MemoryBackend:
         self._state: dict[str, tuple[int, int]] = {}
         self._writes = 0
         self._responses: MemoryResponseStore | None = None
+        self._tenants: MemoryTenantStore | None = None
 
     @property
     def healthy(self) -> bool:
@@ -53,13 +55,23 @@ class MemoryBackend:
         return len(self._state)
 
     def reserve_now(
-        self, buckets: Sequence[Bucket], amounts: Sequence[int], now_us: int | None = None
+        self,
+        buckets: Sequence[Bucket],
+        amounts: Sequence[int],
+        now_us: int | None = None,
+        spend: Sequence[tuple[Budget, int]] = (),
     ) -> Reservation:
         """``reserve`` without the coroutine (the fallback path calls it directly)."""
         now = self._clock() if now_us is None else now_us
         state = self._state
         results = []
         allowed = True
+        spent: list[SpendTake] = []
+        if spend:
+            budgets = self.tenants().budgets
+            holds = [(b, n, budgets.used(b.key)) for b, n in spend]
+            spent = [SpendTake(n <= b.limit and used <= b.limit - n, used) for b, n, used in holds]
+            allowed = all(t.ok for t in spent)
         for b, n in zip(buckets, amounts, strict=True):
             old = state.get(b.key, gcra.FULL_STATE)
             ok, new, remaining, retry, reset = gcra.take(old, now, b.capacity, b.period_us, n)
@@ -79,7 +91,11 @@ class MemoryBackend:
                 takes.append(Take(False, remaining, retry, reset))
         if allowed:
             self._wrote(now, len(buckets))
-        return Reservation(allowed, takes)
+            if spend:
+                for budget, n, used in holds:
+                    budgets.put(budget.key, used + n, budget.expire_at)
+                spent = [SpendTake(True, used + n) for _, n, used in holds]
+        return Reservation(allowed, takes, spent)
 
     def take_available(self, buckets: Sequence[Bucket], amounts: Sequence[int]) -> None:
         """Take each amount from each bucket where it is available, each on its own
@@ -102,6 +118,7 @@ class MemoryBackend:
         reserved: Sequence[int],
         actual: Sequence[int],
         now_us: int | None = None,
+        spend: Sequence[tuple[Budget, int, int]] = (),
     ) -> list[int]:
         now = self._clock() if now_us is None else now_us
         state = self._state
@@ -112,12 +129,23 @@ class MemoryBackend:
         for b, (new, _) in zip(buckets, new_states, strict=True):
             state[b.key] = new
         self._wrote(now, len(buckets))
+        if spend:
+            budgets = self.tenants().budgets
+            for budget, held, cost in spend:
+                budgets.put(
+                    budget.key, max(0, budgets.used(budget.key) - held) + cost, budget.expire_at
+                )
         return [remaining for _, remaining in new_states]
 
     async def reserve(
-        self, buckets: Sequence[Bucket], amounts: Sequence[int], *, now_us: int | None = None
+        self,
+        buckets: Sequence[Bucket],
+        amounts: Sequence[int],
+        *,
+        spend: Sequence[tuple[Budget, int]] = (),
+        now_us: int | None = None,
     ) -> Reservation:
-        return self.reserve_now(buckets, amounts, now_us)
+        return self.reserve_now(buckets, amounts, now_us, spend)
 
     async def settle(
         self,
@@ -125,14 +153,19 @@ class MemoryBackend:
         reserved: Sequence[int],
         actual: Sequence[int],
         *,
+        spend: Sequence[tuple[Budget, int, int]] = (),
         now_us: int | None = None,
     ) -> list[int]:
-        return self.settle_now(buckets, reserved, actual, now_us)
+        return self.settle_now(buckets, reserved, actual, now_us, spend)
 
     def settle_later(
-        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+        self,
+        buckets: Sequence[Bucket],
+        reserved: Sequence[int],
+        actual: Sequence[int],
+        spend: Sequence[tuple[Budget, int, int]] = (),
     ) -> None:
-        self.settle_now(buckets, reserved, actual)  # no I/O: now is as cheap as later
+        self.settle_now(buckets, reserved, actual, spend=spend)  # no I/O: now is as cheap
 
     def cache_store(self, timeout_s: float) -> None:
         return None  # the response cache keeps its own in-process store
@@ -141,6 +174,11 @@ class MemoryBackend:
         if self._responses is None:
             self._responses = MemoryResponseStore()
         return self._responses
+
+    def tenants(self) -> MemoryTenantStore:
+        if self._tenants is None:
+            self._tenants = MemoryTenantStore()
+        return self._tenants
 
     def _wrote(self, now: int, count: int) -> None:
         self._writes += count

@@ -7,7 +7,9 @@
 -- goes through math.fmod (exact in IEEE doubles), never through a rounded quotient, and
 -- integers are written with %.0f (tostring would print 1.732e+15).
 -- Defines: MAX_SAFE, MAX_CAP, MAX_PERIOD, MAX_TIME, MAX_TAT, floor, fmod, fail, divmod,
--- int, muldiv, load, tokens, store, encode, clock (reads ARGV[1] and TIME).
+-- int, muldiv, load, tokens, store, encode, clock (reads ARGV[1] and TIME); and, for the
+-- USD budget counters both scripts may carry after the buckets: budget_count, load_used,
+-- store_used.
 
 -- BEGIN gcra: shared by ratelimit_reserve.lua and ratelimit_settle.lua
 local MAX_SAFE = 9007199254740991 -- 2^53 - 1
@@ -126,3 +128,33 @@ local function clock()
   return tonumber(t[1]) * 1000000 + tonumber(t[2]), false
 end
 -- END gcra
+
+-- BEGIN budget: the USD budget counters (integer nano-USD) after the buckets
+-- (#KEYS - d buckets, d budgets): d is the last argument, present only when d > 0.
+local function budget_count(per_bucket)
+  local total = #KEYS
+  if #ARGV == 1 + per_bucket * total then
+    return total, 0
+  end
+  if #ARGV ~= 2 + per_bucket * total then
+    fail('ValueError', 'expected 1 + ' .. per_bucket .. ' * #KEYS arguments, +1 with budgets')
+  end
+  local d = int(ARGV[#ARGV], 'budget count', 1, total)
+  return total - d, d
+end
+
+local function load_used(key)
+  local raw = redis.call('GET', key)
+  if not raw then
+    return 0
+  end
+  return int(raw, 'budget used', 0, MAX_SAFE)
+end
+
+local function store_used(key, used, expire_at)
+  redis.call('SET', key, string.format('%.0f', used))
+  if expire_at > 0 then
+    redis.call('EXPIREAT', key, string.format('%.0f', expire_at))
+  end
+end
+-- END budget

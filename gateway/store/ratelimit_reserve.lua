@@ -1,15 +1,26 @@
--- Rate limit reservation: take n_i tokens from every bucket, all or nothing, in one call.
+-- Rate limit reservation: take n_i tokens from every bucket, all or nothing, in one call;
+-- with budgets, hold each request's maximum cost on its USD budget counters in the same call.
 --
 -- KEYS[i]        bucket i's state, a string "<tat_us> <tat_frac>" (missing = a full bucket),
---                all in one hash slot (the caller's hash tag)
+--                for i <= m = #KEYS - d; then KEYS[m+j], budget counter j: the integer
+--                nano-USD used in its period (settled spend + holds in flight; missing = 0).
+--                All in one hash slot (the caller's hash tag).
 -- ARGV[1]        now in microseconds, or "" to use the server clock (TIME). Only tests pin it;
 --                a pinned call also writes without expiry so its keys outlive slow tests.
 -- ARGV[3i-1..3i+1]  capacity_i, period_us_i, n_i for bucket i (integers, as _speedups.bucket)
+-- ARGV[3m+3j-1..3m+3j+1]  limit_j, amount_j, expire_at_j for budget j: its limit and the hold
+--                (nano-USD), and the unix second after which the counter may go (0: never)
+-- ARGV[3m+3d+2]  d, the number of budget counters; present only when d > 0 (so a call
+--                without budgets is exactly the rate-limit layout, 1 + 3 * #KEYS arguments)
 --
 -- Reply: one string of space-separated integers:
---        "allowed  ok_1 remaining_1 retry_after_us_1 reset_us_1 tat_us_1 tat_frac_1  ..."
---   allowed   1 if every bucket had n_i tokens: all were taken and written; 0 if any
---             refused: nothing was written.
+--        "allowed  ok_1 remaining_1 retry_after_us_1 reset_us_1 tat_us_1 tat_frac_1  ...
+--         bok_1 used_1 ..."
+--   allowed   1 if every bucket had n_i tokens and every budget had room for its amount
+--             (used + amount <= limit): all were taken and written; 0 if any refused:
+--             nothing was written.
+--   bok_j     1 if budget j alone had room; used_j its counter after the call (before the
+--             hold on a refusal).
 --   ok_i      1 if bucket i alone could take n_i (so a refusal names its buckets)
 --   remaining whole tokens in bucket i after this call (before the take on a refusal)
 --   retry     0 when ok_i; else exact microseconds until n_i are there; -1 = never
@@ -52,13 +63,23 @@ local function take(tu, tf, now, c, p, k)
   return true, nu, nf, tokens(nu, nf, now, c, p), 0, nu - now + ((nf > 0) and 1 or 0), rem0, reset0
 end
 
-local n = #KEYS
-if #ARGV ~= 1 + 3 * n then
-  fail('ValueError', 'expected 1 + 3 * #KEYS arguments')
-end
+local n, d = budget_count(3)
 local now, pinned = clock()
 local rows = {}
 local allowed = 1
+local holds = {}
+for j = 1, d do
+  local base = 3 * n + 3 * j - 1
+  local limit = int(ARGV[base], 'limit', 0, MAX_SAFE)
+  local amount = int(ARGV[base + 1], 'amount', 0, MAX_SAFE)
+  local expire_at = int(ARGV[base + 2], 'expire_at', 0, MAX_TIME)
+  local used = load_used(KEYS[n + j])
+  local ok = amount <= limit and used <= limit - amount
+  holds[j] = {ok, used, amount, expire_at}
+  if not ok then
+    allowed = 0
+  end
+end
 for i = 1, n do
   local c = int(ARGV[3 * i - 1], 'capacity', 1, MAX_CAP)
   local p = int(ARGV[3 * i], 'period_us', 1, MAX_PERIOD)
@@ -91,5 +112,15 @@ for i = 1, n do
     reply[#reply + 1] = row[7]
     reply[#reply + 1] = row[8]
   end
+end
+for j = 1, d do
+  local h = holds[j]
+  local used = h[2]
+  if allowed == 1 then
+    used = used + h[3]
+    store_used(KEYS[n + j], used, h[4])
+  end
+  reply[#reply + 1] = h[1] and 1 or 0
+  reply[#reply + 1] = used
 end
 return encode(reply)

@@ -1,13 +1,18 @@
--- Rate limit settlement: correct reservations to the real usage, in one call.
+-- Rate limit settlement: correct reservations to the real usage, in one call; with
+-- budgets, correct each budget's hold to the request's real cost in the same call.
 --
 -- KEYS[i]        bucket i's state, a string "<tat_us> <tat_frac>" (missing = a full bucket),
---                all in one hash slot (the caller's hash tag)
+--                for i <= m = #KEYS - d; then KEYS[m+j], budget counter j (integer nano-USD
+--                used, see ratelimit_reserve.lua). All in one hash slot (the caller's tag).
 -- ARGV[1]        now in microseconds, or "" to use the server clock (TIME). Only tests pin it;
 --                a pinned call also writes without expiry.
 -- ARGV[4i-2..4i+1]  capacity_i, period_us_i, reserved_i, actual_i for bucket i
+-- ARGV[4m+4j-2..4m+4j+1]  limit_j, reserved_j, actual_j, expire_at_j for budget j (nano-USD;
+--                the counter becomes max(0, used - reserved + actual), never refused)
+-- ARGV[4m+4d+2]  d, the number of budget counters; present only when d > 0
 --
--- Reply: one string of space-separated integers, per bucket i:
---        "remaining_1 tat_us_1 tat_frac_1  remaining_2 ..."
+-- Reply: one string of space-separated integers, per bucket i, then per budget j:
+--        "remaining_1 tat_us_1 tat_frac_1  remaining_2 ...  used_1 ..."
 --   actual < reserved refunds the difference (never above capacity); actual > reserved
 --   charges it, never refused: the bucket may go into debt, and later takes wait.
 --   remaining is whole tokens after the correction (0 while in debt).
@@ -55,11 +60,24 @@ local function settle(tu, tf, now, c, p, res, act)
   return nu, nf
 end
 
-local n = #KEYS
-if #ARGV ~= 1 + 4 * n then
-  fail('ValueError', 'expected 1 + 4 * #KEYS arguments')
-end
+local n, d = budget_count(4)
 local now, pinned = clock()
+local spent = {}
+for j = 1, d do
+  local base = 4 * n + 4 * j - 2
+  int(ARGV[base], 'limit', 0, MAX_SAFE)
+  local res = int(ARGV[base + 1], 'reserved', 0, MAX_SAFE)
+  local act = int(ARGV[base + 2], 'actual', 0, MAX_SAFE)
+  local expire_at = int(ARGV[base + 3], 'expire_at', 0, MAX_TIME)
+  local used = load_used(KEYS[n + j]) - res
+  if used < 0 then
+    used = 0
+  end
+  if act > MAX_SAFE - used then
+    fail('ValueError', 'settle: the budget counter would pass 2^53')
+  end
+  spent[j] = {used + act, expire_at}
+end
 local rows = {}
 for i = 1, n do
   local c = int(ARGV[4 * i - 2], 'capacity', 1, MAX_CAP)
@@ -77,5 +95,9 @@ for i = 1, n do
   reply[#reply + 1] = row[3]
   reply[#reply + 1] = row[1]
   reply[#reply + 1] = row[2]
+end
+for j = 1, d do
+  store_used(KEYS[n + j], spent[j][1], spent[j][2])
+  reply[#reply + 1] = spent[j][1]
 end
 return encode(reply)

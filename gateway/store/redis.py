@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,9 +41,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from gateway.store import scripts
-from gateway.store.base import Bucket, Reservation, StateUnavailable, Take
+from gateway.store.base import Bucket, Budget, Reservation, SpendTake, StateUnavailable, Take
 from gateway.store.cache import RedisCacheStore
 from gateway.store.responses import RedisResponseStore
+from gateway.store.tenants import RedisTenantStore
 from gateway.telemetry import metrics
 
 log = logging.getLogger("gateway.store")
@@ -106,6 +107,7 @@ class RedisBackend:
         self._failures = 0  # failed calls in a row (a success resets it)
         self._first_failure = 0.0  # monotonic time of the first of them
         self._logged_error = float("-inf")
+        self._tenants = RedisTenantStore(self, self._url, self.cluster)
         metrics.gateway_state_backend_up.set(1)
 
     @property
@@ -126,7 +128,9 @@ class RedisBackend:
             # connection instead of failing at once with "too many connections".
             pool = BlockingConnectionPool.from_url(self._url, timeout=self.timeout, **kwargs)
             self.client = Redis(connection_pool=pool)
-        self._scripts = scripts.register(self.client, scripts.RATELIMIT_SCRIPTS)
+        self._scripts = scripts.register(
+            self.client, scripts.RATELIMIT_SCRIPTS + scripts.TENANT_SCRIPTS
+        )
         try:  # a cluster client learns its nodes here; load the scripts while at it
             async with asyncio.timeout(max(2.0, self._connect_timeout)):
                 if isinstance(self.client, RedisCluster):
@@ -150,6 +154,7 @@ class RedisBackend:
             return False
 
     async def aclose(self) -> None:
+        await self._tenants.aclose()
         if self._tasks:  # settles in flight: briefly, before the client closes
             await asyncio.wait(list(self._tasks), timeout=1.0)
         if self._probe is not None:
@@ -164,17 +169,29 @@ class RedisBackend:
     # -- the two operations -------------------------------------------------------------
 
     async def reserve(
-        self, buckets: Sequence[Bucket], amounts: Sequence[int], *, now_us: int | None = None
+        self,
+        buckets: Sequence[Bucket],
+        amounts: Sequence[int],
+        *,
+        spend: Sequence[tuple[Budget, int]] = (),
+        now_us: int | None = None,
     ) -> Reservation:
         args: list[int | str] = ["" if now_us is None else now_us]
         for b, n in zip(buckets, amounts, strict=True):
             args += (b.capacity, b.period_us, n)
-        reply = _ints(await self.run("ratelimit_reserve", [b.key for b in buckets], args))
+        keys = [b.key for b in buckets]
+        if spend:  # budget counters after the buckets, then their count
+            for budget, n in spend:
+                keys.append(budget.key)
+                args += (budget.limit, n, budget.expire_at)
+            args.append(len(spend))
+        reply = _ints(await self.run("ratelimit_reserve", keys, args))
+        end = 1 + 6 * len(buckets)
         takes = [
-            Take(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3])
-            for i in range(1, len(reply), 6)
+            Take(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3]) for i in range(1, end, 6)
         ]
-        return Reservation(reply[0] == 1, takes)
+        held = [SpendTake(reply[i] == 1, reply[i + 1]) for i in range(end, len(reply), 2)]
+        return Reservation(reply[0] == 1, takes, held)
 
     async def settle(
         self,
@@ -182,27 +199,42 @@ class RedisBackend:
         reserved: Sequence[int],
         actual: Sequence[int],
         *,
+        spend: Sequence[tuple[Budget, int, int]] = (),
         now_us: int | None = None,
     ) -> list[int]:
         args: list[int | str] = ["" if now_us is None else now_us]
         for b, res, act in zip(buckets, reserved, actual, strict=True):
             args += (b.capacity, b.period_us, res, act)
-        reply = _ints(await self.run("ratelimit_settle", [b.key for b in buckets], args))
-        return [reply[i] for i in range(0, len(reply), 3)]
+        keys = [b.key for b in buckets]
+        if spend:
+            for budget, held, cost in spend:
+                keys.append(budget.key)
+                args += (budget.limit, held, cost, budget.expire_at)
+            args.append(len(spend))
+        reply = _ints(await self.run("ratelimit_settle", keys, args))
+        return [reply[i] for i in range(0, 3 * len(buckets), 3)]
 
     def settle_later(
-        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+        self,
+        buckets: Sequence[Bucket],
+        reserved: Sequence[int],
+        actual: Sequence[int],
+        spend: Sequence[tuple[Budget, int, int]] = (),
     ) -> None:
-        coro = self._settle_quietly(buckets, reserved, actual)
+        coro = self._settle_quietly(buckets, reserved, actual, spend)
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _settle_quietly(
-        self, buckets: Sequence[Bucket], reserved: Sequence[int], actual: Sequence[int]
+        self,
+        buckets: Sequence[Bucket],
+        reserved: Sequence[int],
+        actual: Sequence[int],
+        spend: Sequence[tuple[Budget, int, int]],
     ) -> None:
         with contextlib.suppress(StateUnavailable):  # a lost settle never over-admits
-            await self.settle(buckets, reserved, actual)
+            await self.settle(buckets, reserved, actual, spend=spend)
 
     def cache_store(self, timeout_s: float) -> RedisCacheStore | None:
         if self.client is None:
@@ -213,21 +245,37 @@ class RedisBackend:
         assert self.client is not None, "response_store() is for after start()"
         return RedisResponseStore(self.client, timeout_s=timeout_s)
 
-    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def tenants(self) -> RedisTenantStore:
+        return self._tenants
+
+    async def run(
+        self, name: str, keys: list[str], args: list[Any], limit_s: float | None = None
+    ) -> Any:
         """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""
+        script = self._scripts[name]
+
+        async def go(client: Redis | RedisCluster) -> Any:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # After SCRIPT FLUSH or a restart: EVAL runs the source and caches it
+                # again, one round trip where SCRIPT LOAD + EVALSHA would take two.
+                return await client.eval(script.script, len(keys), *keys, *args)
+
+        return await self.call(go, name, limit_s)
+
+    async def call(
+        self, fn: Callable[[Any], Awaitable[Any]], name: str, limit_s: float | None = None
+    ) -> Any:
+        """``fn(client)`` within the timeout (default: the hot-path one); an outage raises
+        ``StateUnavailable``, and so does an error reply (logged, not an outage)."""
         if not self._healthy:
             raise StateUnavailable("down")
-        script = self._scripts[name]
         client = self.client
         assert client is not None
         try:
-            async with asyncio.timeout(self.timeout):
-                try:
-                    reply = await client.evalsha(script.sha, len(keys), *keys, *args)
-                except NoScriptError:
-                    # After SCRIPT FLUSH or a restart: EVAL runs the source and caches it
-                    # again, one round trip where SCRIPT LOAD + EVALSHA would take two.
-                    reply = await client.eval(script.script, len(keys), *keys, *args)
+            async with asyncio.timeout(limit_s or self.timeout):
+                reply = await fn(client)
             self._failures = 0
             return reply
         except (ResponseError, RedisClusterException) as exc:
@@ -240,8 +288,8 @@ class RedisBackend:
             if now - self._logged_error > 60:
                 self._logged_error = now
                 log.error(
-                    "state backend script failed",
-                    extra={"fields": {"script": name, "error": str(exc)[:200]}},
+                    "state backend call failed",
+                    extra={"fields": {"call": name, "error": str(exc)[:200]}},
                 )
             raise StateUnavailable("error") from None
         except TimeoutError:

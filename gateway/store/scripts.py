@@ -27,9 +27,17 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
     from redis.commands.core import AsyncScript
 
-__all__ = ["CACHE_SCRIPTS", "RATELIMIT_SCRIPTS", "preload", "register", "source"]
+__all__ = [
+    "CACHE_SCRIPTS",
+    "RATELIMIT_SCRIPTS",
+    "TENANT_SCRIPTS",
+    "preload",
+    "register",
+    "source",
+]
 
 RATELIMIT_SCRIPTS = ("ratelimit_reserve", "ratelimit_settle")
+TENANT_SCRIPTS = ("tenant_put", "ledger_add")
 CACHE_SCRIPTS = ("cache_lookup", "cache_store", "cache_unlock")
 
 

@@ -116,7 +116,7 @@ class LabelGuard:
         return OVERFLOW_LABEL
 
 
-RATE_LIMIT_SCOPES = ("key", "model", "deployment")
+RATE_LIMIT_SCOPES = ("key", "model", "deployment")  # and "team" with virtual keys
 PROVIDER_OUTCOMES = ("success", "error", "cancelled")
 # ``llm_provider_errors_total{kind}``: what ``pipeline/settle.error_kind`` may return.
 ERROR_KINDS = (
@@ -289,7 +289,7 @@ llm_health_checks_total = Counter(
 llm_cost_usd_total = Counter(
     "llm_cost_usd_total",
     "Estimated spend in USD at the deployment's price (config price:, else the shipped table)",
-    ["provider", "model"],
+    ["provider", "model", "team"],  # team: an admin API team (capped, then other), or none
 )
 llm_unpriced_requests_total = Counter(
     "llm_unpriced_requests_total",
@@ -335,11 +335,39 @@ def declare_deployment_series(groups: list[tuple[str, str]]) -> None:
     """Cost series for the configured (provider, alias) pairs, and the resource gauges
     (sampled now and every few seconds by a daemon thread, once per process)."""
     for provider, alias in groups:
-        llm_cost_usd_total.labels(provider, alias)
+        llm_cost_usd_total.labels(provider, alias, NO_TEAM)
         llm_unpriced_requests_total.labels(provider, alias)
     from gateway.telemetry import resources
 
     resources.start_sampler()
+
+
+# -- tenants (gateway/tenants: budgets, sticky sessions) ---------------------------------
+NO_TEAM = "none"
+team_label = LabelGuard(50)  # teams come from the admin API: at most 50 team series
+llm_budget_refusals_total = Counter(
+    "llm_budget_refusals_total",
+    "Requests refused because a USD budget had no room for their maximum cost",
+    ["scope"],  # key | team
+)
+SESSION_RESULTS = ("hit", "moved", "new")
+llm_session_affinity_total = Counter(
+    "llm_session_affinity_total",
+    "Sticky sessions: served where the session was (hit), elsewhere (moved), or first seen",
+    ["model", "result"],
+)
+
+
+def declare_tenant_series(aliases: list[str], teams: bool) -> None:
+    """Sessions per alias with two or more deployments; with virtual keys (``teams``), the
+    team rate-limit scope and the budget refusals."""
+    if teams:
+        llm_rate_limit_exceeded_total.labels("team")
+        for scope in ("key", "team"):
+            llm_budget_refusals_total.labels(scope)
+    for alias in aliases:
+        for result in SESSION_RESULTS:
+            llm_session_affinity_total.labels(alias, result)
 
 
 memoize_all()
