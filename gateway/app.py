@@ -1,9 +1,10 @@
 """``create_app(settings)``: wiring only. Granian runs it with ``--factory``.
 
 It builds the process's handles (``Gateway``), the one pipeline (core stages plus
-the config's plugins), a Litestar app whose pipeline endpoints are ``asgi``
-route handlers and whose other routes (models, health) get the ``Gateway`` by
-dependency injection, and returns the edge (``api/middleware.Edge``) around it.
+the config's plugins) and its endpoints, a Litestar app for the other routes
+(models, health: they get the ``Gateway`` by dependency injection), and returns
+the edge (``api/middleware.Edge``), which dispatches the pipeline endpoints itself
+and everything else to Litestar.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gateway.api.messages import COUNT_TOKENS, MESSAGES
 from gateway.api.middleware import ROUTES, Edge
 from gateway.api.models import list_models
 from gateway.api.responses import RESPONSES_ENDPOINT, delete_response, retrieve_response
-from gateway.api.routes import endpoint_route
+from gateway.api.routes import EndpointApp
 from gateway.lifespan import lifespan
 from gateway.pipeline import attempts, auth, cache, conversation, parse, ratelimit, route, settle
 from gateway.pipeline.routing import Router
@@ -83,7 +84,7 @@ def build_pipeline(gw: Gateway) -> Pipeline:
         conversation.Recall(gw.conversations),  # /v1/responses only
         cache.CacheStage(gw.cache),
         route.Route(gw.router, gw.registry.groups, gw.tenants.sessions),
-        ratelimit.Limit(gw.limiter),
+        ratelimit.Limit(gw.limiter, keys=gw.tenants.closed),
         attempts.Attempts(gw),
         settle.Settle(gw.tenants),
         conversation.Remember(gw.conversations),  # /v1/responses only
@@ -122,7 +123,6 @@ def create_app(
     pipeline = build_pipeline(gw)
     app = Litestar(
         route_handlers=[
-            *(endpoint_route(e, pipeline) for e in ENDPOINTS),
             list_models,
             retrieve_response,
             delete_response,
@@ -138,4 +138,5 @@ def create_app(
         openapi_config=None,
         logging_config=None,
     )
-    return Edge(app, gw, access)
+    endpoints = {e.path: EndpointApp(e, pipeline) for e in ENDPOINTS}
+    return Edge(app, gw, access, endpoints)

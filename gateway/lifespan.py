@@ -122,3 +122,4 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
         await gw.store.aclose()
         if gw.tracer is not None:
             await gw.tracer.shutdown()  # flush the spans still queued (bounded)
+        metrics.flush()  # the batched writes of the last moments

@@ -74,13 +74,13 @@ async def apply(gw: Gateway, pipeline: Pipeline, settings: Settings) -> None:
     gw.settings = settings
     gw.registry = registry
     gw.router = router
-    gw.auth = Keyring(settings.config)
+    gw.auth = Keyring(settings.config, gw.tenants.directory, gw.tenants.closed)
     gw.limiter = Limiter(settings.config, registry, gw.store)
     gw.cache.ttl_s = fresh.ttl_s
     gw.cache.timeout_s = fresh.timeout_s
     gw.models_cache.clear()
     gw.prober = prober
-    pipeline.stages = build_pipeline(gw).stages
+    pipeline.replace(build_pipeline(gw))
     declare_all(gw)
 
     if old_prober is not None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 
 from _speedups import KERNELS, NO_EXTENSIONS
+from gateway.telemetry.batch import FLUSH_S
 
 if TYPE_CHECKING:
     import anthropic
@@ -321,6 +322,8 @@ class GatewayProc(Stops):
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def metrics(self) -> str:
+        # Workers write metrics in batches every FLUSH_S: wait out the last one.
+        time.sleep(FLUSH_S * 3)
         return httpx.get(self.metrics_url, timeout=5).text
 
     def openai(self, api_key: str = "anything", timeout: float = 10) -> openai.OpenAI:

@@ -66,7 +66,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from gateway.config import DEFAULT_DEADLINE
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.pipeline import placement, relay, settle
 from gateway.pipeline.relay import PendingStream, StreamRelay
@@ -132,10 +131,7 @@ class Loop:
         self.clock = router.clock
         self.t0 = self.clock()
         policy = self.policy(group)
-        self.deadline = self.t0 + (
-            policy.deadline
-            or min(DEFAULT_DEADLINE, max(d.timeouts.total for d in group.deployments))
-        )
+        self.deadline = self.t0 + (policy.deadline or group.default_deadline)
         self.attempts = 0
         self.last_err: GatewayError | None = None
         self.last_dep: Deployment = ctx.plan[0] if ctx.plan else (ctx.dep or group.deployments[0])
@@ -251,14 +247,23 @@ class Loop:
                             await asyncio.sleep(wait)
                         if not self._budget_ok(group):
                             raise _Stop(self.last_err or self.deadline_error(dep))
-                    if not await self._admit(group, dep):
+                    lease = self.lease
+                    if (
+                        lease is not None
+                        and dep is not lease.dep
+                        and not await self._admit(group, dep)
+                    ):
                         not_again.add(dep)  # its provider quota is spent: as if ejected
                         continue
                     tries[dep] = tries.get(dep, 0) + 1
                     n += 1
                     if hedge is None:  # no twin possible: await the attempt inline
                         try:
-                            result = await self._inline(dep, retry=self.attempts > 0)
+                            if self.attempts:
+                                result = await self._inline(dep, retry=True)
+                            else:
+                                self._count(dep, False)
+                                result = await self._attempt(dep)
                         except GatewayError as exc:
                             self._failed(dep, exc, not_again)
                             continue
@@ -297,7 +302,8 @@ class Loop:
                         raise failure
                     self._failed(dep, failure, not_again)
         finally:
-            await self._cancel(pending)
+            if pending:
+                await self._cancel(pending)
 
     async def _twin(
         self,
@@ -322,7 +328,8 @@ class Loop:
 
     async def _admit(self, group: ModelGroup, dep: Deployment) -> bool:
         """Reserve ``dep``'s own limits when it is not the deployment the lease was reserved
-        for; False (the refusal kept for the request's end) when they are spent."""
+        for; False (the refusal kept for the request's end) when they are spent. (The
+        callers skip it when there is no lease, or ``dep`` is the one it was made for.)"""
         lease = self.lease
         if lease is None or dep is lease.dep:
             return True
@@ -411,9 +418,8 @@ class Loop:
             metrics.llm_hedges_total.labels(dep.provider, dep.label).inc()
 
     async def _inline(self, dep: Deployment, *, retry: bool) -> Any:
+        """A retry awaited in place (its first attempt the loop calls ``_attempt`` for)."""
         self._count(dep, retry)
-        if not retry:
-            return await self._attempt(dep)
         active = self.router.active
         active.retries += 1
         try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -137,6 +137,13 @@ class Keyring:
         gives the model's group (its ``name`` is the canonical ``provider/model`` of bare
         names)."""
         principal = await self.find(headers)
+        self.check_model(principal, model, resolve)
+        return principal
+
+    def check_model(
+        self, principal: Principal, model: str, resolve: Callable[[str], Any] | None
+    ) -> None:
+        """403 when the key has an allow-list without ``model``."""
         if principal.models is not None and model not in principal.models:
             canonical = model
             if resolve is not None and model not in self._aliases:
@@ -148,7 +155,6 @@ class Keyring:
                     param="model",
                     code="model_not_allowed",
                 )
-        return principal
 
     async def find(self, headers: Mapping[str, str]) -> Principal:
         """The caller's Principal: a YAML key, else a virtual key, else 401 (open: the
@@ -205,13 +211,23 @@ class Auth:
         self.keyring = keyring
         self.registry = registry
 
-    async def __call__(self, ctx: RequestContext) -> Reply | None:
+    def __call__(self, ctx: RequestContext) -> Reply | Awaitable[None] | None:
         assert ctx.scope is not None
         headers = credentials(ctx.scope)
+        keyring = self.keyring
+        if keyring.directory is None:  # YAML keys or an open gateway: no I/O
+            self._admit(ctx, keyring.principal(headers))
+            return None
+        return self._look_up(ctx, headers)
+
+    async def _look_up(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
+        self._admit(ctx, await self.keyring.find(headers))
+
+    def _admit(self, ctx: RequestContext, principal: Principal) -> None:
         resolve = self.registry.resolve
-        ctx.principal = await self.keyring.authenticate(headers, ctx.model, resolve)
+        self.keyring.check_model(principal, ctx.model, resolve)
+        ctx.principal = principal
         ctx.group = resolve(ctx.model)
-        return None
 
 
 def credentials(scope: Scope) -> dict[str, str]:

@@ -473,6 +473,11 @@ class CacheStage:
 
     def __init__(self, cache: ResponseCache) -> None:
         self.lookup = cache.lookup
+        self.enabled = cache.enabled
+
+    def applies(self, endpoint: Endpoint) -> bool:
+        """No alias caches: nothing to look up (stage ``respond`` says BYPASS)."""
+        return self.enabled and endpoint.cache_kind is not None
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
         if ctx.endpoint is None or ctx.endpoint.cache_kind is None:

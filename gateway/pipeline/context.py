@@ -1,8 +1,9 @@
 """The typed per-request context that every stage takes and fills.
 
 The edge (``api/middleware.py``) creates one ``RequestContext`` per HTTP request
-and hands it to the endpoint's handler, the one place that reads it back from
-the ASGI scope (``context_of``). From there it is passed explicitly: each stage
+and hands it to the endpoint's handler as an argument (Litestar's routes, which
+are not the pipeline, find it in the scope: ``context_of``). From there it is
+passed explicitly: each stage
 of ``pipeline/run.py`` reads what earlier stages wrote and writes its own
 result, in the order the stages run::
 

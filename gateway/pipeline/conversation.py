@@ -53,6 +53,7 @@ from gateway.wire.responses import ResponseView
 if TYPE_CHECKING:
     from gateway.config import ResponsesOptions
     from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.endpoint import Endpoint
     from gateway.pipeline.reply import Reply
     from gateway.providers.base import Deployment
     from gateway.store.base import StateBackend
@@ -256,6 +257,9 @@ class Recall:
     def __init__(self, conversations: Conversations) -> None:
         self.conversations = conversations
 
+    def applies(self, endpoint: Endpoint) -> bool:
+        return endpoint.stateful
+
     async def __call__(self, ctx: RequestContext) -> Reply | None:
         endpoint = ctx.endpoint
         if endpoint is None or not endpoint.stateful:
@@ -320,6 +324,9 @@ class Remember:
 
     def __init__(self, conversations: Conversations) -> None:
         self.conversations = conversations
+
+    def applies(self, endpoint: Endpoint) -> bool:
+        return endpoint.stateful
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
         endpoint, served, conv = ctx.endpoint, ctx.served, ctx.conversation

@@ -49,6 +49,7 @@ from gateway.config import health_check
 from gateway.errors import GatewayError, UpstreamTimeout
 from gateway.pipeline import relay
 from gateway.pipeline.breaker import OPEN
+from gateway.providers.transport import UpstreamResponse
 from gateway.telemetry import metrics
 
 if TYPE_CHECKING:
@@ -218,12 +219,12 @@ class Prober:
         request = probe_request(t.dep, t.path, t.timeout)
         if request is None:
             return "fail", None
-        resp: httpx.Response | None = None
+        resp: UpstreamResponse | None = None
         try:
             async with asyncio.timeout(t.timeout):
                 resp = await relay.send(t.dep, request)
                 read = 0
-                async for chunk in resp.stream:  # type: ignore[union-attr]
+                async for chunk in resp.stream:
                     read += len(chunk)
                     if read > MAX_PROBE_BODY:
                         break
@@ -237,6 +238,7 @@ class Prober:
         finally:
             if resp is not None:
                 await resp.aclose()
+        assert resp is not None
         status = resp.status_code
         return ("pass" if 200 <= status < 300 else "fail"), status
 

@@ -91,6 +91,7 @@ from gateway.tenants.ledger import fmt_usd
 if TYPE_CHECKING:
     from gateway.pipeline.auth import BudgetLimit, Principal
     from gateway.pipeline.context import RequestContext
+    from gateway.pipeline.endpoint import Endpoint
     from gateway.pipeline.reply import Reply
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup, Registry
@@ -180,6 +181,8 @@ class Limiter:
                     dep_id = hashlib.sha256(ident.encode()).hexdigest()[:16]
                     self._deployments[id(dep)] = (dep_id, cfg.limits)
         self.shared = bool(self._models or self._deployments)
+        # Any limit in the config at all (keys' own limits and budgets aside)?
+        self.configured = bool(lim.default_key or self.shared)
         self._plans: dict[tuple[str, str, str, int], _Plan | None] = {}
         for reason in ("timeout", "error", "down"):
             metrics.gateway_state_fallbacks_total.labels(reason)
@@ -460,10 +463,15 @@ class Limit:
 
     name = "limit"
 
-    def __init__(self, limiter: Limiter) -> None:
+    def __init__(self, limiter: Limiter, keys: bool) -> None:
+        """``keys``: keys exist whose own limits or budgets the limiter must check."""
         self.reserve = limiter.reserve
+        self.active = keys or limiter.configured
+
+    def applies(self, endpoint: Endpoint) -> bool:
+        """Nothing limited anywhere (no limits, no keys): nothing to reserve."""
+        return self.active and endpoint.limited
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
-        if ctx.endpoint is not None and ctx.endpoint.limited:
-            ctx.lease = await self.reserve(ctx)
+        ctx.lease = await self.reserve(ctx)
         return None

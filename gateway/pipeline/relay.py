@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -38,6 +38,7 @@ import msgspec
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.pipeline.shapes import OPENAI
 from gateway.providers.base import Deployment, StreamTranslator
+from gateway.providers.transport import UpstreamResponse
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
 
@@ -47,12 +48,12 @@ MAX_PREAMBLE_FRAMES = 64  # commit anyway after this many frames without content
 _PREAMBLE_EVENTS = (b"event: message_start\n", b"event: content_block_start\n", b"event: ping\n")
 
 
-class _ChoiceView(msgspec.Struct):
+class _ChoiceView(msgspec.Struct, gc=False):
     delta: dict[str, Any] | None = None
     finish_reason: str | None = None
 
 
-class _ChunkView(msgspec.Struct):
+class _ChunkView(msgspec.Struct, gc=False):
     choices: list[_ChoiceView] | None = None
 
 
@@ -115,9 +116,9 @@ def idle_timeout(dep: Deployment, idle: float) -> UpstreamTimeout:
     )
 
 
-async def send(dep: Deployment, request: httpx.Request) -> httpx.Response:
+async def send(dep: Deployment, request: httpx.Request) -> UpstreamResponse:
     try:
-        resp = await dep.transport.handle_async_request(request)
+        resp = await dep.send(request)
     except httpx.TransportError as exc:
         raise _transport_error(dep, exc, "before answering") from None
     record_provider_limits(dep, resp.headers)
@@ -135,7 +136,7 @@ _LIMIT_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 
-def record_provider_limits(dep: Deployment, headers: httpx.Headers) -> None:
+def record_provider_limits(dep: Deployment, headers: Mapping[str, str]) -> None:
     """Keep the provider's own rate-limit headers (any status) as gauges, so an
     operator sees a deployment running out of quota before its 429s start."""
     if "x-ratelimit-remaining-requests" not in headers and (
@@ -154,14 +155,11 @@ def record_provider_limits(dep: Deployment, headers: httpx.Headers) -> None:
             )
 
 
-async def complete(dep: Deployment, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+async def complete(dep: Deployment, request: httpx.Request) -> tuple[UpstreamResponse, bytes]:
     """Send and read the whole answer; an error status raises the adapter's mapping."""
     resp = await send(dep, request)
     try:
-        # The transport's byte stream directly: Response.aread() adds a decoder and
-        # chunking layer per chunk; the transport decodes a compressed body itself.
-        chunks = [chunk async for chunk in resp.stream]  # type: ignore[union-attr]
-        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        content = await resp.aread()
     except httpx.TransportError as exc:
         raise _transport_error(dep, exc, "while sending its answer") from None
     finally:
@@ -183,7 +181,7 @@ class StreamRelay:
     def __init__(
         self,
         dep: Deployment,
-        resp: httpx.Response,
+        resp: UpstreamResponse,
         chunks: AsyncIterator[bytes],
         translator: StreamTranslator,
         first: list[bytes],
@@ -320,7 +318,7 @@ async def start_stream(
         finally:
             await resp.aclose()
         raise dep.adapter.map_error(dep, resp.status_code, resp.headers, content)
-    chunks = resp.stream.__aiter__()  # type: ignore[union-attr]
+    chunks = resp.stream.__aiter__()
     first: list[bytes] = []
     try:
         while True:

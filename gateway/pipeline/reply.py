@@ -42,8 +42,8 @@ class Reply:
 
 
 async def send_reply(reply: Reply, send: Send) -> None:
-    raw = [(b"content-type", reply.media_type)]
-    raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+    raw.append((b"content-type", reply.media_type))
     frames = reply.frames
     if frames is None:
         raw.append((b"content-length", str(len(reply.body)).encode()))

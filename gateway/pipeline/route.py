@@ -11,6 +11,7 @@ deployment, the one the rate limiter reserves for. Strategies that price a reque
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from gateway.pipeline import placement
@@ -56,7 +57,7 @@ class Route:
         self.groups = groups or {}
         self.sessions = sessions
 
-    async def __call__(self, ctx: RequestContext) -> Reply | None:
+    def __call__(self, ctx: RequestContext) -> Reply | Awaitable[None] | None:
         group, endpoint = ctx.group, ctx.endpoint
         assert group is not None and endpoint is not None
         if group.strategy == "lowest-cost" and len(group.deployments) > 1:
@@ -83,5 +84,5 @@ class Route:
         dep = ctx.dep = plan[0]
         ctx.provider = dep.provider
         if self.sessions is not None and len(plan) > 1:
-            await self.sessions.place(ctx, self.router)
+            return self.sessions.place(ctx, self.router)  # a stored session: one read
         return None

@@ -9,10 +9,11 @@
     settle    real usage -> reservation, metrics, cache store (streams: at their end)
     respond   the headers and the Reply
 
-Each stage is an object with a ``name`` and ``async __call__(ctx) -> Reply | None``
-(``None``: go on; a ``Reply``: answer now). The list is data: operator plugins
-from the config (``plugins:``) are inserted ``before_<stage>`` or ``after_<stage>``
-(``gateway/plugins``; not ``after_respond``: the stage that answers ends the list).
+Each stage is an object with a ``name``, called as ``stage(ctx)``: ``None`` (go
+on), a ``Reply`` (answer now), or an awaitable of either when it has I/O to do.
+The list is data: operator plugins from the config (``plugins:``) are inserted
+``before_<stage>`` or ``after_<stage>`` (``gateway/plugins``; not
+``after_respond``: the stage that answers ends the list).
 A stage may raise a ``GatewayError``: the request then ends in ``fail`` with the
 endpoint's error shape, its reservation refunded, its cache fill released and a
 stream already opened upstream closed. A client that goes away (the edge cancels
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gateway.errors import GatewayError
 from gateway.pipeline.reply import Reply
@@ -50,9 +51,34 @@ POSITIONS = frozenset(f"{when}_{s}" for s in STAGES for when in ("before", "afte
 
 
 class Stage(Protocol):
+    """``stage(ctx)``: None (go on), a ``Reply`` (answer now), or an awaitable of either.
+    A stage with no I/O to do answers at once, without the cost of a coroutine."""
+
     name: str
 
-    async def __call__(self, ctx: RequestContext) -> Reply | None: ...
+    def __call__(self, ctx: RequestContext) -> Reply | Awaitable[Reply | None] | None: ...
+
+
+async def call(stage: Stage, ctx: RequestContext) -> Reply | None:
+    """Run one stage to its end, sync or async (for wrappers of stages)."""
+    result = stage(ctx)
+    if result is None or isinstance(result, Reply):
+        return result
+    return await result
+
+
+@runtime_checkable
+class Optional(Protocol):
+    """A stage that has nothing to do for some endpoints (or in some configurations)
+    says so once, when an endpoint's stage list is made, instead of on every request."""
+
+    def applies(self, endpoint: Endpoint) -> bool: ...
+
+
+def applies(stage: Stage, endpoint: Endpoint) -> bool:
+    if isinstance(stage, Optional):
+        return stage.applies(endpoint)
+    return True
 
 
 class StageFailed(Exception):
@@ -85,15 +111,36 @@ class Pipeline:
             raise ValueError(f"pipeline without stage(s) {missing}")
         # Tracing wraps the stages that take time in spans, here and only here; off, the
         # stages are the objects themselves and the loop below costs nothing more.
-        self.stages = tuple(tracer.traced(s) for s in stages) if tracer else tuple(stages)
+        self._pairs = [(s, tracer.traced(s) if tracer else s) for s in stages]
+        self.stages = tuple(run for _, run in self._pairs)
+        self._by_endpoint: dict[str, tuple[Stage, ...]] = {}
+
+    def replace(self, other: Pipeline) -> None:
+        """Take ``other``'s stages (a reload): requests in flight finish on the old ones."""
+        self._pairs = other._pairs
+        self.stages = other.stages
+        self._by_endpoint = {}
+
+    def stages_for(self, endpoint: Endpoint) -> tuple[Stage, ...]:
+        """The stages that apply to ``endpoint``, in order (made at its first request)."""
+        stages = self._by_endpoint.get(endpoint.name)
+        if stages is None:
+            stages = tuple(run for s, run in self._pairs if applies(s, endpoint))
+            self._by_endpoint[endpoint.name] = stages
+        return stages
 
     async def run(self, endpoint: Endpoint, ctx: RequestContext) -> Reply:
         ctx.endpoint = endpoint
         try:
-            for stage in self.stages:
-                reply = await stage(ctx)
-                if reply is not None:
-                    return reply
+            for stage in self.stages_for(endpoint):
+                reply = stage(ctx)
+                if reply is None:
+                    continue
+                if type(reply) is not Reply:  # an async stage's awaitable
+                    reply = await reply  # type: ignore[misc]
+                    if reply is None:
+                        continue
+                return reply
             raise RuntimeError("the respond stage produced no reply")  # pragma: no cover
         except GatewayError as err:
             await close_unsent(ctx)

@@ -22,7 +22,7 @@ from gateway.pipeline.reply import Reply
 from gateway.providers.base import Deployment
 from gateway.telemetry import metrics
 from gateway.telemetry.logging import provider_error
-from gateway.tenants.ledger import Charge, charge
+from gateway.tenants.ledger import Charge, charge_at, rates_of
 from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
@@ -30,46 +30,82 @@ if TYPE_CHECKING:
     from gateway.tenants.tenancy import Tenancy
 
 
+class _Meter:
+    """One deployment's usage metrics, resolved once: the children a served answer
+    touches, and its price in nano-USD per token by class (None: unpriced). Recording
+    an answer is then a few additions, not label lookups and price arithmetic in
+    several modules on every request."""
+
+    __slots__ = ("cached", "completion", "cost", "latency", "prompt", "rates", "reasoning")
+
+    def __init__(self, dep: Deployment) -> None:
+        tokens = metrics.llm_tokens_total
+        p, m = dep.provider, dep.label
+        self.latency = metrics.llm_provider_latency_seconds.labels(p, m)
+        self.prompt = tokens.labels(p, m, "prompt")
+        self.completion = tokens.labels(p, m, "completion")
+        self.cached = tokens.labels(p, m, "cached")
+        self.reasoning = tokens.labels(p, m, "reasoning")
+        self.cost = metrics.llm_cost_usd_total.labels(p, m, metrics.NO_TEAM)
+        self.rates = rates_of(dep)
+
+
+def _meter(dep: Deployment) -> _Meter:
+    """The deployment's meter, made at its first answer and kept with its other
+    precomputed values."""
+    meter: _Meter | None = dep.cache.get("meter")
+    if meter is None:
+        meter = dep.cache["meter"] = _Meter(dep)
+    return meter
+
+
 def record_success(
     dep: Deployment, latency_s: float, usage: Usage | None, team: str | None = None
 ) -> Charge | None:
     metrics.llm_provider_requests_total.labels(dep.provider, dep.label, "success").inc()
-    metrics.llm_provider_latency_seconds.labels(dep.provider, dep.label).observe(latency_s)
+    _meter(dep).latency.observe(latency_s)
     if usage is not None:
         return record_usage(dep, usage, team)
     return None
 
 
 def record_usage(dep: Deployment, usage: Usage, team: str | None = None) -> Charge:
-    tokens = metrics.llm_tokens_total
-    if usage.prompt_tokens:
-        tokens.labels(dep.provider, dep.label, "prompt").inc(usage.prompt_tokens)
-    if usage.completion_tokens:
-        tokens.labels(dep.provider, dep.label, "completion").inc(usage.completion_tokens)
+    """Tokens by type, and the answer's cost (``tenants/ledger.charge``): spend at the
+    deployment's price, by team (a bounded label: ``metrics.team_label`` caps the
+    teams, never a key); a model with no known price is counted as unpriced, never as
+    $0."""
+    meter = _meter(dep)
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    if prompt:
+        meter.prompt.inc(prompt)
+    if completion:
+        meter.completion.inc(completion)
+    cached = reasoning = 0
     details = usage.prompt_tokens_details
-    if details and isinstance(details.get("cached_tokens"), int) and details["cached_tokens"]:
-        tokens.labels(dep.provider, dep.label, "cached").inc(details["cached_tokens"])
-    cdetails = usage.completion_tokens_details
-    if (
-        cdetails
-        and isinstance(cdetails.get("reasoning_tokens"), int)
-        and cdetails["reasoning_tokens"]
-    ):
-        tokens.labels(dep.provider, dep.label, "reasoning").inc(cdetails["reasoning_tokens"])
-    return record_cost(dep, usage, team)
-
-
-def record_cost(dep: Deployment, usage: Usage, team: str | None = None) -> Charge:
-    """Spend at the deployment's price, by team (a bounded label: ``metrics.team_label``
-    caps the teams, never a key); a model with no known price is counted as unpriced,
-    never as $0."""
-    c = charge(dep, usage)
+    if details:
+        n = details.get("cached_tokens")
+        if type(n) is int and n > 0:
+            cached = min(n, prompt)
+            meter.cached.inc(n)
+    details = usage.completion_tokens_details
+    if details:
+        n = details.get("reasoning_tokens")
+        if type(n) is int and n > 0:
+            reasoning = min(n, completion)
+            meter.reasoning.inc(n)
+    c = charge_at(meter.rates, prompt, cached, completion, reasoning)
     if not c.priced:
         metrics.llm_unpriced_requests_total.labels(dep.provider, dep.label).inc()
-        return c
-    label = metrics.team_label(team) if team is not None else metrics.NO_TEAM
-    metrics.llm_cost_usd_total.labels(dep.provider, dep.label, label).inc(c.total / 1e9)
+    elif team is None:
+        meter.cost.inc(c.total / 1e9)
+    else:
+        metrics.llm_cost_usd_total.labels(dep.provider, dep.label, metrics.team_label(team)).inc(
+            c.total / 1e9
+        )
     return c
+
+
+record_cost = record_usage  # the cost is recorded with the tokens
 
 
 def error_kind(err: GatewayError) -> str:
@@ -145,7 +181,7 @@ class Settle:
     def __init__(self, tenancy: Tenancy | None = None) -> None:
         self.tenancy = tenancy
 
-    async def __call__(self, ctx: RequestContext) -> Reply | None:
+    def __call__(self, ctx: RequestContext) -> Reply | None:
         served = ctx.served
         endpoint = ctx.endpoint
         assert served is not None and endpoint is not None
@@ -185,7 +221,7 @@ class Settle:
 class Respond:
     name = "respond"
 
-    async def __call__(self, ctx: RequestContext) -> Reply | None:
+    def __call__(self, ctx: RequestContext) -> Reply | None:
         served = ctx.served
         assert served is not None
         headers = ctx.headers
@@ -198,6 +234,8 @@ class Respond:
         if ctx.cache is not None:
             timing += ctx.cache.timing()
             headers["x-gateway-cache"] = ctx.cache.status
+        elif ctx.endpoint is not None and ctx.endpoint.cache_kind is not None:
+            headers["x-gateway-cache"] = "BYPASS"  # no alias caches: the stage was skipped
         headers["server-timing"] = timing
         cost = ctx.cost
         if cost is not None and cost.priced:  # unpriced: no header, never a false 0

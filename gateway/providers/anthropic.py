@@ -15,6 +15,7 @@ upstream 401/403 a 502 (the gateway's key was refused, not the client's).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -224,14 +225,14 @@ class AnthropicAdapter:
     # -- errors ---------------------------------------------------------------------------
 
     def map_error(
-        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+        self, dep: Deployment, status: int, headers: Mapping[str, str], content: bytes
     ) -> GatewayError:
         key = dep.api_key.reveal() if dep.api_key is not None else None
         return map_anthropic_error(status, headers, content, key)
 
 
 def map_anthropic_error(
-    status: int, headers: httpx.Headers, content: bytes, key: str | None = None
+    status: int, headers: Mapping[str, str], content: bytes, key: str | None = None
 ) -> GatewayError:
     """An Anthropic error status and body as the client should see it."""
     etype, message = None, ""

@@ -20,6 +20,7 @@ choices without ``delta`` (which may come after the finish chunk).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import httpx
 import msgspec
@@ -44,12 +45,12 @@ _RETRY_IN_TEXT = re.compile(r"retry after (\d{1,5}) seconds?", re.IGNORECASE)
 _ABSENT = msgspec.Raw(b"")  # msgspec cannot decode ``Raw | None``; empty means absent
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     delta: msgspec.Raw = _ABSENT
     finish_reason: str | None = None
 
 
-class _Chunk(msgspec.Struct):
+class _Chunk(msgspec.Struct, gc=False):
     choices: list[_Choice] | None = None
     usage: Usage | None = None
     error: msgspec.Raw = _ABSENT
@@ -163,7 +164,7 @@ class AzureAdapter(OpenAIAdapter):
         return AzureStream(include_usage)
 
     def map_error(
-        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+        self, dep: Deployment, status: int, headers: Mapping[str, str], content: bytes
     ) -> GatewayError:
         err = map_openai_error(PROVIDER, status, headers, _normalized_error(content))
         if status == 429 and "retry-after" not in err.headers:

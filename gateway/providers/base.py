@@ -7,8 +7,11 @@ sends. That keeps every adapter testable offline on recorded bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.providers.transport import Sender, sender
 
 if TYPE_CHECKING:
     import httpx
@@ -60,6 +63,10 @@ class Deployment:
     region: str | None = None  # data residency (config ``region``); None: unknown
     # precomputed per deployment: URLs, static headers
     cache: dict[str, Any] = field(default_factory=dict)
+    send: Sender = field(init=False)  # how requests go out on ``transport`` (the relay's)
+
+    def __post_init__(self) -> None:
+        self.send = sender(self.transport)
 
 
 class StreamTranslator(Protocol):
@@ -167,5 +174,5 @@ class Adapter(Protocol):
         ...
 
     def map_error(
-        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+        self, dep: Deployment, status: int, headers: Mapping[str, str], content: bytes
     ) -> GatewayError: ...

@@ -13,6 +13,7 @@ only in ``x-goog-api-key``, never in the URL. Translation lives in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -97,7 +98,7 @@ class GeminiAdapter:
         return gemini_embeddings.models_to_openai(content)
 
     def map_error(
-        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+        self, dep: Deployment, status: int, headers: Mapping[str, str], content: bytes
     ) -> GatewayError:
         keep = {k: headers[k] for k in RETRY_HEADERS if k in headers}
         key = dep.api_key.reveal() if dep.api_key is not None else None

@@ -9,6 +9,7 @@ line; the usage-only chunk is dropped when the client did not ask for it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -34,11 +35,11 @@ _usage_decoder = msgspec.json.Decoder(UsageView)
 _error_decoder = msgspec.json.Decoder(UpstreamErrorView)
 
 
-class _ChoiceView(msgspec.Struct):
+class _ChoiceView(msgspec.Struct, gc=False):
     finish_reason: str | None = None
 
 
-class _ChunkView(msgspec.Struct):
+class _ChunkView(msgspec.Struct, gc=False):
     choices: list[_ChoiceView] | None = None
     usage: Usage | None = None
     error: msgspec.Raw = msgspec.Raw()  # empty unless the event carries an error
@@ -197,13 +198,13 @@ class OpenAIAdapter:
             ) from None
 
     def map_error(
-        self, dep: Deployment, status: int, headers: httpx.Headers, content: bytes
+        self, dep: Deployment, status: int, headers: Mapping[str, str], content: bytes
     ) -> GatewayError:
         return map_openai_error(self.name, status, headers, content)
 
 
 def map_openai_error(
-    provider: str, status: int, headers: httpx.Headers, content: bytes
+    provider: str, status: int, headers: Mapping[str, str], content: bytes
 ) -> GatewayError:
     """An OpenAI-shaped upstream error as the client should see it."""
     message, etype, param, code = "", None, None, None

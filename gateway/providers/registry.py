@@ -18,14 +18,14 @@ never receives the operator's OpenAI key. Every key sent is registered with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
+from gateway.config import DEFAULT_DEADLINE, ModelAlias, RetryPolicy, Timeouts
 from gateway.config import Deployment as DeploymentConfig
-from gateway.config import ModelAlias, RetryPolicy, Timeouts
 from gateway.errors import ModelNotFound
 from gateway.providers.base import Adapter, Deployment
 from gateway.providers.base import Timeouts as ResolvedTimeouts
@@ -67,6 +67,13 @@ class ModelGroup:
     retry: RetryPolicy | None = None  # None: the routing-wide default
     hedge_delay: float | None = None  # s; None: no hedging
     context_fallback: str | None = None  # alias tried on a context-length error
+    # The request deadline when the retry policy sets none: ``DEFAULT_DEADLINE``, or the
+    # group's longest ``timeout.total`` when shorter (made once, not per request).
+    default_deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        longest = max(d.timeouts.total for d in self.deployments)
+        object.__setattr__(self, "default_deadline", min(DEFAULT_DEADLINE, longest))
 
 
 def _adapter_for(provider: str) -> Adapter:

@@ -15,6 +15,14 @@ Timeouts travel in ``request.extensions["timeout"]`` as in httpx
 (``connect``/``read``/``write``/``pool``, seconds). Errors are httpx's
 exception types, so callers never see aiohttp's.
 
+The relay reads answers through the small ``UpstreamResponse`` Protocol (status,
+headers, a byte stream, ``aread``, ``aclose``), which ``httpx.Response`` meets.
+The aiohttp transport's ``send`` returns its own ``AiohttpResponse`` instead of
+wrapping every answer in an ``httpx.Response``: the wrapper normalised and
+copied every header and cost more than the rest of the transport's own work
+(bench/README.md); ``handle_async_request`` stays for httpx's API.
+``sender(transport)`` is what a deployment sends with.
+
 Compression: the aiohttp transport asks every upstream for gzip
 (``Accept-Encoding: gzip``) unless the request says otherwise (the relay asks
 streams for ``identity``: a compressing proxy may hold events back), and decodes
@@ -28,13 +36,43 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict
 
-__all__ = ["AiohttpTransport", "build_transport", "post"]
+__all__ = [
+    "AiohttpResponse",
+    "AiohttpTransport",
+    "Sender",
+    "UpstreamResponse",
+    "build_transport",
+    "post",
+    "sender",
+]
+
+
+class UpstreamResponse(Protocol):
+    """What the relay reads of an upstream's answer (``httpx.Response`` meets it)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def stream(self) -> Any:  # an async iterable of body bytes
+        ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+Sender = Callable[[httpx.Request], Awaitable[UpstreamResponse]]
 
 
 # Content-Encoding -> zlib's wbits: 31 gzip; 47 deflate (zlib format or, said so by the
@@ -92,6 +130,44 @@ class _AiohttpStream(httpx.AsyncByteStream):
                 self._resp.close()
 
 
+class AiohttpResponse:
+    """An aiohttp answer as the relay reads it (``UpstreamResponse``)."""
+
+    __slots__ = ("headers", "status_code", "stream")
+
+    def __init__(
+        self, resp: aiohttp.ClientResponse, headers: Mapping[str, str], stream: _AiohttpStream
+    ) -> None:
+        self.status_code = resp.status
+        self.headers = headers  # case-insensitive (aiohttp's CIMultiDictProxy)
+        self.stream = stream
+
+    async def aread(self) -> bytes:
+        stream = self.stream
+        if stream._decoder is not None:
+            chunks = [chunk async for chunk in stream]
+            return b"".join(chunks)
+        try:  # plain bytes: aiohttp's own read, one await for the whole body
+            return await stream._resp.read()
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("upstream read timed out") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise httpx.RemoteProtocolError("upstream ended the body early") from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def sender(transport: httpx.AsyncBaseTransport) -> Sender:
+    """How a deployment sends on ``transport``: the aiohttp transport's own ``send``,
+    else httpx's ``handle_async_request``."""
+    if isinstance(transport, AiohttpTransport):
+        return transport.send
+    return transport.handle_async_request
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport backed by one pooled, keep-alive aiohttp session."""
 
@@ -140,15 +216,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return t
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, request: httpx.Request) -> AiohttpResponse:
+        """Send ``request``; its answer as the relay reads it."""
         session = self._get_session()
         timeout = self._timeout(request.extensions.get("timeout"))
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         try:
             resp = await session.request(
                 request.method,
                 str(request.url),
-                headers=headers,
+                headers=request.headers.multi_items(),
                 data=request.content,
                 timeout=timeout,
                 allow_redirects=False,
@@ -164,9 +240,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError("upstream closed the connection") from exc
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(type(exc).__name__) from exc
-        raw = resp.raw_headers
+        headers: Mapping[str, str] = resp.headers
         decoder = None
-        encoding = resp.headers.get("Content-Encoding")
+        encoding = headers.get("Content-Encoding")
         if encoding and encoding != "identity":
             try:
                 decoder = _decoder(encoding)
@@ -174,13 +250,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 resp.close()
                 raise
             # the body callers read is decoded: its headers must not say otherwise
-            raw = tuple(
-                h for h in raw if h[0].lower() not in (b"content-encoding", b"content-length")
-            )
+            plain = CIMultiDict(headers)
+            plain.popall("Content-Encoding", None)
+            plain.popall("Content-Length", None)
+            headers = plain
+        return AiohttpResponse(resp, headers, _AiohttpStream(resp, decoder))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's transport API (what ``send`` answers, as an ``httpx.Response``)."""
+        r = await self.send(request)
         return httpx.Response(
-            resp.status,
-            headers=[(k, v) for k, v in raw],
-            stream=_AiohttpStream(resp, decoder),
+            r.status_code,
+            headers=list(r.headers.items()),
+            stream=r.stream,
             extensions={"http_version": b"HTTP/1.1"},
             request=request,
         )

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from gateway.telemetry.batch import BATCH, batch_child
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
@@ -79,17 +81,19 @@ def _memoize_labels(metric: Any) -> None:
 
     prometheus-client validates and locks on every ``labels()`` call; the hot path
     calls it about eight times per request with label sets drawn from small
-    closed sets, so the children are kept (bounded by those sets).
+    closed sets, so the children are kept (bounded by those sets). Counter and
+    Histogram children write through the batch (``telemetry/batch.py``).
     """
     resolve = metric.labels
     children: dict[tuple[str, ...], Any] = {}
+    kind = metric._type
 
     def labels(*values: str, **kw: str) -> Any:
         if kw:
-            return resolve(*values, **kw)
+            return batch_child(kind, resolve(*values, **kw))
         child = children.get(values)
         if child is None:
-            child = children[values] = resolve(*values)
+            child = children[values] = batch_child(kind, resolve(*values))
         return child
 
     metric.labels = labels
@@ -390,3 +394,8 @@ gateway_state_mode_changes_total = Counter(
 )
 for _to in ("fallback", "shared"):
     gateway_state_mode_changes_total.labels(_to)
+
+
+def flush() -> None:
+    """Write out the batched metric writes now (the lifespan's last act)."""
+    BATCH.flush()

@@ -54,6 +54,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway import __version__
+from gateway.pipeline.run import call
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -335,13 +336,13 @@ class _TracedStage:
     async def __call__(self, ctx: RequestContext) -> Reply | None:
         t = ctx.trace
         if t is None:
-            return await self._stage(ctx)
+            return await call(self._stage, ctx)
         name = self.name
         span = t.child(f"gateway.{name}", SpanKind.INTERNAL)
         if name == "attempts":
             t.attempts_span = span
         try:
-            reply = await self._stage(ctx)
+            reply = await call(self._stage, ctx)
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))

@@ -36,7 +36,17 @@ if TYPE_CHECKING:
     from gateway.store.base import TenantStore
     from gateway.wire.chat import Usage
 
-__all__ = ["CLASSES", "Charge", "Ledger", "charge", "day_of", "fmt_usd"]
+__all__ = [
+    "CLASSES",
+    "Charge",
+    "Ledger",
+    "Rates",
+    "charge",
+    "charge_at",
+    "day_of",
+    "fmt_usd",
+    "rates_of",
+]
 
 CLASSES = ("input", "cached_input", "output", "reasoning")
 FLUSH_S = 0.5
@@ -61,17 +71,17 @@ class Charge(NamedTuple):
 
     def breakdown(self) -> str:
         """``input=0.000012, output=0.000040``: the classes that had tokens."""
-        return ", ".join(
-            f"{c}={fmt_usd(n)}"
-            for c, n, t in zip(CLASSES, self.nano, self.tokens, strict=True)
-            if t
-        )
+        nano, tokens = self.nano, self.tokens
+        parts = [f"{CLASSES[i]}={fmt_usd(nano[i])}" for i in range(4) if tokens[i]]
+        return ", ".join(parts)
 
 
 def fmt_usd(nano: int) -> str:
     """USD with nine decimals, trailing zeros dropped: ``0.00012``, ``1.5``, ``0``."""
     whole, frac = divmod(nano, 1_000_000_000)
-    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
+    if not frac:
+        return str(whole)
+    return f"{whole}.{frac:09d}".rstrip("0")
 
 
 def tokens_by_class(usage: Usage) -> tuple[int, int, int, int]:
@@ -83,16 +93,43 @@ def tokens_by_class(usage: Usage) -> tuple[int, int, int, int]:
     return (t.input, t.cached_input, t.output - reasoning, reasoning)
 
 
-def charge(dep: Deployment, usage: Usage) -> Charge:
-    tokens = tokens_by_class(usage)
+Rates = tuple[float, float, float, float] | None  # nano-USD per token, by class
+
+
+def rates_of(dep: Deployment) -> Rates:
+    """``dep``'s price per token by class (``CLASSES`` order) in nano-USD; None when
+    unpriced. (USD per million tokens x 1000 = nano-USD per token.)"""
     price = pricing.price_for(dep)
     if price is None:
-        return Charge(False, (0, 0, 0, 0), tokens)
+        return None
     cached = price.input if price.cached_input is None else price.cached_input
-    rates = (price.input, cached, price.output, price.output)  # USD per million tokens
-    # nano-USD = tokens * USD per million * 1000
-    nano = tuple(round(t * r * 1000) for t, r in zip(tokens, rates, strict=True))
-    return Charge(True, nano, tokens)  # type: ignore[arg-type]
+    return (price.input * 1000, cached * 1000, price.output * 1000, price.output * 1000)
+
+
+def charge_at(rates: Rates, prompt: int, cached: int, completion: int, reasoning: int) -> Charge:
+    """The cost of an answer's tokens (``cached`` of the ``prompt``, ``reasoning`` of the
+    ``completion``, each already within its total) at ``rates``."""
+    tokens = (max(0, prompt - cached), cached, max(0, completion - reasoning), reasoning)
+    if rates is None:
+        return Charge(False, (0, 0, 0, 0), tokens)
+    nano = (
+        round(tokens[0] * rates[0]),
+        round(tokens[1] * rates[1]),
+        round(tokens[2] * rates[2]),
+        round(tokens[3] * rates[3]),
+    )
+    return Charge(True, nano, tokens)
+
+
+def charge(dep: Deployment, usage: Usage) -> Charge:
+    tokens = tokens_by_class(usage)
+    return charge_at(
+        rates_of(dep),
+        tokens[0] + tokens[1],
+        tokens[1],
+        tokens[2] + tokens[3],
+        tokens[3],
+    )
 
 
 def day_of(t: float) -> str:
@@ -123,9 +160,13 @@ class Ledger:
         self._size = 0
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0  # requests not recorded: the pending batch was full
+        self._day = (-1, "")  # (UTC day number, its YYYYMMDD): formatted once a day
 
     def add(self, key: str, team: str | None, model: str, c: Charge, now: float) -> None:
-        day = day_of(now)
+        n = int(now // 86_400)
+        if self._day[0] != n:
+            self._day = (n, day_of(now))
+        day = self._day[1]
         fields: dict[str, int] = {f"{model}|requests": 1}
         if not c.priced:
             fields[f"{model}|unpriced"] = 1

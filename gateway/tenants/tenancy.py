@@ -4,7 +4,9 @@ built once by ``create_app`` beside the limiter and the cache.
 Virtual keys (``directory``) exist when ``GATEWAY_MASTER_KEY`` is set: the admin
 API issues them, and the gateway is then closed to unknown keys. ``GATEWAY_ADMIN=off``
 hides the ``/admin`` routes of this replica (keys made through another replica
-still work here). The ledger and sessions work in every mode.
+still work here). The ledger records spend when the admin API that reports it
+exists (a master key); every answer's own cost header and sessions work in every
+mode.
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ class Tenancy:
         """An answer's cost is known: its header, the ledger, the budget holds."""
         ctx.cost = charge
         p = ctx.principal
-        key = p.tenant if p is not None and self.closed else OPEN
-        team = p.team if p is not None else None
-        self.ledger.add(key, team, ctx.label or dep.label, charge, time.time())
+        if self.enabled:  # nothing would ever read it otherwise (no /admin/spend)
+            key = p.tenant if p is not None and self.closed else OPEN
+            team = p.team if p is not None else None
+            self.ledger.add(key, team, ctx.label or dep.label, charge, time.time())
         lease = ctx.lease
         if lease is not None and charge.priced:
             lease.cost = charge.total

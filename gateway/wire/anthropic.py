@@ -18,7 +18,7 @@ from gateway.wire.chat import INT32_MAX, TokenCount
 # -- requests ---------------------------------------------------------------------------
 
 
-class ContentBlock(msgspec.Struct, kw_only=True):
+class ContentBlock(msgspec.Struct, kw_only=True, gc=False):
     type: Annotated[str, Meta(min_length=1)]
     text: str | None = None
     source: dict[str, Any] | None = None
@@ -30,32 +30,32 @@ class ContentBlock(msgspec.Struct, kw_only=True):
     is_error: bool | None = None
 
 
-class InputMessage(msgspec.Struct, kw_only=True):
+class InputMessage(msgspec.Struct, kw_only=True, gc=False):
     role: Literal["user", "assistant"]
     content: str | list[ContentBlock]
 
 
-class ToolDef(msgspec.Struct, kw_only=True):
+class ToolDef(msgspec.Struct, kw_only=True, gc=False):
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     type: str | None = None  # absent or "custom" for client tools; server tools are typed
     description: str | None = None
     input_schema: dict[str, Any] | None = None
 
 
-class ToolChoice(msgspec.Struct, kw_only=True):
+class ToolChoice(msgspec.Struct, kw_only=True, gc=False):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class Thinking(msgspec.Struct, kw_only=True):
+class Thinking(msgspec.Struct, kw_only=True, gc=False):
     """Extended thinking; only its integer is checked, the rest is the provider's."""
 
     type: str | None = None
     budget_tokens: TokenCount | None = None
 
 
-class MessagesRequest(msgspec.Struct, kw_only=True):
+class MessagesRequest(msgspec.Struct, kw_only=True, gc=False):
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     messages: Annotated[list[InputMessage], Meta(min_length=1)]
     max_tokens: TokenCount
@@ -72,7 +72,7 @@ class MessagesRequest(msgspec.Struct, kw_only=True):
     output_config: dict[str, Any] | None = None
 
 
-class CountTokensRequest(msgspec.Struct, kw_only=True):
+class CountTokensRequest(msgspec.Struct, kw_only=True, gc=False):
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     messages: Annotated[list[InputMessage], Meta(min_length=1)]
     system: str | list[ContentBlock] | None = None
@@ -84,7 +84,7 @@ class CountTokensRequest(msgspec.Struct, kw_only=True):
 # -- answers and stream events (views) --------------------------------------------------
 
 
-class UsageView(msgspec.Struct, kw_only=True):
+class UsageView(msgspec.Struct, kw_only=True, gc=False):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
@@ -92,7 +92,7 @@ class UsageView(msgspec.Struct, kw_only=True):
     output_tokens_details: dict[str, Any] | None = None
 
 
-class BlockView(msgspec.Struct, kw_only=True):
+class BlockView(msgspec.Struct, kw_only=True, gc=False):
     type: str
     text: str | None = None
     id: str | None = None
@@ -100,7 +100,7 @@ class BlockView(msgspec.Struct, kw_only=True):
     input: Any = None
 
 
-class MessageView(msgspec.Struct, kw_only=True):
+class MessageView(msgspec.Struct, kw_only=True, gc=False):
     id: str = ""
     model: str = ""
     content: list[BlockView] = []
@@ -109,7 +109,7 @@ class MessageView(msgspec.Struct, kw_only=True):
     usage: UsageView | None = None
 
 
-class DeltaView(msgspec.Struct, kw_only=True):
+class DeltaView(msgspec.Struct, kw_only=True, gc=False):
     type: str | None = None
     text: str | None = None
     partial_json: str | None = None
@@ -117,12 +117,12 @@ class DeltaView(msgspec.Struct, kw_only=True):
     stop_sequence: str | None = None
 
 
-class ErrorObject(msgspec.Struct, kw_only=True):
+class ErrorObject(msgspec.Struct, kw_only=True, gc=False):
     type: str = "api_error"
     message: str = ""
 
 
-class EventView(msgspec.Struct, kw_only=True):
+class EventView(msgspec.Struct, kw_only=True, gc=False):
     """One stream event; which fields are set depends on ``type``."""
 
     type: str
@@ -134,27 +134,27 @@ class EventView(msgspec.Struct, kw_only=True):
     error: ErrorObject | None = None
 
 
-class ErrorView(msgspec.Struct, kw_only=True):
+class ErrorView(msgspec.Struct, kw_only=True, gc=False):
     """``{"type":"error","error":{"type","message"},"request_id"}``."""
 
     type: str | None = None
     error: ErrorObject | None = None
 
 
-class ErrorResponse(msgspec.Struct, kw_only=True):
+class ErrorResponse(msgspec.Struct, kw_only=True, gc=False):
     """The error body ``/v1/messages`` sends its own clients."""
 
     type: str = "error"
     error: ErrorObject
 
 
-class ModelInfoView(msgspec.Struct, kw_only=True):
+class ModelInfoView(msgspec.Struct, kw_only=True, gc=False):
     id: str
     created_at: str | None = None
     display_name: str | None = None
 
 
-class ModelListView(msgspec.Struct, kw_only=True):
+class ModelListView(msgspec.Struct, kw_only=True, gc=False):
     data: list[ModelInfoView] = []
 
 

@@ -21,7 +21,7 @@ INT32_MAX = 2**31 - 1
 TokenCount = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 
 
-class ContentPart(msgspec.Struct, kw_only=True):
+class ContentPart(msgspec.Struct, kw_only=True, gc=False):
     type: Annotated[str, Meta(min_length=1)]
     text: str | None = None
     image_url: dict[str, Any] | None = None
@@ -30,18 +30,18 @@ class ContentPart(msgspec.Struct, kw_only=True):
     refusal: str | None = None
 
 
-class FunctionCall(msgspec.Struct, kw_only=True):
+class FunctionCall(msgspec.Struct, kw_only=True, gc=False):
     name: str
     arguments: str
 
 
-class ToolCall(msgspec.Struct, kw_only=True):
+class ToolCall(msgspec.Struct, kw_only=True, gc=False):
     id: str
     type: str = "function"
     function: FunctionCall
 
 
-class Message(msgspec.Struct, kw_only=True):
+class Message(msgspec.Struct, kw_only=True, gc=False):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -50,29 +50,29 @@ class Message(msgspec.Struct, kw_only=True):
     refusal: str | None = None
 
 
-class FunctionDef(msgspec.Struct, kw_only=True):
+class FunctionDef(msgspec.Struct, kw_only=True, gc=False):
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(msgspec.Struct, kw_only=True):
+class Tool(msgspec.Struct, kw_only=True, gc=False):
     type: str = "function"
     function: FunctionDef | None = None
 
 
-class StreamOptions(msgspec.Struct, kw_only=True):
+class StreamOptions(msgspec.Struct, kw_only=True, gc=False):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
 
 
-class ResponseFormat(msgspec.Struct, kw_only=True):
+class ResponseFormat(msgspec.Struct, kw_only=True, gc=False):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
 
 
-class ChatRequest(msgspec.Struct, kw_only=True):
+class ChatRequest(msgspec.Struct, kw_only=True, gc=False):
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool | None = None
@@ -96,7 +96,7 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     user: str | None = None
 
 
-class Usage(msgspec.Struct, kw_only=True):
+class Usage(msgspec.Struct, kw_only=True, gc=False):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -104,35 +104,35 @@ class Usage(msgspec.Struct, kw_only=True):
     completion_tokens_details: dict[str, Any] | None = None
 
 
-class UsageView(msgspec.Struct):
+class UsageView(msgspec.Struct, gc=False):
     """Just the usage of an OpenAI response or chunk; the rest is skipped unparsed."""
 
     usage: Usage | None = None
 
 
-class FunctionView(msgspec.Struct, frozen=True):
+class FunctionView(msgspec.Struct, frozen=True, gc=False):
     name: str = ""
     arguments: str = ""
 
 
-class ToolCallView(msgspec.Struct, frozen=True):
+class ToolCallView(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
     function: FunctionView = FunctionView()
 
 
-class MessageView(msgspec.Struct, frozen=True):
+class MessageView(msgspec.Struct, frozen=True, gc=False):
     content: str | None = None
     refusal: str | None = None
     reasoning_content: str | None = None  # what OpenAI-compatible reasoning servers add
     tool_calls: list[ToolCallView] | None = None
 
 
-class ChoiceView(msgspec.Struct, frozen=True):
+class ChoiceView(msgspec.Struct, frozen=True, gc=False):
     message: MessageView = MessageView()
     finish_reason: str | None = None
 
 
-class CompletionView(msgspec.Struct):
+class CompletionView(msgspec.Struct, gc=False):
     """A chat completion as the translators to other APIs read it (``/v1/messages``,
     ``/v1/responses``)."""
 

@@ -18,7 +18,7 @@ EmbeddingInput = (
 )
 
 
-class EmbeddingsRequest(msgspec.Struct, kw_only=True):
+class EmbeddingsRequest(msgspec.Struct, kw_only=True, gc=False):
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"] | None = None

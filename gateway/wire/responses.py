@@ -23,25 +23,25 @@ MetadataKey = Annotated[str, Meta(max_length=64)]
 MetadataValue = Annotated[str, Meta(max_length=512)]
 
 
-class ToolView(msgspec.Struct, kw_only=True):
+class ToolView(msgspec.Struct, kw_only=True, gc=False):
     """Every tool has a type; a function tool also a name (the rest is checked where used)."""
 
     type: Annotated[str, Meta(min_length=1, max_length=64)]
     name: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
 
 
-class TextConfig(msgspec.Struct, kw_only=True):
+class TextConfig(msgspec.Struct, kw_only=True, gc=False):
     format: dict[str, Any] | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class ReasoningConfig(msgspec.Struct, kw_only=True):
+class ReasoningConfig(msgspec.Struct, kw_only=True, gc=False):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
-class ResponsesRequest(msgspec.Struct, kw_only=True):
+class ResponsesRequest(msgspec.Struct, kw_only=True, gc=False):
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
@@ -72,15 +72,15 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
 # -- views of answers (only what the gateway reads; the rest is skipped unparsed) --------
 
 
-class InputTokensDetails(msgspec.Struct):
+class InputTokensDetails(msgspec.Struct, gc=False):
     cached_tokens: int = 0
 
 
-class OutputTokensDetails(msgspec.Struct):
+class OutputTokensDetails(msgspec.Struct, gc=False):
     reasoning_tokens: int = 0
 
 
-class ResponseUsage(msgspec.Struct):
+class ResponseUsage(msgspec.Struct, gc=False):
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
@@ -88,7 +88,7 @@ class ResponseUsage(msgspec.Struct):
     output_tokens_details: OutputTokensDetails | None = None
 
 
-class ResponseView(msgspec.Struct):
+class ResponseView(msgspec.Struct, gc=False):
     """A ``response`` object: its id, its status and its usage."""
 
     id: str = ""
@@ -96,7 +96,7 @@ class ResponseView(msgspec.Struct):
     usage: ResponseUsage | None = None
 
 
-class EventView(msgspec.Struct):
+class EventView(msgspec.Struct, gc=False):
     """One Responses stream event; ``response`` and ``item`` stay raw until needed."""
 
     type: str = ""

@@ -30,6 +30,13 @@ KEY = "sk-test-SECRET-0123456789"
 SECRET_HEADERS = {"x-api-key", "api-key", "x-goog-api-key", "authorization"}
 
 
+def _refuse(request: httpx.Request) -> httpx.Response:
+    raise AssertionError("this test sends nothing upstream")
+
+
+OFFLINE = httpx.MockTransport(_refuse)
+
+
 def make_dep(
     provider: str,
     model: str,
@@ -44,7 +51,7 @@ def make_dep(
         base_url=base_url.rstrip("/"),
         api_key=Secret(key) if key else None,
         timeouts=Timeouts(connect=5, read=60, first_token=60, idle=60, total=600),
-        transport=None,  # type: ignore[arg-type]
+        transport=OFFLINE,  # adapters translate offline: nothing is sent
         adapter=_adapter_for(provider),
         api_version=api_version,
     )

@@ -6,12 +6,21 @@ import math
 import random
 from collections import Counter
 
+import httpx
+
 from gateway.config import BreakerOptions, Price, RoutingOptions
 from gateway.pipeline.routing import Router
 from gateway.providers.base import Deployment, Timeouts
 from gateway.providers.registry import ModelGroup
 
 T = Timeouts(connect=1, read=60, first_token=60, idle=60, total=600)
+
+
+def _refuse(request: httpx.Request) -> httpx.Response:
+    raise AssertionError("this test sends nothing upstream")
+
+
+OFFLINE = httpx.MockTransport(_refuse)
 
 
 def d(model: str, **kw: object) -> Deployment:
@@ -22,7 +31,7 @@ def d(model: str, **kw: object) -> Deployment:
         base_url="http://x",
         api_key=None,
         timeouts=T,
-        transport=None,
+        transport=OFFLINE,  # routing only: nothing is sent
         adapter=None,
         **kw,  # type: ignore[arg-type]
     )
