@@ -96,7 +96,7 @@ def test_tokens_of_odd_usage(details: Any) -> None:
 
 
 def _dep(provider: str, model: str, label: str, price: Price | None = None) -> Any:
-    return SimpleNamespace(provider=provider, model=model, label=label, price=price)
+    return SimpleNamespace(provider=provider, model=model, label=label, price=price, cache={})
 
 
 def _sample(name: str, provider: str, label: str) -> float:
