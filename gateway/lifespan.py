@@ -72,15 +72,24 @@ def _signals(gw: Gateway, pipeline: Pipeline) -> None:
     loop.add_signal_handler(signal.SIGHUP, hup)
 
 
-def _settle_heap() -> None:
+def _settle_heap() -> tuple[int, int, int]:
     """Move everything start-up made (rank tables, Litestar, providers) out of the cyclic
     collector's sight: a full collection then walks only what requests allocate, not
     hundreds of thousands of long-lived objects (each such walk was a tail-latency
     spike of tens of ms). Generation 0 runs less often too: a request allocates a few
     hundred container objects and frees almost all of them by reference counting."""
+    before = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    return before
+
+
+def _unsettle_heap(thresholds: tuple[int, int, int]) -> None:
+    """Undo ``_settle_heap`` at shutdown: an app run inside another program (the tests)
+    leaves the collector as it found it."""
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 @asynccontextmanager
@@ -93,7 +102,7 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
     await gw.tenants.start()  # virtual keys' invalidation channel
     await gw.registry.start()
     _warm_tokenizers()
-    _settle_heap()
+    thresholds = _settle_heap()
     prober = gw.prober = Prober.for_config(gw.router, gw.settings.config, gw.registry.groups)
     settings = gw.settings
     log.info(
@@ -123,3 +132,4 @@ async def _resources(gw: Gateway) -> AsyncIterator[None]:
         if gw.tracer is not None:
             await gw.tracer.shutdown()  # flush the spans still queued (bounded)
         metrics.flush()  # the batched writes of the last moments
+        _unsettle_heap(thresholds)
