@@ -26,12 +26,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.store import scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
+
+    from gateway.store.autopipe import AutoPipeline
 
 __all__ = ["BoundedRedis", "CacheStore", "CacheUnavailable", "MemoryCacheStore", "RedisCacheStore"]
 
@@ -167,15 +169,28 @@ class RedisCacheStore(BoundedRedis):
 
     kind = "redis"
 
-    def __init__(self, client: Redis | RedisCluster, **bounds: Any) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, pipe: AutoPipeline | None = None, **bounds: Any
+    ) -> None:
         super().__init__(client, **bounds)  # timeout_s, cooldown_s, clock
         handles = scripts.register(client, scripts.CACHE_SCRIPTS)
         self._lookup = handles["cache_lookup"]
         self._store = handles["cache_store"]
         self._unlock = handles["cache_unlock"]
+        self._pipe = pipe
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        return await self._bounded(lambda: script(keys=keys, args=args))
+        pipe = self._pipe
+        if pipe is None:
+            return await self._bounded(lambda: script(keys=keys, args=args))
+
+        async def piped() -> Any:
+            try:
+                return await pipe.evalsha(script.sha, keys, args)
+            except NoScriptError:  # after SCRIPT FLUSH or a restart: EVAL caches it again
+                return await self.client.eval(script.script, len(keys), *keys, *args)
+
+        return await self._bounded(piped)
 
     async def lookup(
         self, key: str, lock: str, token: str, lock_ms: int

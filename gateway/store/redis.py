@@ -6,8 +6,9 @@ former with ``?cluster=true``. One seed node is enough: the client discovers
 the others.
 
 Every hot-path call is one ``EVALSHA`` (``scripts.py``) bounded by ``timeout``
-(default 50 ms) with no client-side retries, over a pool of ``POOL_SIZE``
-connections (a request waits for a free one within the same timeout). A
+(default 50 ms) with no client-side retries. On one server the calls of a loop
+turn go out together on one connection (``autopipe.py``); on a cluster, through
+redis-py's cluster client and its pool of ``POOL_SIZE`` connections per node. A
 timeout or a connection error raises ``StateUnavailable``: that request is
 decided by the caller's policy (the local fallback). One slow call does not
 make an outage, though: on a healthy Redis under CPU contention a call now and
@@ -41,6 +42,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from gateway.store import scripts
+from gateway.store.autopipe import AutoPipeline
 from gateway.store.base import Bucket, Budget, Reservation, SpendTake, StateUnavailable, Take
 from gateway.store.cache import RedisCacheStore
 from gateway.store.responses import RedisResponseStore
@@ -97,6 +99,7 @@ class RedisBackend:
         self.probe_interval = probe_interval
         self._connect_timeout = connect_timeout
         self.client: Redis | RedisCluster | None = None
+        self.pipe: AutoPipeline | None = None  # standalone Redis: calls batched per loop turn
         self._scripts: dict[str, Any] = {}
         self._healthy = True
         self._probe: asyncio.Task[None] | None = None
@@ -128,6 +131,7 @@ class RedisBackend:
             # connection instead of failing at once with "too many connections".
             pool = BlockingConnectionPool.from_url(self._url, timeout=self.timeout, **kwargs)
             self.client = Redis(connection_pool=pool)
+            self.pipe = AutoPipeline(self.client)
         self._scripts = scripts.register(
             self.client, scripts.RATELIMIT_SCRIPTS + scripts.TENANT_SCRIPTS
         )
@@ -162,6 +166,8 @@ class RedisBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
             self._probe = None
+        if self.pipe is not None:
+            await self.pipe.aclose()
         if self.client is not None:
             with contextlib.suppress(*_OUTAGE):
                 await self.client.aclose()
@@ -239,7 +245,7 @@ class RedisBackend:
     def cache_store(self, timeout_s: float) -> RedisCacheStore | None:
         if self.client is None:
             return None
-        return RedisCacheStore(self.client, timeout_s=timeout_s)
+        return RedisCacheStore(self.client, pipe=self.pipe, timeout_s=timeout_s)
 
     def response_store(self, timeout_s: float) -> RedisResponseStore:
         assert self.client is not None, "response_store() is for after start()"
@@ -253,9 +259,12 @@ class RedisBackend:
     ) -> Any:
         """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""
         script = self._scripts[name]
+        pipe = self.pipe
 
         async def go(client: Redis | RedisCluster) -> Any:
             try:
+                if pipe is not None:
+                    return await pipe.evalsha(script.sha, keys, args)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # After SCRIPT FLUSH or a restart: EVAL runs the source and caches it

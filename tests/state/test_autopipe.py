@@ -1,0 +1,163 @@
+"""The auto-pipeline (gateway/store/autopipe.py) against a real redis-server: replies
+reach the right callers in any interleaving, an error reply fails only its call, a
+caller that gives up does not shift the replies of the others, a paused or killed
+server fails what is in flight and the next call reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from gateway.store.autopipe import AutoPipeline, pack
+from tests.redis_server import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
+
+ECHO = "return {KEYS[1], ARGV[1]}"
+FAIL = "return redis.error_reply('ERR no ' .. ARGV[1])"
+INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+def test_pack_is_resp() -> None:
+    assert pack(("EVALSHA", "ab", 1, "k", b"\x00\r\n", -3)) == (
+        b"*6\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n$3\r\n\x00\r\n\r\n$2\r\n-3\r\n"
+    )
+    with pytest.raises(TypeError):
+        pack(("SET", "k", 1.5))
+    with pytest.raises(TypeError):
+        pack(("SET", "k", True))
+
+
+async def _setup(url: str, **kw: Any) -> tuple[Redis, AutoPipeline, dict[str, str]]:
+    client = Redis.from_url(url)
+    shas = {name: await client.script_load(src) for name, src in
+            (("echo", ECHO), ("fail", FAIL), ("incr", INCR))}  # fmt: skip
+    return client, AutoPipeline(client, **kw), shas
+
+
+def test_each_caller_gets_its_own_reply(redis_url: str) -> None:
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_url)
+        try:
+
+            async def one(i: int) -> None:
+                for j in range(50):
+                    if random.random() < 0.3:
+                        await asyncio.sleep(0)  # vary which calls share a loop turn
+                    if j % 7 == 3:
+                        with pytest.raises(ResponseError, match=f"no {i}-{j}"):
+                            await pipe.evalsha(sha["fail"], ["k"], [f"{i}-{j}"])
+                        continue
+                    got = await pipe.evalsha(sha["echo"], [f"key{i}"], [j])
+                    assert got == [f"key{i}".encode(), str(j).encode()]
+
+            await asyncio.gather(*(one(i) for i in range(40)))
+            counts = await asyncio.gather(
+                *(pipe.evalsha(sha["incr"], ["n"], [1]) for _ in range(500))
+            )
+            assert sorted(counts) == list(range(1, 501))  # every script ran once, atomically
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_noscript_is_that_calls_error(redis_url: str) -> None:
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_url)
+        try:
+            missing = "0" * 40
+            a = pipe.evalsha(missing, ["k"], [1])
+            b = pipe.evalsha(sha["echo"], ["k"], [2])
+            with pytest.raises(NoScriptError):
+                await a
+            assert await b == [b"k", b"2"]
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_caller_that_gives_up_does_not_shift_the_others(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_server.url)
+        try:
+            await pipe.evalsha(sha["echo"], ["warm"], [0])
+            redis_server.pause()
+            try:
+                slow = [pipe.evalsha(sha["echo"], [f"s{i}"], [i]) for i in range(5)]
+                for fut in slow[::2]:  # these callers time out and stop waiting
+                    with pytest.raises(TimeoutError):
+                        async with asyncio.timeout(0.05):
+                            await fut
+            finally:
+                redis_server.resume()
+            for i in (1, 3):
+                assert await slow[i] == [f"s{i}".encode(), str(i).encode()]
+            assert await pipe.evalsha(sha["echo"], ["after"], [9]) == [b"after", b"9"]
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_silent_server_fails_the_calls_in_flight(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_server.url, read_timeout_s=0.2)
+        try:
+            await pipe.evalsha(sha["echo"], ["warm"], [0])
+            redis_server.pause()
+            try:
+                with pytest.raises(RedisConnectionError):
+                    await pipe.evalsha(sha["echo"], ["k"], [1])
+            finally:
+                redis_server.resume()
+            # a new connection for the next call
+            assert await pipe.evalsha(sha["echo"], ["k"], [2]) == [b"k", b"2"]
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_restarted_server_is_reconnected(own_redis: RedisServer) -> None:
+    async def main() -> None:
+        client = Redis.from_url(own_redis.url)
+        pipe = AutoPipeline(client)
+        try:
+            sha = await client.script_load(ECHO)
+            assert await pipe.evalsha(sha, ["k"], [1]) == [b"k", b"1"]
+            own_redis.kill()
+            with pytest.raises(RedisConnectionError):
+                await pipe.evalsha(sha, ["k"], [2])  # down: refused or reset
+            own_redis.restart()
+            with pytest.raises(NoScriptError):  # a new server: the script is gone
+                await pipe.evalsha(sha, ["k"], [3])
+            assert await client.script_load(ECHO) == sha
+            assert await pipe.evalsha(sha, ["k"], [4]) == [b"k", b"4"]
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_closed_pipeline_refuses(redis_url: str) -> None:
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_url)
+        await pipe.aclose()
+        with pytest.raises(RedisConnectionError):
+            await pipe.evalsha(sha["echo"], ["k"], [1])
+        await client.aclose()
+
+    asyncio.run(main())
