@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/e2e.py [--duration 10] [--only NAME,...] [--concurrency 1,8,32]
                                   [--modes json,stream] [--json out.json]
+    .venv/bin/python bench/e2e.py --soak [--soak-requests 200000] [--json out.json]
 
 An nginx started here (own config and temp dir, one worker, pinned to the load CPU)
 answers ``POST /v1/chat/completions`` with a canned chat.completion and
@@ -14,7 +15,8 @@ mode, with that mode's upstream base URL (nginx cannot route on the JSON body an
 gateway does not forward client headers). Around the highest-concurrency cell the
 CPU time of each target's process tree is read from /proc (CPU per request), and its
 RSS after the run; for the production profile (bench/profiles.py: Redis, keys,
-limits, cache on, every request a miss) also Redis's command counts.
+limits, cache on, every request a miss) also Redis's command counts. ``--soak``
+runs bench/soak.py instead: a long mixed run that watches the gateway's RSS.
 See bench/README.md.
 """
 
@@ -1127,7 +1129,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-cpu", type=int, help="CPU for the targets (default: first allowed)")
     p.add_argument("--load-cpu", type=int, help="CPU for nginx and wrk (default: second allowed)")
     p.add_argument("--json", type=Path, help="write raw numbers here")
+    soak = p.add_argument_group("soak mode (bench/soak.py)")
+    soak.add_argument(
+        "--soak", action="store_true", help="RSS of one pinned gateway worker over a long mixed run"
+    )
+    soak.add_argument(
+        "--soak-requests", type=int, default=200_000, help="mixed requests (default 200000)"
+    )
+    soak.add_argument(
+        "--soak-warmup", type=int, default=20_000, help="requests before the first RSS reading"
+    )
+    soak.add_argument(
+        "--soak-samples", type=int, default=10, help="RSS readings along the run (default 10)"
+    )
+    soak.add_argument(
+        "--soak-concurrency", type=int, default=16, help="wrk connections (default 16)"
+    )
     args = p.parse_args(argv)
+    if args.soak and (args.soak_requests < 1 or args.soak_samples < 1 or args.soak_warmup < 0):
+        p.error("--soak-requests and --soak-samples must be positive, --soak-warmup >= 0")
     known = {**TARGETS, **EXTRA_TARGETS}
     args.targets = [t.strip() for t in args.only.split(",")] if args.only else list(TARGETS)
     if bad := [t for t in args.targets if t not in known]:
@@ -1170,6 +1190,13 @@ def signals_as_exit() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.soak:
+        # bench/soak.py imports this module as ``e2e``: the same one, not a second copy
+        # with its own process list, when this file runs as __main__.
+        sys.modules.setdefault("e2e", sys.modules[__name__])
+        import soak
+
+        return soak.main(args)
     started = time.monotonic()
     ensure_system_tools()
     WORK.mkdir(parents=True, exist_ok=True)

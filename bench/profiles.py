@@ -79,6 +79,32 @@ models:
 """
 
 
+def soak_config(upstream: str) -> str:
+    """Soak-mode YAML: the default profile (no Redis, keys, limits or cache) with one
+    alias per upstream behaviour, since nginx routes on the path and not on the body."""
+    out = ["# bench/e2e.py --soak (generated): see bench/soak.py", "models:"]
+    for alias, path in SOAK_ALIASES.items():
+        out += [
+            f"  - alias: {alias}",
+            "    deployments:",
+            f"      - {{provider: openai, model: gpt-4o-mini, base_url: {upstream}{path}, "
+            "api_key_env: OPENAI_API_KEY}",
+        ]
+        if alias.startswith("soak-err"):  # one quick retry, so errors do not hold connections
+            out.append("    retry: {attempts: 2, backoff: 0.005, max_backoff: 0.02}")
+    return "\n".join(out) + "\n"
+
+
+# alias -> the nginx base path (bench/nginx/nginx.conf.template)
+SOAK_ALIASES = {
+    "soak-json": "/v1",
+    "soak-stream": "/stream/v1",
+    "soak-slow": "/slow/v1",  # a paced stream (2 KB/s): client aborts land mid-stream
+    "soak-err500": "/error500/v1",
+    "soak-err429": "/error429/v1",
+}
+
+
 # --------------------------------------------------------------------------- metrics
 
 # What says whether the production profile did what it should: every request a cache
