@@ -185,7 +185,9 @@ def run_round(
     first = True
     while want - tally.wrk_requests > max(rate[0] / 2, 1):
         left = want - tally.wrk_requests
-        seconds = max(1, round(left / rate[0])) if rate[0] > 0 else 2
+        # at most 5 s a run, so a rate measured while the aborts ran beside wrk (slower)
+        # does not carry a long run far past its target
+        seconds = min(5, max(1, round(left / rate[0]))) if rate[0] > 0 else 2
         argv = [wrk, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s"]
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         argv = cpus.pin([*argv, "-s", str(LUA_MIX), url], "load")
