@@ -972,9 +972,9 @@ def report(
     if unpinned := [n for n in UNPINNED if n in names]:
         out += [
             "",
-            f"Not pinned: {', '.join(f'`{n}`' for n in unpinned)} run two Granian workers free "
-            f"on every CPU, so they share the two CPUs with nginx and wrk (and Redis): their "
-            f"rows are whole-machine numbers, not one core's.",
+            f"Not pinned: {', '.join(f'`{n}`' for n in unpinned)}: two Granian workers free "
+            f"on every CPU, sharing them with nginx and wrk (and, for the production profile, "
+            f"Redis): whole-machine numbers, not one core's.",
         ]
     if names & PRODUCTION:
         out += [
