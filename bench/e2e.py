@@ -864,7 +864,7 @@ def unexpected_metrics(metrics: dict[str, float]) -> str:
     }
     if not metrics.get("llm_cache_requests_total{result=miss}"):
         bad["no cache misses counted"] = 0
-    return ("not all cache misses: " + fmt_metrics(bad)) if bad else ""
+    return ("/metrics, expected only cache misses: " + fmt_metrics(bad)) if bad else ""
 
 
 def percentile(values: list[float], pct: float) -> float:
