@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/e2e.py [--duration 10] [--only NAME,...] [--concurrency 1,8,32]
                                   [--modes json,stream] [--json out.json]
+    .venv/bin/python bench/e2e.py --soak [--soak-requests 200000] [--json out.json]
 
 An nginx started here (own config and temp dir, one worker, pinned to the load CPU)
 answers ``POST /v1/chat/completions`` with a canned chat.completion and
@@ -11,7 +12,12 @@ pinned to the server CPU, measured with wrk (pinned to the load CPU) at each
 concurrency, non-streaming and streaming, then stopped. A raw-socket probe measures
 the streaming time to first byte at concurrency 1. Every target is started once per
 mode, with that mode's upstream base URL (nginx cannot route on the JSON body and the
-gateway does not forward client headers). See bench/README.md.
+gateway does not forward client headers). Around the highest-concurrency cell the
+CPU time of each target's process tree is read from /proc (CPU per request), and its
+RSS after the run; for the production profile (bench/profiles.py: Redis, keys,
+limits, cache on, every request a miss) also Redis's command counts. ``--soak``
+runs bench/soak.py instead: a long mixed run that watches the gateway's RSS.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import profiles
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -47,6 +55,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 LITELLM_VENV = WORK / "litellm-venv"
 PYDEPS = WORK / "pydeps"  # httpx-aiohttp, --no-deps, beside (not in) .venv
 LUA = BENCH / "wrk" / "post.lua"
+LUA_UNIQUE = BENCH / "wrk" / "post_unique.lua"  # a different body per request: cache misses
 NGINX_DIR = BENCH / "nginx"
 CANNED_BODIES = ("chat.json", "chat_stream.sse", "embeddings.json")
 
@@ -56,12 +65,18 @@ TARGETS: dict[str, str] = {
     "bare-aiohttp": "Granian + raw ASGI pass-through, one aiohttp.ClientSession",
     "bare-httpx-aiohttp": "Granian + raw ASGI pass-through, httpx over httpx_aiohttp transport",
     "gateway": "llm-gateway serve --workers 1 (this project, default transport)",
+    "gateway-production": "llm-gateway serve --workers 1, production profile: Redis, keys, "
+    "RPM/TPM limits on key, alias and deployment, cache on (every request a miss)",
+    "gateway-2w": "llm-gateway serve --workers 2, default profile, not pinned",
+    "gateway-production-2w": "llm-gateway serve --workers 2, production profile, not pinned",
     "litellm": "LiteLLM proxy from PyPI, --num_workers 1",
 }
 EXTRA_TARGETS: dict[str, str] = {
     "gateway-httpx": "llm-gateway with GATEWAY_UPSTREAM_TRANSPORT=httpx (opt-in via --only)",
 }
 MODES = ("json", "stream")
+UNPINNED = ("gateway-2w", "gateway-production-2w")  # two workers on every CPU
+PRODUCTION = {"gateway-production", "gateway-production-2w"}
 PASSTHROUGH_MODULES = {
     "bare-httpx": "passthrough_httpx",
     "bare-aiohttp": "passthrough_aiohttp",
@@ -101,6 +116,29 @@ class Cell:
     non_2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    cpu_s: float | None = None  # CPU time of the target's process tree during the cell
+    redis: dict[str, float] = field(default_factory=dict)  # calls per command, "cpu" seconds
+
+    @property
+    def cpu_us_per_req(self) -> float | None:
+        if self.cpu_s is None or not self.requests:
+            return None
+        return self.cpu_s * 1e6 / self.requests
+
+    def redis_per_req(self) -> dict[str, float]:
+        """Per request: ``round trips`` (Redis read events), ``commands`` (those run by
+        Lua scripts included), ``cpu_us`` (Redis's CPU) and each command's calls."""
+        if not self.redis or not self.requests:
+            return {}
+        n = self.requests
+        out = {k[4:]: v / n for k, v in self.redis.items() if k.startswith("cmd:")}
+        out = dict(sorted(out.items(), key=lambda kv: -kv[1]))
+        return {
+            "round trips": self.redis.get("reads", 0.0) / n,
+            "commands": sum(out.values()),
+            "cpu_us": self.redis.get("cpu", 0.0) * 1e6 / n,
+            **out,
+        }
 
     @property
     def flagged(self) -> bool:
@@ -126,6 +164,9 @@ class ModeResult:
     ttfb_p50_ms: float | None = None
     ttfb_p99_ms: float | None = None
     ttfb_samples: int = 0
+    rss_mib: float | None = None  # the target's process tree after the run
+    processes: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # profiles.WATCHED_METRICS
 
 
 @dataclass
@@ -207,10 +248,7 @@ class Cpus:
         return ["taskset", "-c", str(cpu), *argv]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = profiles.free_port
 
 
 def tail(path: Path, lines: int = 6) -> str:
@@ -424,8 +462,11 @@ async def one_request(port: int, req: bytes) -> Exchange:
         writer.close()
 
 
-async def ttfb_probe(port: int, req: bytes, n: int, budget_s: float) -> list[float]:
-    """Sequential keep-alive requests; returns TTFB seconds for the measured ones."""
+async def ttfb_probe(
+    port: int, req: bytes | Callable[[int], bytes], n: int, budget_s: float
+) -> list[float]:
+    """Sequential keep-alive requests; returns TTFB seconds for the measured ones.
+    ``req`` is the request, or makes the i-th one (all different: cache misses)."""
     deadline = time.monotonic() + budget_s
     samples: list[float] = []
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -436,7 +477,9 @@ async def ttfb_probe(port: int, req: bytes, n: int, budget_s: float) -> list[flo
                 break
             if conn is None:
                 conn = await asyncio.open_connection("127.0.0.1", port)
-            ex = await asyncio.wait_for(exchange(*conn, req), 15.0)
+            ex = await asyncio.wait_for(
+                exchange(*conn, req if isinstance(req, bytes) else req(i)), 15.0
+            )
             if ex.status // 100 != 2:
                 raise RuntimeError(f"status {ex.status}")
             if i >= warmup:
@@ -469,8 +512,11 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) 
     return False
 
 
-def smoke_check(port: int, req: bytes, mode: str) -> str | None:
-    """One real request; None when the answer looks like what the mode expects."""
+def smoke_check(
+    port: int, req: bytes, mode: str, expect: dict[str, str] | None = None
+) -> str | None:
+    """One real request; None when the answer looks like what the mode expects
+    (and carries the ``expect`` headers, lower-case names)."""
     try:
         ex = asyncio.run(asyncio.wait_for(one_request(port, req), 30.0))
     except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
@@ -482,6 +528,9 @@ def smoke_check(port: int, req: bytes, mode: str) -> str | None:
         return f"not an SSE chat stream: {snippet}"
     if mode == "json" and b'"choices"' not in ex.body:
         return f"not a chat.completion: {snippet}"
+    for name, value in (expect or {}).items():
+        if ex.headers.get(name) != value:
+            return f"{name}: {ex.headers.get(name)!r}, expected {value!r}"
     return None
 
 
@@ -519,13 +568,21 @@ def parse_wrk(out: str, concurrency: int) -> Cell:
 
 
 def run_wrk(
-    cpus: Cpus, url: str, body_file: Path, key: str, concurrency: int, seconds: int
+    cpus: Cpus,
+    url: str,
+    body_file: Path,
+    key: str,
+    concurrency: int,
+    seconds: int,
+    unique: bool = False,
 ) -> Cell:
+    """One wrk cell; ``unique``: a different body per request (post_unique.lua)."""
     wrk = find_tool("wrk")
     assert wrk is not None
     argv = [wrk, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
-    argv = cpus.pin([*argv, "-s", str(LUA), url], "load")
+    argv = cpus.pin([*argv, "-s", str(LUA_UNIQUE if unique else LUA), url], "load")
     env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_KEY": key}
+    env["BENCH_NONCE"] = secrets.token_hex(6)
     proc = PROCS.start(argv, env=env, capture=True)
     try:
         out, _ = proc.communicate(timeout=seconds + 30)
@@ -548,6 +605,24 @@ class Launch:
     model: str = "openai/gpt-4o-mini"
     path: str = "/v1/chat/completions"
     key: str = API_KEY  # the bearer key clients send
+    pinned: bool = True  # to the server CPU; False: free on every CPU (shared with the load)
+    unique: bool = False  # bodies carry profiles.PLACEHOLDER: a different one per request
+    expect: dict[str, str] = field(default_factory=dict)  # headers the smoke check wants
+    redis: profiles.RedisServer | None = None  # count its commands around the top cell
+    metrics_port: int | None = None  # scrape profiles.WATCHED_METRICS at the end
+
+
+def gateway_launch(port: int, workers: int, **env: str) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of ``llm-gateway serve`` (access log off, own metrics port)."""
+    exe = VENV_BIN / "llm-gateway"
+    if not exe.exists():
+        raise Skip(f"{exe} not found (run `make install`)")
+    argv = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers)]
+    full = clean_env(
+        OPENAI_API_KEY=API_KEY, METRICS_PORT=str(free_port()), LOG_LEVEL="warning", **env
+    )
+    return argv, full
 
 
 class Bench:
@@ -557,6 +632,26 @@ class Bench:
         self.cpus = cpus
         self.upstream = Upstream(tmp / "nginx", cpus)
         self.litellm_version: str | None = None
+        self._redis: profiles.RedisServer | Skip | None = None
+
+    def redis(self) -> profiles.RedisServer:
+        """The one redis-server of the run (pinned with nginx and wrk), started on first
+        use, stopped with everything else at the end; emptied for each target start."""
+        if self._redis is None:
+            self._redis = Skip("redis-server not found (Debian: apt-get install redis-server)")
+            if exe := find_tool("redis-server"):
+
+                def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+                    return PROCS.start(self.cpus.pin(argv, "load"), log=log)
+
+                try:
+                    self._redis = profiles.RedisServer(exe, self.tmp / "redis", start)
+                except profiles.RedisError as exc:
+                    self._redis = Skip(str(exc))
+        if isinstance(self._redis, Skip):
+            raise self._redis
+        self._redis.reset()
+        return self._redis
 
     def launch(self, name: str, mode: str, port: int) -> Launch:
         base = self.upstream.base_url(mode)
@@ -573,20 +668,32 @@ class Bench:
                 PYTHONPATH=os.pathsep.join(pypath), BENCH_UPSTREAM_URL=base + "/chat/completions"
             )
             return Launch(argv, env, BENCH, 30.0)
-        if name in ("gateway", "gateway-httpx"):
-            exe = VENV_BIN / "llm-gateway"
-            if not exe.exists():
-                raise Skip(f"{exe} not found (run `make install`)")
-            argv = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-            env = clean_env(
-                OPENAI_API_KEY=API_KEY,
-                OPENAI_BASE_URL=base,
-                METRICS_PORT=str(free_port()),
-                LOG_LEVEL="warning",
-            )
+        if name in ("gateway", "gateway-httpx", "gateway-2w"):
+            workers = 2 if name.endswith("-2w") else 1
+            argv, env = gateway_launch(port, workers, OPENAI_BASE_URL=base)
             if name == "gateway-httpx":
                 env["GATEWAY_UPSTREAM_TRANSPORT"] = "httpx"
-            return Launch(argv, env, self.tmp, 60.0)
+            return Launch(argv, env, self.tmp, 60.0, pinned=workers == 1)
+        if name in ("gateway-production", "gateway-production-2w"):
+            workers = 2 if name.endswith("-2w") else 1
+            redis = self.redis()
+            cfg = self.tmp / f"production-{mode}.yaml"
+            cfg.write_text(profiles.production_config(base, API_KEY))
+            argv, env = gateway_launch(
+                port, workers, OPENAI_BASE_URL=base, GATEWAY_CONFIG=str(cfg), REDIS_URL=redis.url
+            )
+            return Launch(
+                argv,
+                env,
+                self.tmp,
+                60.0,
+                model=profiles.PRODUCTION_ALIAS,
+                pinned=workers == 1,
+                unique=True,
+                expect={"x-gateway-cache": "MISS"},
+                redis=redis,
+                metrics_port=int(env["METRICS_PORT"]),
+            )
         if name == "litellm":
             exe = ensure_litellm()
             self.litellm_version = package_version(LITELLM_VENV / "bin" / "python", "litellm")
@@ -614,12 +721,15 @@ class Bench:
             return Launch(argv, env, self.tmp, 180.0, model="gpt-4o-mini", key=master)
         raise Skip(f"unknown target {name}")
 
-    def body_file(self, model: str, mode: str) -> tuple[Path, bytes]:
+    def body_file(self, model: str, mode: str, unique: bool = False) -> tuple[Path, bytes]:
+        """The request body (a file for wrk, and its bytes); ``unique``: with the
+        placeholder that post_unique.lua and ``vary`` replace per request."""
+        say = "Say hello to the benchmark in one short sentence."
         req: dict[str, Any] = {
             "model": model,
             "messages": [
                 {"role": "system", "content": "You are a terse assistant."},
-                {"role": "user", "content": "Say hello to the benchmark in one short sentence."},
+                {"role": "user", "content": f"{say} ({profiles.PLACEHOLDER})" if unique else say},
             ],
             "max_tokens": 64,
         }
@@ -627,7 +737,8 @@ class Bench:
             req["stream"] = True
             req["stream_options"] = {"include_usage": True}
         data = json.dumps(req, separators=(",", ":")).encode()
-        path = self.tmp / f"body-{model.replace('/', '_')}-{mode}.json"
+        tag = "-unique" if unique else ""
+        path = self.tmp / f"body-{model.replace('/', '_')}-{mode}{tag}.json"
         path.write_bytes(data)
         return path, data
 
@@ -639,12 +750,11 @@ class Bench:
             if name == "upstream":
                 port = self.upstream.port
                 path = "/stream/v1/chat/completions" if mode == "stream" else "/v1/chat/completions"
-                model, key = "gpt-4o-mini", API_KEY
+                launch = Launch([], {}, BENCH, 0.0, model="gpt-4o-mini", path=path)
             else:
                 port = free_port()
                 launch = self.launch(name, mode, port)
-                path, model, key = launch.path, launch.model, launch.key
-                argv = self.cpus.pin(launch.argv, "server")
+                argv = self.cpus.pin(launch.argv, "server") if launch.pinned else launch.argv
                 proc = PROCS.start(argv, env=launch.env, cwd=launch.cwd, log=log)
                 t0 = time.monotonic()
                 if not wait_ready(port, proc, launch.ready_timeout):
@@ -659,31 +769,54 @@ class Bench:
                     f"  {name} [{mode}] up in {time.monotonic() - t0:.1f} s on :{port}",
                     file=sys.stderr,
                 )
-            body_path, body = self.body_file(model, mode)
+            path, key = launch.path, launch.key
+            body_path, body = self.body_file(launch.model, mode, launch.unique)
             url = f"http://127.0.0.1:{port}{path}"
-            req = request_bytes(port, path, body, key)
-            if problem := smoke_check(port, req, mode):
+            nonce = secrets.token_hex(6)
+
+            def vary(i: int) -> bytes:  # the i-th request of the smoke check or the probe
+                if not launch.unique:
+                    return request_bytes(port, path, body, key)
+                unique = body.replace(profiles.PLACEHOLDER.encode(), f"{nonce}-{i}".encode())
+                return request_bytes(port, path, unique, key)
+
+            if problem := smoke_check(port, vary(-1), mode, launch.expect):
                 res.status, res.note = (
                     "bad response",
                     problem + (f" | log: {tail(log, 3)}" if proc else ""),
                 )
                 return
+            top = max(self.args.concurrency)
             if self.args.warmup > 0:
-                run_wrk(
-                    self.cpus, url, body_path, key, max(self.args.concurrency), self.args.warmup
-                )
+                run_wrk(self.cpus, url, body_path, key, top, self.args.warmup, launch.unique)
             for c in self.args.concurrency:
-                cell = run_wrk(self.cpus, url, body_path, key, c, self.args.duration)
+                tree = profiles.process_tree(proc.pid) if proc and c == top else []
+                cpu0 = profiles.cpu_seconds(tree)
+                redis0 = profiles.redis_stats(launch.redis.port) if launch.redis and tree else {}
+                cell = run_wrk(self.cpus, url, body_path, key, c, self.args.duration, launch.unique)
+                if tree:
+                    cell.cpu_s = profiles.cpu_seconds(tree) - cpu0
+                if redis0 and launch.redis:
+                    redis1 = profiles.redis_stats(launch.redis.port)
+                    cell.redis = profiles.redis_delta(redis0, redis1)
                 res.cells[c] = cell
                 flag = f"  <-- {cell.problems()}" if cell.flagged else ""
+                cost = ""
+                if cell.cpu_us_per_req is not None:
+                    cost = f", {cell.cpu_us_per_req:,.0f} CPU µs/req"
+                if per := cell.redis_per_req():
+                    cost += (
+                        f", Redis {per['round trips']:.2f} round trips + "
+                        f"{per['commands']:.1f} commands/req"
+                    )
                 print(
                     f"  {name} [{mode}] c={c}: {fmt_rps(cell.rps)} rps, "
-                    f"p50 {fmt_ms(cell.p50_ms)} ms, p99 {fmt_ms(cell.p99_ms)} ms{flag}",
+                    f"p50 {fmt_ms(cell.p50_ms)} ms, p99 {fmt_ms(cell.p99_ms)} ms{cost}{flag}",
                     file=sys.stderr,
                 )
             if mode == "stream" and self.args.probe_requests > 0:
                 try:
-                    samples = asyncio.run(ttfb_probe(port, req, self.args.probe_requests, 60.0))
+                    samples = asyncio.run(ttfb_probe(port, vary, self.args.probe_requests, 60.0))
                 except (OSError, TimeoutError, RuntimeError, asyncio.IncompleteReadError) as exc:
                     res.note = f"TTFB probe failed: {type(exc).__name__}: {exc}"
                     samples = []
@@ -696,12 +829,42 @@ class Bench:
                         f"p99 {fmt_ms(res.ttfb_p99_ms)} ms ({len(samples)} requests)",
                         file=sys.stderr,
                     )
+            if proc is not None:
+                tree = profiles.process_tree(proc.pid)
+                res.processes = len(tree)
+                res.rss_mib = sum(profiles.rss_kib(pid) for pid in tree) / 1024
+            if launch.metrics_port:
+                try:
+                    res.metrics = profiles.scrape(launch.metrics_port)
+                except OSError as exc:
+                    res.note = f"/metrics: {exc}"
+                if bad := unexpected_metrics(res.metrics):
+                    res.note = (res.note + "; " if res.note else "") + bad
+                print(f"  {name} [{mode}] {fmt_metrics(res.metrics)}", file=sys.stderr)
             res.status = "ok"
         except Skip as exc:
             res.status, res.note = "skipped", str(exc)
         finally:
             if proc is not None:
                 PROCS.stop(proc)
+
+
+def fmt_metrics(metrics: dict[str, float]) -> str:
+    """The non-zero counters (a family that counted nothing is not shown)."""
+    return ", ".join(f"{k} {v:,.0f}" for k, v in sorted(metrics.items()) if v) or "all zero"
+
+
+def unexpected_metrics(metrics: dict[str, float]) -> str:
+    """The production profile's every request is a cache miss, on a Redis that always
+    answers, under limits that refuse nothing: anything else is named here."""
+    bad = {
+        k: v
+        for k, v in metrics.items()
+        if v and not k.startswith("llm_cache_requests_total{result=miss")
+    }
+    if not metrics.get("llm_cache_requests_total{result=miss}"):
+        bad["no cache misses counted"] = 0
+    return ("/metrics, expected only cache misses: " + fmt_metrics(bad)) if bad else ""
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -762,6 +925,8 @@ def machine_info(bench: Bench | None) -> dict[str, str]:
         info["nginx"] = bench.upstream.version.replace("nginx version: nginx/", "")
         if bench.litellm_version:
             info["litellm"] = bench.litellm_version
+        if isinstance(bench._redis, profiles.RedisServer):
+            info["redis"] = bench._redis.version
     if wrk := find_tool("wrk"):
         out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False).stdout
         info["wrk"] = out.split(" [")[0].replace("wrk ", "").strip()
@@ -803,6 +968,25 @@ def report(
         f"rps = requests/s, p50/p99 = wrk latency in ms; {probe}. "
         f"Run took {elapsed / 60:.1f} min.",
     ]
+    names = {r.name for r in results}
+    if unpinned := [n for n in UNPINNED if n in names]:
+        out += [
+            "",
+            f"Not pinned: {', '.join(f'`{n}`' for n in unpinned)}: two Granian workers free "
+            f"on every CPU, sharing them with nginx and wrk (and, for the production profile, "
+            f"Redis): whole-machine numbers, not one core's.",
+        ]
+    if names & PRODUCTION:
+        out += [
+            "",
+            f"Production profile (`gateway-production*`): `REDIS_URL` to a redis-server started "
+            f"by the bench (pinned with nginx and wrk, `--save '' --appendonly no`), a config "
+            f"file with 4 aliases, the response cache on for `{profiles.PRODUCTION_ALIAS}` (2 "
+            f"deployments, weighted), a key in `keys:` and RPM/TPM limits on the key, the alias "
+            f"and both deployments, all too high to refuse anything; every request's body is "
+            f"different (`bench/wrk/post_unique.lua`), so every request is a cache miss that "
+            f"also writes the cache.",
+        ]
     titles = {
         "json": "Non-streaming (canned chat.completion, ~580 B)",
         "stream": "Streaming (`stream: true`, canned SSE: 22 chunks + usage chunk + [DONE], ~6 KB)",
@@ -854,6 +1038,7 @@ def report(
                     fmt_delta(them.ttfb_p50_ms if them else None, us.ttfb_p50_ms if us else None)
                 )
             out.append("| " + " | ".join(row) + " |")
+    out += resource_report(results, args)
     notes = []
     for r in results:
         for mode, m in r.modes.items():
@@ -866,6 +1051,55 @@ def report(
         out += ["", "### Problems", "", *notes]
     out += ["", "Targets: " + "; ".join(f"`{r.name}` = {r.description}" for r in results)]
     return "\n".join(out)
+
+
+def resource_report(results: list[TargetResult], args: argparse.Namespace) -> list[str]:
+    """CPU per request at the top concurrency, RSS after the run, Redis use."""
+    top = max(args.concurrency)
+    rows = [r for r in results if any(m.rss_mib is not None for m in r.modes.values())]
+    if not rows:
+        return []
+    redis = any(c.redis for r in rows for m in r.modes.values() for c in m.cells.values())
+    label = {"json": "non-stream", "stream": "stream"}
+    cols = ["target"]
+    for mode in args.modes:
+        cols += [f"{label[mode]} CPU µs/req", f"{label[mode]} RSS MiB"]
+        if redis:
+            cols += [f"{label[mode]} Redis {x}" for x in ("round trips", "commands", "CPU µs")]
+    out = [
+        "",
+        f"### Server cost (CPU time per request at c={top}, RSS after the run)",
+        "",
+        f"User + system CPU time of the target's whole process tree (supervisor and Granian "
+        f"workers, all threads; /proc/PID/stat) over the c={top} cell, divided by the requests "
+        f"wrk counted; RSS = sum of VmRSS over the tree after the mode's cells and probe. "
+        f"Redis, per request over the same cell: round trips (`total_reads_processed`), "
+        f"commands (`INFO commandstats`, those run inside Lua scripts included) and Redis's "
+        f"own CPU time (it runs on the load CPU).",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    details = []
+    for r in rows:
+        row = [r.name]
+        for mode in args.modes:
+            m = r.modes.get(mode) or ModeResult()
+            cell = m.cells.get(top, Cell(top))
+            cpu = cell.cpu_us_per_req
+            row += ["-" if cpu is None else f"{cpu:,.0f}"]
+            row += ["-" if m.rss_mib is None else f"{m.rss_mib:,.0f} ({m.processes} proc)"]
+            if redis:
+                per = cell.redis_per_req()
+                row += [f"{per[k]:.2f}" if per else "-" for k in ("round trips", "commands")]
+                row += [f"{per['cpu_us']:.0f}" if per else "-"]
+                if per:
+                    calls = ", ".join(f"{k} {v:.3f}" for k, v in list(per.items())[3:])
+                    details.append(f"- {r.name} [{mode}] c={top}: {calls}")
+        out.append("| " + " | ".join(row) + " |")
+    if details:
+        out += ["", "Redis commands per request, by command:", "", *details]
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -895,7 +1129,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-cpu", type=int, help="CPU for the targets (default: first allowed)")
     p.add_argument("--load-cpu", type=int, help="CPU for nginx and wrk (default: second allowed)")
     p.add_argument("--json", type=Path, help="write raw numbers here")
+    soak = p.add_argument_group("soak mode (bench/soak.py)")
+    soak.add_argument(
+        "--soak", action="store_true", help="RSS of one pinned gateway worker over a long mixed run"
+    )
+    soak.add_argument(
+        "--soak-requests", type=int, default=200_000, help="mixed requests (default 200000)"
+    )
+    soak.add_argument(
+        "--soak-warmup", type=int, default=20_000, help="requests before the first RSS reading"
+    )
+    soak.add_argument(
+        "--soak-samples", type=int, default=10, help="RSS readings along the run (default 10)"
+    )
+    soak.add_argument(
+        "--soak-concurrency", type=int, default=16, help="wrk connections (default 16)"
+    )
     args = p.parse_args(argv)
+    if args.soak and (args.soak_requests < 1 or args.soak_samples < 1 or args.soak_warmup < 0):
+        p.error("--soak-requests and --soak-samples must be positive, --soak-warmup >= 0")
     known = {**TARGETS, **EXTRA_TARGETS}
     args.targets = [t.strip() for t in args.only.split(",")] if args.only else list(TARGETS)
     if bad := [t for t in args.targets if t not in known]:
@@ -938,6 +1190,13 @@ def signals_as_exit() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.soak:
+        # bench/soak.py imports this module as ``e2e``: the same one, not a second copy
+        # with its own process list, when this file runs as __main__.
+        sys.modules.setdefault("e2e", sys.modules[__name__])
+        import soak
+
+        return soak.main(args)
     started = time.monotonic()
     ensure_system_tools()
     WORK.mkdir(parents=True, exist_ok=True)
