@@ -44,20 +44,26 @@ _Call = tuple["asyncio.Future[Any]", bytes]
 
 def pack(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: an array of bulk strings (ints as their decimal text)."""
-    out = [b"*%d\r\n" % len(args)]
+    out = []
     for arg in args:
-        if isinstance(arg, bytes):
+        kind = type(arg)
+        if kind is bytes:
             data = arg
-        elif isinstance(arg, str):
+        elif kind is str:
             data = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
+        elif kind is int:
             data = b"%d" % arg
+        elif isinstance(arg, (bytes, str, int)) and not isinstance(arg, bool):  # subclasses
+            if isinstance(arg, bytes):
+                data = bytes(arg)
+            elif isinstance(arg, str):
+                data = str.encode(arg)
+            else:
+                data = b"%d" % arg
         else:
             raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-        out.append(b"$%d\r\n" % len(data))
-        out.append(data)
-        out.append(b"\r\n")
-    return b"".join(out)
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"*%d\r\n%b" % (len(out), b"".join(out))
 
 
 class AutoPipeline:
