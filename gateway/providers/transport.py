@@ -114,12 +114,8 @@ class _AiohttpStream(httpx.AsyncByteStream):
                     raise httpx.RemoteProtocolError("upstream ended the compressed body early")
         except zlib.error as exc:
             raise httpx.RemoteProtocolError("upstream sent a body that does not decode") from exc
-        except TimeoutError as exc:  # sock_read elapsed between two chunks
-            raise httpx.ReadTimeout("upstream read timed out") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise httpx.RemoteProtocolError("upstream ended the body early") from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(type(exc).__name__) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:  # a timeout: sock_read between chunks
+            raise _body_error(exc) from exc
 
     async def aclose(self) -> None:
         # close(), not release(): a body we stopped reading must not go back to the pool.
@@ -128,6 +124,15 @@ class _AiohttpStream(httpx.AsyncByteStream):
                 self._resp.release()
             else:
                 self._resp.close()
+
+
+def _body_error(exc: TimeoutError | aiohttp.ClientError) -> httpx.TransportError:
+    """What reading an answer's body raised, as httpx's error."""
+    if isinstance(exc, TimeoutError):
+        return httpx.ReadTimeout("upstream read timed out")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError("upstream ended the body early")
+    return httpx.ReadError(type(exc).__name__)
 
 
 class AiohttpResponse:
@@ -149,12 +154,8 @@ class AiohttpResponse:
             return b"".join(chunks)
         try:  # plain bytes: aiohttp's own read, one await for the whole body
             return await stream._resp.read()
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout("upstream read timed out") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise httpx.RemoteProtocolError("upstream ended the body early") from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(type(exc).__name__) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _body_error(exc) from exc
 
     async def aclose(self) -> None:
         await self.stream.aclose()
