@@ -16,6 +16,7 @@ Run it on two trees to compare a change: ``bench/README.md`` has the numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,7 +59,10 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def _app(env: dict[str, str], loop: asyncio.AbstractEventLoop) -> Any:
+@contextlib.contextmanager
+def _app(env: dict[str, str], loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    """The app with its lifespan started, and shut down after (the lifespan's shutdown
+    also undoes its ``gc.freeze()``, which would otherwise outlive the benchmark)."""
     edge = create_app(Settings.from_env({"LOG_LEVEL": "warning", **env}))
     if (
         getattr(edge, "tracer", None) is not None
@@ -68,23 +72,31 @@ def _app(env: dict[str, str], loop: asyncio.AbstractEventLoop) -> Any:
         settings = edge.gateway.settings
         assert settings.tracing is not None
         edge.tracer = edge.gateway.tracer = Tracer(settings.tracing, exporter=_Drop())  # type: ignore[arg-type]
-    startup: list[Any] = [{"type": "lifespan.startup"}]
-
-    async def receive() -> Any:
-        return startup.pop() if startup else await asyncio.Event().wait()
+    messages: asyncio.Queue[Any] = asyncio.Queue()
+    messages.put_nowait({"type": "lifespan.startup"})
 
     async def send(message: Any) -> None:
         pass
 
-    loop.create_task(edge({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    task = loop.create_task(
+        edge({"type": "lifespan", "asgi": {"version": "3.0"}}, messages.get, send)
+    )
     loop.run_until_complete(asyncio.sleep(0.2))
-    return edge
+    try:
+        yield edge
+    finally:
+        messages.put_nowait({"type": "lifespan.shutdown"})
+        loop.run_until_complete(asyncio.wait_for(task, 10))
 
 
 @pytest.mark.benchmark(group="request")
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_request(benchmark: Any, loop: asyncio.AbstractEventLoop, variant: str) -> None:
-    edge = _app(VARIANTS[variant], loop)
+    with _app(VARIANTS[variant], loop) as edge:
+        _drive(benchmark, loop, edge)
+
+
+def _drive(benchmark: Any, loop: asyncio.AbstractEventLoop, edge: Any) -> None:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

@@ -62,7 +62,7 @@ def _limiter(store: Any) -> tuple[Limiter, Any, Any, Any]:
     settings = Settings(config=config, providers=Settings.from_env({}).providers)
     registry = Registry(settings)
     group = registry.resolve("bench")
-    principal = Keyring(config).authenticate({"authorization": "Bearer sk-bench"}, "bench")
+    principal = Keyring(config).principal({"authorization": "Bearer sk-bench"})
     return Limiter(config, registry, store), principal, group, group.deployments[0]
 
 
