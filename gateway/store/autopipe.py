@@ -140,11 +140,11 @@ class AutoPipeline:
                 reply: Any = await conn.read_response(disconnect_on_error=False)
             except RedisError as exc:
                 if not isinstance(exc, ResponseError):
-                    self._drop(exc)
+                    self._drop(exc, conn)
                     return
                 reply = exc  # an error reply: that call's alone
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                self._drop(exc)
+                self._drop(exc, conn)
                 return
             fut = sent.popleft()
             if fut.done():  # its caller stopped waiting
@@ -154,9 +154,14 @@ class AutoPipeline:
             else:
                 fut.set_result(reply)
 
-    def _drop(self, exc: BaseException) -> None:
-        """The connection is no use any more: fail what waits on it, forget it."""
+    def _drop(self, exc: BaseException, conn: AbstractConnection | None = None) -> None:
+        """The connection (``conn``, default the current one) is no use any more: fail
+        what waits on it, forget it. A reader of a connection dropped earlier changes
+        nothing: a newer connection may be in use by then."""
+        if conn is not None and conn is not self._conn:
+            return
         conn, self._conn = self._conn, None
+        self._reader = None  # the next connection gets a reader of its own
         sent, self._sent = self._sent, collections.deque()
         err = RedisConnectionError(f"connection lost: {type(exc).__name__}")
         for fut in sent:
