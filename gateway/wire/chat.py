@@ -103,6 +103,14 @@ class Usage(msgspec.Struct, kw_only=True, gc=False):
     prompt_tokens_details: dict[str, Any] | None = None
     completion_tokens_details: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        # An upstream's negative count would lower counters, refund rate limits and
+        # budgets: read as none.
+        if self.prompt_tokens < 0 or self.completion_tokens < 0 or self.total_tokens < 0:
+            self.prompt_tokens = max(self.prompt_tokens, 0)
+            self.completion_tokens = max(self.completion_tokens, 0)
+            self.total_tokens = max(self.total_tokens, 0)
+
 
 class UsageView(msgspec.Struct, gc=False):
     """Just the usage of an OpenAI response or chunk; the rest is skipped unparsed."""

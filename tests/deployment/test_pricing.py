@@ -123,6 +123,21 @@ def test_settle_counts_unpriced_models_apart() -> None:
     ) in (None, 0.0)
 
 
+def test_negative_usage_from_an_upstream_counts_as_none() -> None:
+    import msgspec
+
+    usage = msgspec.json.decode(
+        b'{"prompt_tokens": -1000000, "completion_tokens": -5, "total_tokens": -1000005}',
+        type=Usage,
+    )
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (0, 0, 0)
+    assert Usage(prompt_tokens=-3, completion_tokens=4).prompt_tokens == 0
+    before = _sample("llm_cost_usd_total", "openai", "pricing-test-c")
+    charge = settle.record_usage(_dep("openai", "gpt-4o", "pricing-test-c"), usage)
+    assert charge.total == 0
+    assert _sample("llm_cost_usd_total", "openai", "pricing-test-c") == before
+
+
 # -- resource gauges -----------------------------------------------------------------------
 
 
