@@ -129,8 +129,7 @@ async def _body(request: Request[Any, Any, Any], kind: type[T]) -> T:
 
 
 def _admin(gw: Gateway) -> TenantAdmin:
-    regions = {d.region for g in gw.registry.groups.values() for d in g.deployments if d.region}
-    return TenantAdmin(gw.tenants, regions)
+    return TenantAdmin(gw.tenants, gw.registry.regions)  # the registry's: reloads replace it
 
 
 class KeysController(Controller):

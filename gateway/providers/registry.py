@@ -111,6 +111,10 @@ class Registry:
         self._labels = LabelGuard()
         for alias in settings.config.models:
             self.groups[alias.alias] = self._group_from_config(alias)
+        # Every region a configured deployment is in (ad-hoc groups have none).
+        self.regions = frozenset(
+            d.region for g in self.groups.values() for d in g.deployments if d.region
+        )
 
     # -- construction (start-up only) ---------------------------------------------------
 

@@ -23,6 +23,8 @@ from gateway.tenants.budget import budget_key
 from gateway.tenants.ledger import CLASSES, days, fmt_usd
 
 if TYPE_CHECKING:
+    from collections.abc import Set as AbstractSet
+
     from gateway.config import Limits
     from gateway.tenants.tenancy import Tenancy
 
@@ -45,7 +47,7 @@ def _view(struct: msgspec.Struct, **extra: Any) -> dict[str, Any]:
 
 
 class TenantAdmin:
-    def __init__(self, tenancy: Tenancy, regions: set[str]) -> None:
+    def __init__(self, tenancy: Tenancy, regions: AbstractSet[str]) -> None:
         self.tenancy = tenancy
         self.store = tenancy.store
         self.regions = regions  # every region a deployment is in
