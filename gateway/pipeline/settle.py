@@ -69,6 +69,17 @@ def record_success(
     return None
 
 
+def _detail(details: dict[str, Any] | None, name: str, within: int, counter: Any) -> int:
+    """A usage detail count (cached, reasoning tokens): counted as the provider gave it,
+    returned capped at the total it is part of; 0 when absent or not a positive int."""
+    if details:
+        n = details.get(name)
+        if type(n) is int and n > 0:
+            counter.inc(n)
+            return min(n, within)
+    return 0
+
+
 def record_usage(dep: Deployment, usage: Usage, team: str | None = None) -> Charge:
     """Tokens by type, and the answer's cost (``tenants/ledger.charge``): spend at the
     deployment's price, by team (a bounded label: ``metrics.team_label`` caps the
@@ -80,19 +91,10 @@ def record_usage(dep: Deployment, usage: Usage, team: str | None = None) -> Char
         meter.prompt.inc(prompt)
     if completion:
         meter.completion.inc(completion)
-    cached = reasoning = 0
-    details = usage.prompt_tokens_details
-    if details:
-        n = details.get("cached_tokens")
-        if type(n) is int and n > 0:
-            cached = min(n, prompt)
-            meter.cached.inc(n)
-    details = usage.completion_tokens_details
-    if details:
-        n = details.get("reasoning_tokens")
-        if type(n) is int and n > 0:
-            reasoning = min(n, completion)
-            meter.reasoning.inc(n)
+    cached = _detail(usage.prompt_tokens_details, "cached_tokens", prompt, meter.cached)
+    reasoning = _detail(
+        usage.completion_tokens_details, "reasoning_tokens", completion, meter.reasoning
+    )
     c = charge_at(meter.rates, prompt, cached, completion, reasoning)
     if not c.priced:
         metrics.llm_unpriced_requests_total.labels(dep.provider, dep.label).inc()
