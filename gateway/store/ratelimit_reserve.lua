@@ -35,8 +35,8 @@
 
 -- #include ratelimit_gcra.lua
 
--- take(): _bucket_py.take, plus the bucket's remaining/reset before the take.
--- Returns ok, nu, nf, remaining, retry, reset, remaining_before, reset_before.
+-- take(): _bucket_py.take. Returns ok, nu, nf, remaining, retry, reset (on a refusal the
+-- state is unchanged and remaining/reset are the bucket's before the take).
 local function take(tu, tf, now, c, p, k)
   local bu, bf
   if tu < now then
@@ -44,10 +44,8 @@ local function take(tu, tf, now, c, p, k)
   else
     bu, bf = tu, tf
   end
-  local rem0 = tokens(bu, bf, now, c, p)
-  local reset0 = bu - now + ((bf > 0) and 1 or 0)
   if k > c then
-    return false, tu, tf, rem0, -1, reset0, rem0, reset0
+    return false, tu, tf, tokens(bu, bf, now, c, p), -1, bu - now + ((bf > 0) and 1 or 0)
   end
   local q, r = muldiv(k, p, c)
   local nu = bu + q
@@ -58,9 +56,18 @@ local function take(tu, tf, now, c, p, k)
   end
   local wait = nu + ((nf > 0) and 1 or 0) - now - p
   if wait > 0 then
-    return false, tu, tf, rem0, wait, reset0, rem0, reset0
+    return false, tu, tf, tokens(bu, bf, now, c, p), wait, bu - now + ((bf > 0) and 1 or 0)
   end
-  return true, nu, nf, tokens(nu, nf, now, c, p), 0, nu - now + ((nf > 0) and 1 or 0), rem0, reset0
+  return true, nu, nf, tokens(nu, nf, now, c, p), 0, nu - now + ((nf > 0) and 1 or 0)
+end
+
+-- A bucket that could take its share while another refused reports itself as it
+-- stands: its tokens and reset before the take (computed only then).
+local function before(tu, tf, now, c, p)
+  if tu < now then
+    return tokens(now, 0, now, c, p), 0
+  end
+  return tokens(tu, tf, now, c, p), tu - now + ((tf > 0) and 1 or 0)
 end
 
 local n, d = budget_count(3)
@@ -85,8 +92,8 @@ for i = 1, n do
   local p = int(ARGV[3 * i], 'period_us', 1, MAX_PERIOD)
   local k = int(ARGV[3 * i + 1], 'n', 0, MAX_SAFE)
   local tu, tf = load(KEYS[i], c)
-  local ok, nu, nf, rem, retry, reset, rem0, reset0 = take(tu, tf, now, c, p, k)
-  rows[i] = {ok, nu, nf, rem, retry, reset, tu, tf, rem0, reset0}
+  local ok, nu, nf, rem, retry, reset = take(tu, tf, now, c, p, k)
+  rows[i] = {ok, nu, nf, rem, retry, reset, tu, tf, c, p}
   if not ok then
     allowed = 0
   end
@@ -105,10 +112,14 @@ for i = 1, n do
     reply[#reply + 1] = row[3]
   else
     -- Nothing taken: report every bucket as it stands (its own retry if it refused).
+    local rem, reset = row[4], row[6]
+    if row[1] then
+      rem, reset = before(row[7], row[8], now, row[9], row[10])
+    end
     reply[#reply + 1] = row[1] and 1 or 0
-    reply[#reply + 1] = row[9]
+    reply[#reply + 1] = rem
     reply[#reply + 1] = row[5]
-    reply[#reply + 1] = row[10]
+    reply[#reply + 1] = reset
     reply[#reply + 1] = row[7]
     reply[#reply + 1] = row[8]
   end

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import redis as redis_sync
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _speedups import _bucket_py as kernel
 from gateway.store import scripts
@@ -169,3 +171,52 @@ def test_headers_name_keys_argv_and_reply() -> None:
         head = scripts.source(name).split("\n\n")[0]
         for word in ("KEYS", "ARGV", "Reply"):
             assert word in head, (name, word)
+
+
+_MULDIV = scripts.source("ratelimit_gcra") + (
+    "\nlocal q, r = muldiv(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))\n"
+    "return string.format('%.0f %.0f', q, r)\n"
+)
+_SAFE = kernel.MAX_AMOUNT
+_FACTOR = kernel.MAX_CAPACITY  # a and d: at most 2**40 - 1 (capacity and period alike)
+
+
+def _lua_muldiv(r: Any, b: int, a: int, d: int) -> tuple[int, int]:
+    q, rem = r.eval(_MULDIV, 0, b, a, d).split()
+    return int(q), int(rem)
+
+
+# Each path of muldiv: the plain product, a * b split as (a // d) * b + (a % d) * b,
+# a % d == 0, the long multiplication, and a quotient on either side of 2**53 - 1.
+MULDIV_EDGES = [
+    (0, 1, 1),
+    (59_999_999, 10_000_000_000, 60_000_000),
+    (59_999_999, 150_000_000, 60_000_000),
+    (_SAFE, 1, 1),
+    (_SAFE, 2, 2),
+    (_SAFE, 3, 2),
+    (_SAFE // 3, 3, 1),
+    (_SAFE // 3 + 1, 3, 1),
+    (_SAFE, _FACTOR, _FACTOR),
+    (_SAFE, _FACTOR, _FACTOR - 1),
+    (_FACTOR, _FACTOR, 1),
+    (_FACTOR, _FACTOR, 2**20),
+    (2**40, 2**40 - 1, 2**27),
+    (123_456_789_012, 987_654_321, 3),
+]
+
+
+@pytest.mark.parametrize(("b", "a", "d"), MULDIV_EDGES)
+def test_lua_muldiv_matches_kernel_on_edges(r: Any, b: int, a: int, d: int) -> None:
+    assert _lua_muldiv(r, b, a, d) == kernel._muldiv(b, a, d)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    b=st.one_of(st.integers(0, _SAFE), st.integers(0, 2**40)),
+    a=st.integers(1, _FACTOR),
+    d=st.one_of(st.integers(1, _FACTOR), st.integers(1, 2**27)),
+)
+def test_lua_muldiv_matches_kernel(r: Any, b: int, a: int, d: int) -> None:
+    """``(a * b // d, a * b % d)`` exactly, or (-1, 0) past 2**53 - 1, as the kernel."""
+    assert _lua_muldiv(r, b, a, d) == kernel._muldiv(b, a, d)
