@@ -149,10 +149,13 @@ class BoundedRedis:
         """False during the cool-down after a failure."""
         return self._clock() >= self._open_until
 
-    async def _bounded(self, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _bounded(self, call: Callable[[], Awaitable[Any]], timed: bool = False) -> Any:
+        """``call()`` within ``timeout_s`` (``timed``: it keeps to it itself)."""
         if self._clock() < self._open_until:
             raise CacheUnavailable("redis failed recently; cooling down")
         try:
+            if timed:
+                return await call()
             async with asyncio.timeout(self.timeout_s):
                 return await call()
         except (RedisError, OSError, TimeoutError) as exc:
@@ -185,12 +188,13 @@ class RedisCacheStore(BoundedRedis):
             return await self._bounded(lambda: script(keys=keys, args=args))
 
         async def piped() -> Any:
-            try:
-                return await pipe.evalsha(script.sha, keys, args)
+            try:  # the pipe times the call out: one timer per batch, not one per call
+                return await pipe.evalsha(script.sha, keys, args, self.timeout_s)
             except NoScriptError:  # after SCRIPT FLUSH or a restart: EVAL caches it again
-                return await self.client.eval(script.script, len(keys), *keys, *args)
+                async with asyncio.timeout(self.timeout_s):
+                    return await self.client.eval(script.script, len(keys), *keys, *args)
 
-        return await self._bounded(piped)
+        return await self._bounded(piped, timed=True)
 
     async def lookup(
         self, key: str, lock: str, token: str, lock_ms: int

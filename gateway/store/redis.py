@@ -260,11 +260,20 @@ class RedisBackend:
         """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""
         script = self._scripts[name]
         pipe = self.pipe
+        if pipe is not None:  # the pipe times its calls out itself: one timer per batch
+            limit = limit_s or self.timeout
+
+            async def piped(client: Redis | RedisCluster) -> Any:
+                try:
+                    return await pipe.evalsha(script.sha, keys, args, limit)
+                except NoScriptError:  # see below
+                    async with asyncio.timeout(limit):
+                        return await client.eval(script.script, len(keys), *keys, *args)
+
+            return await self.call(piped, name, limit_s, bounded=True)
 
         async def go(client: Redis | RedisCluster) -> Any:
             try:
-                if pipe is not None:
-                    return await pipe.evalsha(script.sha, keys, args)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # After SCRIPT FLUSH or a restart: EVAL runs the source and caches it
@@ -274,17 +283,26 @@ class RedisBackend:
         return await self.call(go, name, limit_s)
 
     async def call(
-        self, fn: Callable[[Any], Awaitable[Any]], name: str, limit_s: float | None = None
+        self,
+        fn: Callable[[Any], Awaitable[Any]],
+        name: str,
+        limit_s: float | None = None,
+        *,
+        bounded: bool = False,
     ) -> Any:
-        """``fn(client)`` within the timeout (default: the hot-path one); an outage raises
-        ``StateUnavailable``, and so does an error reply (logged, not an outage)."""
+        """``fn(client)`` within the timeout (default: the hot-path one; ``bounded``: ``fn``
+        keeps to it itself); an outage raises ``StateUnavailable``, and so does an error
+        reply (logged, not an outage)."""
         if not self._healthy:
             raise StateUnavailable("down")
         client = self.client
         assert client is not None
         try:
-            async with asyncio.timeout(limit_s or self.timeout):
+            if bounded:
                 reply = await fn(client)
+            else:
+                async with asyncio.timeout(limit_s or self.timeout):
+                    reply = await fn(client)
             self._failures = 0
             return reply
         except (ResponseError, RedisClusterException) as exc:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from gateway.store.autopipe import AutoPipeline, pack
+from gateway.store.autopipe import AutoPipeline, pack, pack_command
 from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
@@ -32,6 +32,19 @@ def test_pack_is_resp() -> None:
         pack(("SET", "k", 1.5))
     with pytest.raises(TypeError):
         pack(("SET", "k", True))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "ab", 1, "k", b"\x00\r\n", -3),
+        ("EVALSHA", "f" * 40, 2, "gw:{t\u00e9}:k", "", 0, 2**53 - 1, b"gwc1 x\n" * 100),
+    ],
+)
+def test_the_packer_in_use_writes_what_pack_writes(args: tuple[Any, ...]) -> None:
+    """hiredis's packer (when installed) and ``pack`` give the same bytes for what the
+    gateway sends: str (UTF-8), int and bytes."""
+    assert pack_command(args) == pack(args)
 
 
 async def _setup(url: str, **kw: Any) -> tuple[Redis, AutoPipeline, dict[str, str]]:
@@ -104,6 +117,64 @@ def test_a_caller_that_gives_up_does_not_shift_the_others(redis_server: RedisSer
                 assert await slow[i] == [f"s{i}".encode(), str(i).encode()]
             assert await pipe.evalsha(sha["echo"], ["after"], [9]) == [b"after", b"9"]
         finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_calls_time_out_by_their_batch_timer(redis_server: RedisServer) -> None:
+    """``timeout_s``: a call unanswered by then fails with TimeoutError (the calls of a
+    turn share one timer per timeout); the late replies are read and thrown away, so the
+    calls after them still get their own."""
+
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_server.url)
+        loop = asyncio.get_running_loop()
+        try:
+            await pipe.evalsha(sha["echo"], ["warm"], [0], 0.5)
+            redis_server.pause()
+            try:
+                t0 = loop.time()
+                short = [pipe.evalsha(sha["echo"], [f"s{i}"], [i], 0.05) for i in range(3)]
+                longer = pipe.evalsha(sha["echo"], ["l"], [7], 5.0)
+                untimed = pipe.evalsha(sha["echo"], ["u"], [8])
+                for fut in short:
+                    with pytest.raises(TimeoutError):
+                        await fut
+                assert loop.time() - t0 < 1.0
+                assert not longer.done() and not untimed.done()
+            finally:
+                redis_server.resume()
+            assert await longer == [b"l", b"7"]
+            assert await untimed == [b"u", b"8"]
+            assert await pipe.evalsha(sha["echo"], ["after"], [9], 0.5) == [b"after", b"9"]
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_each_turns_calls_get_their_own_timer_while_connecting(
+    redis_server: RedisServer,
+) -> None:
+    """Calls queued turn after turn behind a connection that never finishes opening (a
+    stopped server accepts TCP but never answers the handshake) each time out on time."""
+
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_server.url)
+        loop = asyncio.get_running_loop()
+        redis_server.pause()
+        try:
+            for i in range(4):
+                t0 = loop.time()
+                with pytest.raises(TimeoutError):
+                    await pipe.evalsha(sha["echo"], ["k"], [i], 0.05)
+                assert loop.time() - t0 < 0.5, i
+                await asyncio.sleep(0.02)
+        finally:
+            redis_server.resume()
             await pipe.aclose()
             await client.aclose()
 
