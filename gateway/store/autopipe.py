@@ -71,7 +71,7 @@ def pack(args: tuple[Any, ...]) -> bytes:
 try:
     from hiredis import pack_command
 except ImportError:  # pragma: no cover - hiredis is a dependency with wheels everywhere
-    pack_command = pack
+    pack_command = pack  # type: ignore[assignment]
 
 
 class AutoPipeline:
