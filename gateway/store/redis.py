@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -53,6 +53,8 @@ log = logging.getLogger("gateway.store")
 
 _OUTAGE = (RedisError, OSError, TimeoutError)
 POOL_SIZE = 512  # connections per process (per node on a cluster)
+REFUNDS_PER_CALL = 64  # buckets per coalesced refund call (keys of one script call)
+MAX_AMOUNT = 2**53 - 1  # the scripts' integer ceiling (a larger refund: a full bucket)
 
 
 def parse_url(url: str) -> tuple[str, bool]:
@@ -105,6 +107,8 @@ class RedisBackend:
         self._probe: asyncio.Task[None] | None = None
         self.down_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Refunds of this loop turn, summed per bucket: one settle call per turn.
+        self._refunds: dict[Bucket, int] = {}
         self.down_after = down_after
         self.down_window = down_window
         self._failures = 0  # failed calls in a row (a success resets it)
@@ -159,6 +163,7 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         await self._tenants.aclose()
+        self._send_refunds()
         if self._tasks:  # settles in flight: briefly, before the client closes
             await asyncio.wait(list(self._tasks), timeout=1.0)
         if self._probe is not None:
@@ -227,7 +232,33 @@ class RedisBackend:
         actual: Sequence[int],
         spend: Sequence[tuple[Budget, int, int]] = (),
     ) -> None:
-        coro = self._settle_quietly(buckets, reserved, actual, spend)
+        """Settle off the caller's path. On one server, pure refunds (actual < reserved,
+        no budget) are summed per bucket over the loop turn and sent as one call at its
+        end: refunds commute (each moves the bucket's TAT back, floored at now), so the
+        sum is exactly the refunds one after another, sent no later than a call of each
+        would be. Charges and budget corrections keep a call of their own."""
+        if (
+            self.pipe is not None
+            and not spend
+            and all(a < r for r, a in zip(reserved, actual, strict=True))
+        ):
+            refunds = self._refunds
+            if not refunds:
+                asyncio.get_running_loop().call_soon(self._send_refunds)
+            for b, r, a in zip(buckets, reserved, actual, strict=True):
+                refunds[b] = refunds.get(b, 0) + r - a
+            return
+        self._spawn(self._settle_quietly(buckets, reserved, actual, spend))
+
+    def _send_refunds(self) -> None:
+        refunds, self._refunds = self._refunds, {}
+        items = list(refunds.items())
+        for i in range(0, len(items), REFUNDS_PER_CALL):
+            part = items[i : i + REFUNDS_PER_CALL]
+            amounts = [min(n, MAX_AMOUNT) for _, n in part]
+            self._spawn(self._settle_quietly([b for b, _ in part], amounts, [0] * len(part), ()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

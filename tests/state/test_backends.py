@@ -157,6 +157,33 @@ async def test_redis_keys_expire_once_full(redis_server: Any) -> None:
         await b.aclose()
 
 
+@pytest.mark.redis
+async def test_refunds_of_a_loop_turn_go_out_as_one_call(redis_server: Any) -> None:
+    """Refunds settled in one loop turn are summed per bucket into one script call (they
+    commute, so the sum is exact); a charge keeps a call of its own."""
+    b = RedisBackend(redis_server.url, timeout=2.0)
+    await b.start()
+    try:
+        tpm = Bucket(f"gw:{{{uuid.uuid4().hex[:8]}}}:rl:key:r:t", 1000, 10**9)
+        rpm = Bucket(tpm.key[:-1] + "r", 1000, 10**9)
+        for _ in range(4):
+            assert (await b.reserve([tpm, rpm], [100, 1])).allowed
+        with redis_server.client() as c:
+            c.config_resetstat()
+        for _ in range(3):
+            b.settle_later([tpm], [100], [40])  # refunds: 60 each
+        b.settle_later([tpm], [100], [130])  # a charge of 30
+        await asyncio.sleep(0.2)
+        with redis_server.client() as c:
+            calls = c.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert calls == 2
+        left = (await b.reserve([tpm], [0])).takes[0].remaining
+        want = 1000 - 400 + 3 * 60 - 30  # one token a second refills meanwhile
+        assert want <= left <= want + 2
+    finally:
+        await b.aclose()
+
+
 @pytest.mark.parametrize(
     ("url", "want"),
     [
