@@ -26,7 +26,7 @@ from gateway.providers.transport import post
 from gateway.sse_write import DONE as DONE_FRAME
 from gateway.sse_write import json_event
 from gateway.translate.responses_passthrough import ResponsesPassthroughStream, passthrough_usage
-from gateway.translate.upstream import SSEStream, decode_event, ended_early
+from gateway.translate.upstream import SSEStream, bad_event, ended_early
 from gateway.wire.chat import Usage, UsageView
 from gateway.wire.errors import UpstreamErrorView
 
@@ -65,7 +65,10 @@ class OpenAIStream(SSEStream):
             self.done = True
             frames.append(DONE_FRAME)
             return
-        view = decode_event(_chunk_decoder, data, self._provider)
+        try:  # decode_event, inline: this runs once per relayed chunk
+            view = _chunk_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise bad_event(self._provider) from None
         if view.error:
             raise stream_error(self._provider, view.error)
         if view.choices:

@@ -98,7 +98,18 @@ def decode_body(
 
 def decode_event(decoder: msgspec.json.Decoder[T], data: str, provider: str) -> T:
     """One SSE event's data decoded, or a 502 (the event is not valid JSON)."""
-    return decode_body(decoder, data, provider, "sent a stream event that is not valid JSON")
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise bad_event(provider) from None
+
+
+def bad_event(provider: str) -> GatewayError:
+    """The 502 for a stream event that is not valid JSON (for callers that decode inline:
+    the hottest loop of a stream, once per event)."""
+    return UpstreamUnavailable(
+        f"provider {provider} sent a stream event that is not valid JSON", provider=provider
+    )
 
 
 class SSEStream:
