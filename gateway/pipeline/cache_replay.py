@@ -31,6 +31,31 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
 
 
+# The chunk nearly every streamed answer is made of, after its first: one content delta,
+# nothing else in the choice. Decoded typed (no dicts for the parts not kept); a chunk
+# of any other shape, with an ``error`` or a usage, fails this decode and takes the
+# generic path, which gives the same result for this shape.
+class _TextDelta(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    content: str
+
+
+class _TextChoice(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    index: int
+    delta: _TextDelta
+    logprobs: None = None
+    finish_reason: None = None
+
+
+class _TextChunk(msgspec.Struct, gc=False):
+    choices: list[_TextChoice]
+    system_fingerprint: str | None = None
+    usage: None = None
+    error: msgspec.UnsetType = msgspec.UNSET
+
+
+_text_chunk = msgspec.json.Decoder(_TextChunk).decode
+
+
 class _Choice:
     __slots__ = (
         "content",
@@ -62,6 +87,8 @@ def _concat(acc: str | None, piece: Any) -> str | None:
 class StreamAssembler:
     """OpenAI chat chunks (the relay's frames) in, the equivalent ``chat.completion`` out."""
 
+    typed = True  # the typed path for plain text chunks (tests compare it with the generic)
+
     def __init__(self) -> None:
         self._sse = SSEDecoder()
         self._base: dict[str, Any] | None = None
@@ -75,12 +102,32 @@ class StreamAssembler:
         for _etype, data, _id in self._sse.feed(frame):
             if data == "[DONE]":
                 continue
+            if self._base is not None and self.typed:  # the first sets the base: generic
+                try:
+                    text = _text_chunk(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    pass
+                else:
+                    self._text(text)
+                    continue
             try:
                 obj = _decode(data)
                 self._chunk(obj)
             except (msgspec.DecodeError, TypeError, AttributeError, ValueError):
                 self.ok = False  # not a stream this code understands: do not store it
                 return
+
+    def _text(self, chunk: _TextChunk) -> None:
+        """``_chunk`` for a ``_TextChunk``: the same changes, without the dicts."""
+        assert self._base is not None
+        if chunk.system_fingerprint is not None:
+            self._base["system_fingerprint"] = chunk.system_fingerprint
+        for c in chunk.choices:
+            ch = self._choices.get(c.index)
+            if ch is None:
+                ch = self._choices[c.index] = _Choice()
+            content = c.delta.content
+            ch.content = content if ch.content is None else ch.content + content
 
     def _chunk(self, obj: Any) -> None:
         if not isinstance(obj, dict) or "error" in obj:
@@ -97,6 +144,8 @@ class StreamAssembler:
             self.usage = obj["usage"]
         for c in obj.get("choices") or ():
             index = c.get("index", 0)
+            if type(index) is not int:  # "0" beside 0 could not even be sorted in result()
+                raise ValueError("a choice index that is not an integer")
             ch = self._choices.get(index)
             if ch is None:
                 ch = self._choices[index] = _Choice()

@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
@@ -189,6 +191,11 @@ def test_assembly_usage_falls_back_to_the_relays() -> None:
         ],  # no finish
         [b'data: {"error": {"message": "boom"}}\n\n'],
         [b"data: not json\n\n"],
+        [  # a choice index that is not an integer ("0" beside 0 cannot even be sorted)
+            b'data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n',
+            b'data: {"id": "x", "choices": [{"index": "0", "delta": {"content": "b"},'
+            b' "finish_reason": "stop"}]}\n\n',
+        ],
         [b"data: [DONE]\n\n"],
         [],
     ],
@@ -347,3 +354,62 @@ def test_replay_of_line_breaks_in_content_is_valid_sse(include_usage: bool) -> N
     if not include_usage:
         del original["usage"]
     assert json.loads(asm.result() or b"null") == original
+
+
+class _Generic(StreamAssembler):
+    typed = False
+
+
+_TEXT = st.text(max_size=6)
+_ODD = st.one_of(st.none(), st.integers(-2, 2), st.booleans(), _TEXT, st.just([]), st.just({}))
+
+
+@st.composite
+def _chunk(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly the plain text chunk, in the variants a provider may send, and now and then
+    something the typed path must hand over to the generic one."""
+    choice: dict[str, Any] = {"index": draw(st.sampled_from([0, 0, 0, 1, True, "0"]))}
+    choice["delta"] = draw(
+        st.one_of(
+            st.fixed_dictionaries({"content": _TEXT}),
+            st.fixed_dictionaries({"content": _ODD}),
+            st.fixed_dictionaries({"content": _TEXT, "refusal": _ODD}),
+            st.fixed_dictionaries({"role": st.just("assistant"), "content": _TEXT}),
+            _ODD,
+        )
+    )
+    for key in ("logprobs", "finish_reason"):
+        if draw(st.booleans()):
+            choice[key] = draw(st.one_of(st.none(), st.none(), st.just("stop"), _ODD))
+    out: dict[str, Any] = {**BASE, "object": "chat.completion.chunk", "choices": [choice]}
+    extra = draw(st.sampled_from(["", "", "fp", "usage", "obfuscation", "error", "nochoices"]))
+    if extra == "fp":
+        out["system_fingerprint"] = draw(st.one_of(st.none(), _TEXT, st.integers()))
+    elif extra == "usage":
+        out["usage"] = draw(st.one_of(st.none(), st.just(USAGE)))
+    elif extra == "obfuscation":
+        out["obfuscation"] = "xyz"
+    elif extra == "error":
+        out["error"] = {"message": "boom"}
+    elif extra == "nochoices":
+        out["choices"] = draw(st.one_of(st.none(), st.just([])))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(_chunk(), min_size=1, max_size=8), split=st.booleans())
+def test_typed_text_chunks_assemble_as_the_generic_path_does(
+    chunks: list[dict[str, Any]], split: bool
+) -> None:
+    """The typed path for plain text chunks changes nothing: any stream, the same result
+    (or the same refusal to assemble) as the generic path alone."""
+    first = {**BASE, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}  # fmt: skip
+    frames = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in [first, *chunks]]
+    frames.append(b"data: [DONE]\n\n")
+    typed, generic = StreamAssembler(), _Generic()
+    for frame in frames if split else [b"".join(frames)]:
+        typed.feed(frame)
+        generic.feed(frame)
+    assert typed.ok == generic.ok
+    assert typed.result() == generic.result()
