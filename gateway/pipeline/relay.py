@@ -28,6 +28,7 @@ until the winner's frames (or the error event) follow.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -41,6 +42,8 @@ from gateway.providers.base import Deployment, StreamTranslator
 from gateway.providers.transport import UpstreamResponse
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
+
+log = logging.getLogger("gateway.pipeline")
 
 _encode = msgspec.json.Encoder().encode
 MAX_PREAMBLE_FRAMES = 64  # commit anyway after this many frames without content
@@ -289,8 +292,21 @@ class StreamRelay:
         if resp is not None:
             await resp.aclose()
             hooks, self._hooks = self._hooks, []
-            for hook in hooks:
-                hook(self)
+            run_hooks(hooks, self)
+
+
+def run_hooks(hooks: list[Callable[[Any], Any]], relay: Any) -> None:
+    """Each close hook once, in order; one that raises is logged and the next still
+    runs (the settle after a cache store that failed on a strange stream, say)."""
+    for hook in hooks:
+        try:
+            hook(relay)
+        except Exception as exc:
+            log.error(
+                "stream close hook failed",
+                exc_info=exc,
+                extra={"fields": {"hook": getattr(hook, "__qualname__", "?")}},
+            )
 
 
 async def start_stream(
@@ -449,5 +465,4 @@ class PendingStream:
             await self.inner.aclose()
             return
         hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            hook(self)
+        run_hooks(hooks, self)
