@@ -78,19 +78,25 @@ def build_gateway(settings: Settings, router: Router | None = None) -> Gateway:
 
 
 def build_pipeline(gw: Gateway) -> Pipeline:
+    plugins: list[tuple[str, Stage]] = list(load_all(gw.settings.config.plugins))
+    routes = route.Route(gw.router, gw.registry.groups, gw.tenants.sessions)
+    limit = ratelimit.Limit(gw.limiter, keys=gw.tenants.closed)
+    # The cache stage may route early and send the reservation with its lookup (one
+    # round trip) when nothing could watch the stages between it and limit run.
+    between = {"after_cache", "before_route", "after_route", "before_limit"}
+    early = None if any(at in between for at, _ in plugins) else (routes, limit)
     core: list[Stage] = [
         parse.Parse(gw.settings),
         auth.Auth(gw.auth, gw.registry),
         conversation.Recall(gw.conversations),  # /v1/responses only
-        cache.CacheStage(gw.cache),
-        route.Route(gw.router, gw.registry.groups, gw.tenants.sessions),
-        ratelimit.Limit(gw.limiter, keys=gw.tenants.closed),
+        cache.CacheStage(gw.cache, early),
+        routes,
+        limit,
         attempts.Attempts(gw),
         settle.Settle(gw.tenants),
         conversation.Remember(gw.conversations),  # /v1/responses only
         settle.Respond(),
     ]
-    plugins: list[tuple[str, Stage]] = list(load_all(gw.settings.config.plugins))
     return Pipeline(insert(core, plugins), tracer=gw.tracer)
 
 

@@ -62,7 +62,7 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from _speedups.cachekey import cache_key
@@ -74,7 +74,9 @@ from gateway.telemetry import metrics
 if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
     from gateway.pipeline.endpoint import Endpoint
+    from gateway.pipeline.ratelimit import Limit
     from gateway.pipeline.relay import StreamRelay
+    from gateway.pipeline.route import Route
     from gateway.settings import Settings
     from gateway.store.base import StateBackend
     from gateway.wire.chat import Usage
@@ -302,8 +304,13 @@ class ResponseCache:
 
     # -- stage 3 ----------------------------------------------------------------------
 
-    async def lookup(self, ctx: RequestContext) -> Lookup:
-        """Decide HIT / MISS / BYPASS; a MISS may make this request the fill's leader."""
+    async def lookup(
+        self, ctx: RequestContext, then: Callable[[Lookup, str], None] | None = None
+    ) -> Lookup:
+        """Decide HIT / MISS / BYPASS; a MISS may make this request the fill's leader.
+        ``then(lookup, token)``: called when the Redis lookup is queued on the
+        auto-pipeline, before it goes out (``token``: the lock token it sends, "" when it
+        takes no lock), so a call queued then shares its write and runs right after it."""
         endpoint, group, principal = ctx.endpoint, ctx.group, ctx.principal
         assert endpoint is not None and group is not None and ctx.scope is not None
         kind = endpoint.cache_kind
@@ -334,7 +341,7 @@ class ResponseCache:
         )
         try:
             if not no_cache:
-                await self._read(lk)
+                await self._read(lk, then)
         finally:
             lk._lookup_s = time.perf_counter() - t0
         self._count.request(group.label, "error" if lk.status == BYPASS else lk.status.lower())
@@ -342,7 +349,7 @@ class ResponseCache:
             self._count.saved(group.label, lk.entry)
         return lk
 
-    async def _read(self, lk: Lookup) -> None:
+    async def _read(self, lk: Lookup, then: Callable[[Lookup, str], None] | None) -> None:
         flight = self._flights.get(lk.key)
         if flight is not None:  # an identical request is on its way upstream: wait for it
             entry = await self._follow(flight)
@@ -355,7 +362,13 @@ class ResponseCache:
         lk.token = os.urandom(12).hex()
         lock_ms = self.lock_ms if lk.storing else 0
         try:
-            raw, held = await self.store.lookup(lk.key, lk.lock, lk.token, lock_ms)
+            if then is None:
+                raw, held = await self.store.lookup(lk.key, lk.lock, lk.token, lock_ms)
+            else:
+                token = lk.token if lock_ms else ""
+                raw, held = await self.store.lookup(
+                    lk.key, lk.lock, lk.token, lock_ms, lambda: then(lk, token)
+                )
             if raw is None and not held and lock_ms:
                 raw, held = await self._await_fill(lk, lock_ms)
                 if raw is not None:
@@ -467,23 +480,60 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 
 class CacheStage:
-    """Stage ``cache``: a HIT answers here; MISS and BYPASS go on (``respond`` says which)."""
+    """Stage ``cache``: a HIT answers here; MISS and BYPASS go on (``respond`` says which).
+
+    With ``early`` (the route and limit stages, when nothing runs between this stage and
+    theirs: no plugin, see ``app.build_pipeline``), a request whose lookup goes to Redis
+    is routed first and its reservation is queued right behind the lookup, in the same
+    write: one round trip for both, and Redis reserves only if the lookup sends the
+    request upstream (``Limiter.reserve_on_miss``). A hit takes nothing, exactly as
+    when the reservation came after it; stage ``limit`` collects the answer.
+    """
 
     name = "cache"
 
-    def __init__(self, cache: ResponseCache) -> None:
+    def __init__(self, cache: ResponseCache, early: tuple[Route, Limit] | None = None) -> None:
         self.lookup = cache.lookup
         self.enabled = cache.enabled
+        self.early = early
 
     def applies(self, endpoint: Endpoint) -> bool:
         """No alias caches: nothing to look up (stage ``respond`` says BYPASS)."""
         return self.enabled and endpoint.cache_kind is not None
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
-        if ctx.endpoint is None or ctx.endpoint.cache_kind is None:
+        endpoint = ctx.endpoint
+        if endpoint is None or endpoint.cache_kind is None:
             return None
-        if not ctx.endpoint.cacheable(ctx):
+        if not endpoint.cacheable(ctx):
             ctx.cache = _BYPASS
             return None
-        found = ctx.cache = await self.lookup(ctx)
-        return found.reply(ctx) if found.entry is not None else None
+        early = self.early
+        if early is None or not early[1].applies(endpoint) or not early[0].early(ctx):
+            found = ctx.cache = await self.lookup(ctx)
+            return found.reply(ctx) if found.entry is not None else None
+        limiter = early[1].limiter
+
+        def then(lk: Lookup, token: str) -> None:
+            try:
+                ctx.reserving = limiter.reserve_on_miss(ctx, (lk.key, lk.lock, token))
+            except Exception:  # stage limit meets it again, where it belongs
+                ctx.reserving = None
+
+        try:
+            found = ctx.cache = await self.lookup(ctx, then)
+        except BaseException:
+            _drop_reservation(ctx)
+            raise
+        if found.entry is None:
+            return None
+        _drop_reservation(ctx)
+        return found.reply(ctx)
+
+
+def _drop_reservation(ctx: RequestContext) -> None:
+    """A reservation sent with the lookup that stage ``limit`` will not collect."""
+    pending = ctx.reserving
+    if pending is not None:
+        ctx.reserving = None
+        pending.undo()

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.conversation import Conversation
     from gateway.pipeline.endpoint import Endpoint
     from gateway.pipeline.lease import Lease
+    from gateway.pipeline.ratelimit import OnMiss
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup
     from gateway.telemetry.tracing import RequestTrace
@@ -71,7 +72,9 @@ class RequestContext:
         "receive",
         "request",
         "request_id",
+        "reserving",
         "route",
+        "routed",
         "scope",
         "served",
         "session",
@@ -107,6 +110,8 @@ class RequestContext:
         self.dep: Deployment | None = None  # the deployment tried last (or serving)
         self.provider: str | None = None  # its provider, for logs and headers
         self.lease: Lease | None = None
+        self.reserving: OnMiss | None = None  # sent with the cache lookup, for stage limit
+        self.routed = False  # stage route ran (perhaps early, from stage cache)
         self.served: Any = None  # attempts.Served once a deployment answered
         self.attempts = 0  # upstream attempts made
         self.usage: Usage | None = None

@@ -35,6 +35,11 @@ same estimate), once per request; refused, the loop skips it, and with nothing
 left the request ends with that 429. These settle with the lease: real usage for
 the deployment that served, a refund of the tokens for the others.
 
+With the response cache on Redis the reservation usually travels with the cache
+lookup, in its round trip (``reserve_on_miss``; docs/architecture.md): Redis runs
+it right after the lookup and reserves only if the lookup sent the request
+upstream, so a hit still takes nothing.
+
 Teams and budgets
 -----------------
 A virtual key in a team meets a fourth scope, ``team`` (the team's RPM/TPM,
@@ -74,12 +79,13 @@ gateway returns to Redis by itself (``gateway_state_mode_changes_total``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gateway.config import Config, Limits
-from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
+from gateway.errors import BudgetExceeded, GatewayError, RateLimited, ServiceUnavailable
 from gateway.pipeline import placement
 from gateway.pipeline.lease import Lease
 from gateway.store.base import Bucket, Budget, Reservation, StateBackend, StateUnavailable
@@ -152,6 +158,21 @@ class _Plan(NamedTuple):
 class _Spend(NamedTuple):
     counters: list[tuple[Budget, BudgetLimit, int | None]]  # counter, budget, reset
     hold: int  # nano-USD held on each: the request's maximum cost
+
+
+class OnMiss(NamedTuple):
+    """A reservation sent with the cache lookup (``Limiter.reserve_on_miss``)."""
+
+    sent: Any  # the backend's handle (``gateway.store.redis.OnMiss``)
+    plan: _Plan
+    tokens: tuple[int, int] | None  # the estimate (None: no TPM bucket, none made)
+    amounts: list[int]
+    t0: float
+    limiter: Limiter
+
+    def undo(self) -> None:
+        """Nobody will collect it (a hit, or the request ended): give back what it took."""
+        self.limiter.undo_on_miss(self)
 
 
 class Limiter:
@@ -306,44 +327,76 @@ class Limiter:
     ) -> Lease:
         """One atomic reservation of ``plan`` and of the budget holds (or 429/503): the
         Lease that settles it."""
-        prompt, completion = tokens
-        estimate = prompt + completion
         if plan is None:
             plan = _Plan((), False)
-        for lim in plan.limits:
-            if lim.kind == "t" and prompt > lim.bucket.capacity:
-                self._refuse_too_large(lim, prompt, time.perf_counter() - t0)
-        amounts = [1 if x.kind == "r" else min(estimate, x.bucket.capacity) for x in plan.limits]
+        amounts = self._amounts(plan, tokens, t0)
         holds = [(c[0], spend.hold) for c in spend.counters] if spend is not None else []
-        backend: StateBackend = self.store
         try:
             buckets = [x.bucket for x in plan.limits]
             if holds:
                 res = await self.store.reserve(buckets, amounts, spend=holds)
             else:
                 res = await self.store.reserve(buckets, amounts)
+        except StateUnavailable as exc:
+            return self._locally(exc, plan, tokens, t0, spend)
+        return self._lease(plan, tokens, amounts, res, t0, spend)
+
+    def _amounts(self, plan: _Plan, tokens: tuple[int, int], t0: float) -> list[int]:
+        """What to take from each bucket (1 request; the estimate, capped at a TPM burst),
+        or 429 for a prompt that can never fit."""
+        prompt, completion = tokens
+        estimate = prompt + completion
+        for lim in plan.limits:
+            if lim.kind == "t" and prompt > lim.bucket.capacity:
+                self._refuse_too_large(lim, prompt, time.perf_counter() - t0)
+        return [1 if x.kind == "r" else min(estimate, x.bucket.capacity) for x in plan.limits]
+
+    def _locally(
+        self,
+        exc: StateUnavailable,
+        plan: _Plan,
+        tokens: tuple[int, int],
+        t0: float,
+        spend: _Spend | None,
+    ) -> Lease:
+        """Redis failed this request: 503 (budgets, or policy closed), else decide it on
+        the in-process limiter."""
+        metrics.gateway_state_fallbacks_total.labels(exc.reason).inc()
+        if spend is not None and spend.counters:  # counted in one place only: fail closed
+            raise ServiceUnavailable(
+                "Spend budgets cannot be checked right now; try again shortly.",
+                code="budget_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        if self.policy == "closed":
+            raise ServiceUnavailable(
+                "Rate limits cannot be checked right now; try again shortly.",
+                code="rate_limiter_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        estimate = tokens[0] + tokens[1]
+        amounts = [1 if x.kind == "r" else min(estimate, x.local.capacity) for x in plan.limits]
+        res = self.local.reserve_now([x.local for x in plan.limits], amounts)
+        return self._lease(plan, tokens, amounts, res, t0, None, self.local)
+
+    def _lease(
+        self,
+        plan: _Plan,
+        tokens: tuple[int, int],
+        amounts: list[int],
+        res: Reservation,
+        t0: float,
+        spend: _Spend | None,
+        backend: StateBackend | None = None,
+    ) -> Lease:
+        """The reservation's answer: its headers, a 429 for a refusal, else the Lease."""
+        if backend is None:
+            backend = self.store
             if res.allowed and self._shadow:
                 self.local.take_available(
                     [x.local for x in plan.limits],
                     [min(a, x.local.capacity) for a, x in zip(amounts, plan.limits, strict=True)],
                 )
-        except StateUnavailable as exc:
-            metrics.gateway_state_fallbacks_total.labels(exc.reason).inc()
-            if holds:  # spend is counted in one place only: budgets fail closed
-                raise ServiceUnavailable(
-                    "Spend budgets cannot be checked right now; try again shortly.",
-                    code="budget_unavailable",
-                    headers={"retry-after": "1"},
-                ) from None
-            if self.policy == "closed":
-                raise ServiceUnavailable(
-                    "Rate limits cannot be checked right now; try again shortly.",
-                    code="rate_limiter_unavailable",
-                    headers={"retry-after": "1"},
-                ) from None
-            backend = self.local
-            amounts = [1 if x.kind == "r" else min(estimate, x.local.capacity) for x in plan.limits]
-            res = self.local.reserve_now([x.local for x in plan.limits], amounts)
         elapsed = time.perf_counter() - t0
         metrics.gateway_ratelimit_seconds.observe(elapsed)
         headers = _headers(plan, res)
@@ -357,10 +410,62 @@ class Limiter:
             if lim.kind == "t":
                 buckets.append(lim.local if backend is self.local else lim.bucket)
                 reserved.append(amount)
-        lease = Lease(self, backend, buckets, reserved, prompt, headers)
+        lease = Lease(self, backend, buckets, reserved, tokens[0], headers)
         if spend is not None:
-            lease.holds, lease.hold = [c for c, _ in holds], spend.hold
+            lease.holds, lease.hold = [c[0] for c in spend.counters], spend.hold
         return lease
+
+    # -- the reservation sent with the cache lookup ------------------------------------
+
+    def reserve_on_miss(self, ctx: RequestContext, cache: tuple[str, str, str]) -> OnMiss | None:
+        """Stage ``limit``'s reservation, queued now behind the cache lookup the cache
+        stage just queued on the same Redis connection: one round trip carries both,
+        and Redis makes the reservation only if the lookup sends the request upstream
+        (``RedisBackend.reserve_on_miss``). ``cache``: the lookup's entry key, lock key and
+        lock token. None: nothing sent (no limit applies, the prompt can never fit, no
+        auto-pipeline): stage ``limit`` reserves as usual, and says why."""
+        principal, group, dep, endpoint = ctx.principal, ctx.group, ctx.dep, ctx.endpoint
+        send = getattr(self.store, "reserve_on_miss", None)
+        if send is None or principal is None or group is None or dep is None:
+            return None
+        if principal.budgets or endpoint is None:
+            return None
+        plan = self._plan(principal, group, dep)
+        if plan is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            tokens = (0, 0)
+            if plan.tokens:
+                tokens = endpoint.estimate(ctx, dep, self.default_max_tokens)
+            amounts = self._amounts(plan, tokens, t0)
+        except GatewayError:
+            return None
+        sent = send(cache, [x.bucket for x in plan.limits], amounts)
+        if sent is None:
+            return None
+        return OnMiss(sent, plan, tokens if plan.tokens else None, amounts, t0, self)
+
+    async def reservation_on_miss(self, ctx: RequestContext, pending: OnMiss) -> Lease | None:
+        """The Lease of a reservation sent with the cache lookup (or 429/503, as
+        ``reserve``); None when Redis skipped it: stage ``limit`` then reserves as usual."""
+        tokens = pending.tokens or (0, 0)
+        try:
+            res = await self.store.reservation_on_miss(pending.sent)  # type: ignore[attr-defined]
+        except StateUnavailable as exc:
+            lease = self._locally(exc, pending.plan, tokens, pending.t0, None)
+        else:
+            if res is None:
+                return None
+            lease = self._lease(pending.plan, tokens, pending.amounts, res, pending.t0, None)
+        lease.dep, lease.tokens = ctx.dep, pending.tokens
+        return lease
+
+    def undo_on_miss(self, pending: OnMiss) -> None:
+        """A reservation sent with the lookup that nobody will await (the request was
+        answered from the cache, or ended): whatever Redis took, it gives back."""
+        buckets = [x.bucket for x in pending.plan.limits]
+        self.store.undo(pending.sent, buckets, pending.amounts)  # type: ignore[attr-defined]
 
     def _refuse_budget(self, spend: _Spend, res: Reservation, headers: dict[str, str]) -> None:
         """429 insufficient_quota naming the budget with the least room."""
@@ -465,6 +570,7 @@ class Limit:
 
     def __init__(self, limiter: Limiter, keys: bool) -> None:
         """``keys``: keys exist whose own limits or budgets the limiter must check."""
+        self.limiter = limiter
         self.reserve = limiter.reserve
         self.active = keys or limiter.configured
 
@@ -473,5 +579,16 @@ class Limit:
         return self.active and endpoint.limited
 
     async def __call__(self, ctx: RequestContext) -> Reply | None:
+        pending = ctx.reserving  # sent with the cache lookup (``CacheStage``)
+        if pending is not None:
+            ctx.reserving = None
+            try:
+                lease = await self.limiter.reservation_on_miss(ctx, pending)
+            except asyncio.CancelledError:
+                pending.undo()  # its answer (shielded: still coming) is given back
+                raise
+            if lease is not None:
+                ctx.lease = lease
+                return None
         ctx.lease = await self.reserve(ctx)
         return None

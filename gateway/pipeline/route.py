@@ -57,7 +57,22 @@ class Route:
         self.groups = groups or {}
         self.sessions = sessions
 
+    def early(self, ctx: RequestContext) -> bool:
+        """Route ``ctx`` now, for stage ``cache`` (which then sends the reservation with its
+        lookup), if that takes no I/O and cannot refuse: no sticky session to read, no
+        region or budget constraint. False: not routed; the stage runs in its place as usual."""
+        if placement.constrained(ctx.principal):
+            return False
+        sessions = self.sessions
+        if sessions is not None and sessions.wanted(ctx) is not None:
+            return False
+        self(ctx)
+        return True
+
     def __call__(self, ctx: RequestContext) -> Reply | Awaitable[None] | None:
+        if ctx.routed:  # early, by stage cache
+            return None
+        ctx.routed = True
         group, endpoint = ctx.group, ctx.endpoint
         assert group is not None and endpoint is not None
         if group.strategy == "lowest-cost" and len(group.deployments) > 1:
@@ -83,6 +98,9 @@ class Route:
         ctx.plan = plan
         dep = ctx.dep = plan[0]
         ctx.provider = dep.provider
-        if self.sessions is not None and len(plan) > 1:
-            return self.sessions.place(ctx, self.router)  # a stored session: one read
+        sessions = self.sessions
+        if sessions is not None and len(plan) > 1:
+            sid = sessions.wanted(ctx)
+            if sid is not None:
+                return sessions.place(ctx, self.router, sid)  # a stored session: one read
         return None

@@ -3,6 +3,8 @@
     parse     body -> dict (forwarded) + the endpoint's Struct (checked)      400/413
     auth      caller key -> Principal; model -> group                          401/403/404
     cache     exact match per tenant: a HIT answers here                      (x-gateway-cache)
+              (on Redis it may route early and send the limit's reservation with
+              its lookup, made only on a miss: ``CacheStage``)
     route     group -> the deployments in the order to try them
     limit     reserve RPM + TPM on every scope in one atomic call              429/503
     attempts  adapter builds, relay sends; retries, fallbacks, hedges          502/504/4xx
@@ -188,6 +190,10 @@ def _release(ctx: RequestContext, err: GatewayError | None) -> None:
     lease = ctx.lease
     if lease is not None:
         lease.fail(err)
+    pending = ctx.reserving  # sent with the cache lookup, never collected
+    if pending is not None:
+        ctx.reserving = None
+        pending.undo()
     cache = ctx.cache
     if cache is not None:
         cache.abandon()

@@ -46,7 +46,12 @@ class CacheStore(Protocol):
     kind: str
 
     async def lookup(
-        self, key: str, lock: str, token: str, lock_ms: int
+        self,
+        key: str,
+        lock: str,
+        token: str,
+        lock_ms: int,
+        queued: Callable[[], None] | None = None,
     ) -> tuple[bytes | None, bool]: ...
 
     async def store(self, key: str, value: bytes, ttl_ms: int, lock: str, token: str) -> None: ...
@@ -113,7 +118,12 @@ class MemoryCacheStore:
         return item[0] > self._clock()  # an expired entry was not there
 
     async def lookup(
-        self, key: str, lock: str, token: str, lock_ms: int
+        self,
+        key: str,
+        lock: str,
+        token: str,
+        lock_ms: int,
+        queued: Callable[[], None] | None = None,  # no pipe here: never called
     ) -> tuple[bytes | None, bool]:
         value = self.get(key)
         return value, value is None and lock_ms > 0
@@ -182,14 +192,23 @@ class RedisCacheStore(BoundedRedis):
         self._unlock = handles["cache_unlock"]
         self._pipe = pipe
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _call(
+        self,
+        script: Any,
+        keys: list[str],
+        args: list[Any],
+        queued: Callable[[], None] | None = None,
+    ) -> Any:
         pipe = self._pipe
         if pipe is None:
             return await self._bounded(lambda: script(keys=keys, args=args))
 
         async def piped() -> Any:
+            reply = pipe.evalsha(script.sha, keys, args, self.timeout_s)
+            if queued is not None:
+                queued()
             try:  # the pipe times the call out: one timer per batch, not one per call
-                return await pipe.evalsha(script.sha, keys, args, self.timeout_s)
+                return await reply
             except NoScriptError:  # after SCRIPT FLUSH or a restart: EVAL caches it again
                 async with asyncio.timeout(self.timeout_s):
                     return await self.client.eval(script.script, len(keys), *keys, *args)
@@ -197,9 +216,17 @@ class RedisCacheStore(BoundedRedis):
         return await self._bounded(piped, timed=True)
 
     async def lookup(
-        self, key: str, lock: str, token: str, lock_ms: int
+        self,
+        key: str,
+        lock: str,
+        token: str,
+        lock_ms: int,
+        queued: Callable[[], None] | None = None,
     ) -> tuple[bytes | None, bool]:
-        entry, held = await self._call(self._lookup, [key, lock], [token, lock_ms])
+        """``queued``: called once the lookup is queued on the auto-pipeline and before
+        it goes out, to queue a call behind it in the same write (the rate limiter's
+        reservation: ``Limiter.reserve_on_miss``); never called without the pipe."""
+        entry, held = await self._call(self._lookup, [key, lock], [token, lock_ms], queued)
         return entry, held == 1
 
     async def store(self, key: str, value: bytes, ttl_ms: int, lock: str, token: str) -> None:

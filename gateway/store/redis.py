@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -137,7 +137,8 @@ class RedisBackend:
             self.client = Redis(connection_pool=pool)
             self.pipe = AutoPipeline(self.client)
         self._scripts = scripts.register(
-            self.client, scripts.RATELIMIT_SCRIPTS + scripts.TENANT_SCRIPTS
+            self.client,
+            scripts.RATELIMIT_SCRIPTS + scripts.TENANT_SCRIPTS + scripts.ON_MISS_SCRIPTS,
         )
         try:  # a cluster client learns its nodes here; load the scripts while at it
             async with asyncio.timeout(max(2.0, self._connect_timeout)):
@@ -187,22 +188,65 @@ class RedisBackend:
         spend: Sequence[tuple[Budget, int]] = (),
         now_us: int | None = None,
     ) -> Reservation:
-        args: list[int | str] = ["" if now_us is None else now_us]
-        for b, n in zip(buckets, amounts, strict=True):
-            args += (b.capacity, b.period_us, n)
-        keys = [b.key for b in buckets]
-        if spend:  # budget counters after the buckets, then their count
-            for budget, n in spend:
-                keys.append(budget.key)
-                args += (budget.limit, n, budget.expire_at)
-            args.append(len(spend))
-        reply = _ints(await self.run("ratelimit_reserve", keys, args))
-        end = 1 + 6 * len(buckets)
-        takes = [
-            Take(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3]) for i in range(1, end, 6)
-        ]
-        held = [SpendTake(reply[i] == 1, reply[i + 1]) for i in range(end, len(reply), 2)]
-        return Reservation(reply[0] == 1, takes, held)
+        keys, args = _reserve_args(buckets, amounts, spend, now_us)
+        return _reservation(await self.run("ratelimit_reserve", keys, args), len(buckets))
+
+    def reserve_on_miss(
+        self,
+        cache: tuple[str, str, str],
+        buckets: Sequence[Bucket],
+        amounts: Sequence[int],
+    ) -> OnMiss | None:
+        """``reserve``, queued now on the auto-pipeline behind the response cache's lookup
+        that was just queued there, to go out in the same write; Redis makes it only if
+        that lookup sends the request upstream (``ratelimit_reserve_on_miss.lua``); no
+        budget holds (their requests reserve as usual).
+        ``cache``: the lookup's entry key, lock key and lock token ("": it took no lock).
+        None: nothing sent (no auto-pipeline, as on a cluster, or Redis marked down): the
+        caller reserves as usual. ``reservation_on_miss`` awaits the answer; ``undo``
+        gives back what a handle that will not be awaited took."""
+        pipe = self.pipe
+        if pipe is None or not self._healthy:
+            return None
+        keys, args = _reserve_args(buckets, amounts, (), None)
+        keys += cache[:2]
+        args.append(cache[2])
+        script = self._scripts["ratelimit_reserve_on_miss"]
+        return OnMiss(pipe.evalsha(script.sha, keys, args, self.timeout), keys, args, len(buckets))
+
+    async def reservation_on_miss(self, sent: OnMiss) -> Reservation | None:
+        """The answer to ``reserve_on_miss``: None when Redis skipped it (the entry was
+        there, or another request holds the fill lock); an outage raises
+        ``StateUnavailable`` as ``reserve`` does."""
+        script = self._scripts["ratelimit_reserve_on_miss"]
+
+        async def sent_already(client: Redis | RedisCluster) -> Any:
+            try:  # shielded: a cancelled request's reservation still gets its answer (undo)
+                return await asyncio.shield(sent.reply)
+            except NoScriptError:  # see run(): EVAL runs it (still behind the lookup)
+                async with asyncio.timeout(self.timeout):
+                    return await client.eval(script.script, len(sent.keys), *sent.keys, *sent.args)
+
+        reply = await self.call(sent_already, "ratelimit_reserve_on_miss", bounded=True, sent=True)
+        if reply == b"skip" or reply == "skip":
+            return None
+        return _reservation(reply, sent.buckets)
+
+    def undo(self, sent: OnMiss, buckets: Sequence[Bucket], amounts: Sequence[int]) -> None:
+        """Nobody will await ``sent`` (its request was answered from the cache, or ended):
+        when its answer comes, give back whatever it took, requests included."""
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return  # not run (NOSCRIPT), or its fate unknown: a lost refund never over-admits
+            reply = fut.result()
+            if reply in (b"skip", "skip") or not _reservation(reply, sent.buckets).allowed:
+                return
+            taken = [(b, n) for b, n in zip(buckets, amounts, strict=True) if n > 0]
+            if taken:
+                self.settle_later([b for b, _ in taken], [n for _, n in taken], [0] * len(taken))
+
+        sent.reply.add_done_callback(done)
 
     async def settle(
         self,
@@ -320,11 +364,13 @@ class RedisBackend:
         limit_s: float | None = None,
         *,
         bounded: bool = False,
+        sent: bool = False,
     ) -> Any:
         """``fn(client)`` within the timeout (default: the hot-path one; ``bounded``: ``fn``
         keeps to it itself); an outage raises ``StateUnavailable``, and so does an error
-        reply (logged, not an outage)."""
-        if not self._healthy:
+        reply (logged, not an outage). ``sent``: the call went out already; its answer
+        is awaited even if the backend was marked down since."""
+        if not self._healthy and not sent:
             raise StateUnavailable("down")
         client = self.client
         assert client is not None
@@ -428,6 +474,45 @@ class RedisBackend:
             return True
         except _OUTAGE:
             return False
+
+
+class OnMiss(NamedTuple):
+    """A reservation sent with a cache lookup (``RedisBackend.reserve_on_miss``)."""
+
+    reply: asyncio.Future[Any]
+    keys: list[str]
+    args: list[Any]
+    buckets: int  # how many buckets it names (the rest of its keys: budgets, cache)
+
+
+def _reserve_args(
+    buckets: Sequence[Bucket],
+    amounts: Sequence[int],
+    spend: Sequence[tuple[Budget, int]],
+    now_us: int | None,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``ratelimit_reserve.lua``."""
+    args: list[Any] = ["" if now_us is None else now_us]
+    for b, n in zip(buckets, amounts, strict=True):
+        args += (b.capacity, b.period_us, n)
+    keys = [b.key for b in buckets]
+    if spend:  # budget counters after the buckets, then their count
+        for budget, n in spend:
+            keys.append(budget.key)
+            args += (budget.limit, n, budget.expire_at)
+        args.append(len(spend))
+    return keys, args
+
+
+def _reservation(raw: bytes | str, n: int) -> Reservation:
+    """``ratelimit_reserve.lua``'s reply for ``n`` buckets."""
+    reply = _ints(raw)
+    end = 1 + 6 * n
+    takes = [
+        Take(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3]) for i in range(1, end, 6)
+    ]
+    held = [SpendTake(reply[i] == 1, reply[i + 1]) for i in range(end, len(reply), 2)]
+    return Reservation(reply[0] == 1, takes, held)
 
 
 def _ints(reply: bytes | str) -> list[int]:

@@ -4,7 +4,9 @@ Each file opens with a comment naming its KEYS, ARGV and reply. A line
 ``-- #include <file>.lua`` is replaced by that file's text when the script is
 read: ``ratelimit_reserve.lua`` and ``ratelimit_settle.lua`` both include
 ``ratelimit_gcra.lua``, a prelude (not a script of its own) holding their shared
-GCRA math, so Redis still receives one self-contained script per call. They are read
+GCRA math, and ``ratelimit_reserve_on_miss.lua`` is a guard in front of the whole of
+``ratelimit_reserve.lua`` (includes nest), so Redis still receives one self-contained
+script per call. They are read
 with ``importlib.resources`` (package data, so they ship in the wheel) and
 registered once per client at start-up as redis-py ``AsyncScript`` handles
 (the SHA computed once). A call is ``EVALSHA``; on ``NOSCRIPT`` (after
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_SCRIPTS",
+    "ON_MISS_SCRIPTS",
     "RATELIMIT_SCRIPTS",
     "TENANT_SCRIPTS",
     "preload",
@@ -37,6 +40,8 @@ __all__ = [
 ]
 
 RATELIMIT_SCRIPTS = ("ratelimit_reserve", "ratelimit_settle")
+# The reservation sent with the cache lookup, in its round trip (standalone Redis only).
+ON_MISS_SCRIPTS = ("ratelimit_reserve_on_miss",)
 TENANT_SCRIPTS = ("tenant_put", "ledger_add")
 CACHE_SCRIPTS = ("cache_lookup", "cache_store", "cache_unlock")
 
@@ -51,8 +56,8 @@ def _read(filename: str) -> str:
 @cache
 def source(name: str) -> str:
     """The text of ``<name>.lua``, each ``-- #include <file>.lua`` line replaced by
-    that file's text (one level: an included prelude includes nothing)."""
-    return _INCLUDE.sub(lambda m: _read(m.group(1)), _read(f"{name}.lua"))
+    that file's own source (includes nest; a file never includes itself)."""
+    return _INCLUDE.sub(lambda m: source(m.group(1)[:-4]), _read(f"{name}.lua"))
 
 
 def register(client: Redis | RedisCluster, names: tuple[str, ...]) -> dict[str, AsyncScript]:

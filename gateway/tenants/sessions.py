@@ -70,13 +70,18 @@ class Sessions:
                 return value
         return None
 
-    async def place(self, ctx: RequestContext, router: Router) -> None:
-        """Stage ``route``: the session's deployment first, when it can serve now."""
+    def wanted(self, ctx: RequestContext) -> str | None:
+        """The session id of a request that ``place`` has work for (None: nothing to do,
+        no I/O: sessions off, or no id)."""
+        if not self.ttl or ctx.group is None or ctx.principal is None:
+            return None
+        return self.session_id(ctx)
+
+    async def place(self, ctx: RequestContext, router: Router, sid: str) -> None:
+        """Stage ``route`` (for a ``wanted`` id): the session's deployment first, when it
+        can serve now."""
         plan, group, principal = ctx.plan, ctx.group, ctx.principal
-        if not self.ttl or len(plan) < 2 or group is None or principal is None:
-            return
-        sid = self.session_id(ctx)
-        if sid is None:
+        if len(plan) < 2 or group is None or principal is None:
             return
         raw = f"{principal.tenant}\0{group.name}\0{sid}".encode("utf-8", "surrogatepass")
         key = "gw:sess:" + hashlib.sha256(raw).hexdigest()[:32]
