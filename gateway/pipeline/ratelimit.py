@@ -187,6 +187,8 @@ class Limiter:
         self.share = lim.local_share
         self.default_max_tokens = lim.default_max_tokens
         self._shadow = self.policy == "open" and store.shared
+        # Only a Redis backend can send a reservation with the cache lookup.
+        self._send_on_miss = getattr(store, "reserve_on_miss", None)
         self._models: dict[str, Limits] = {
             m.alias: m.limits for m in config.models if m.limits is not None
         }
@@ -425,7 +427,7 @@ class Limiter:
         lock token. None: nothing sent (no limit applies, the prompt can never fit, no
         auto-pipeline): stage ``limit`` reserves as usual, and says why."""
         principal, group, dep, endpoint = ctx.principal, ctx.group, ctx.dep, ctx.endpoint
-        send = getattr(self.store, "reserve_on_miss", None)
+        send = self._send_on_miss
         if send is None or principal is None or group is None or dep is None:
             return None
         if principal.budgets or endpoint is None:
