@@ -194,10 +194,14 @@ def declare_cache_series(aliases: list[str]) -> None:
 
 
 def memoize_all() -> None:
-    """Called once at import: every labelled metric defined above gets cached children."""
+    """Called once at import: every labelled metric defined above gets cached children,
+    and every metric's writes go through the batch."""
     for value in list(globals().values()):
-        if isinstance(value, Counter | Gauge | Histogram) and value._labelnames:
-            _memoize_labels(value)
+        if isinstance(value, Counter | Gauge | Histogram):
+            if value._labelnames:
+                _memoize_labels(value)
+            else:  # an unlabelled Counter or Histogram is its own child: batched too
+                batch_child(value._type, value)
 
 
 def record_speedups(impls: dict[str, str]) -> None:
