@@ -201,6 +201,58 @@ def test_a_silent_server_fails_the_calls_in_flight(redis_server: RedisServer) ->
     asyncio.run(main())
 
 
+def test_a_busy_connection_outlives_its_watchdog(redis_server: RedisServer) -> None:
+    """Replies that keep coming keep the connection: the watchdog drops only one that
+    answered nothing for a whole period, however long the pipe has been busy."""
+
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_server.url, read_timeout_s=0.05)
+        try:
+            await pipe.evalsha(sha["echo"], ["warm"], [0])
+            conn = pipe._conn
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 0.4  # eight watchdog periods
+            n = 0
+            while loop.time() < end:
+                replies = await asyncio.gather(
+                    *(pipe.evalsha(sha["incr"], ["n"], [1]) for _ in range(20))
+                )
+                n += len(replies)
+                await asyncio.sleep(0.005)
+            assert pipe._conn is conn  # never dropped
+            assert int(await client.get("n")) == n
+            await asyncio.sleep(0.15)  # idle: nothing waits, nothing is dropped
+            assert pipe._conn is conn
+            assert await pipe.evalsha(sha["echo"], ["k"], [1]) == [b"k", b"1"]
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_dropped_silent_connection_leaves_no_reader(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_server.url, read_timeout_s=0.1)
+        try:
+            await pipe.evalsha(sha["echo"], ["warm"], [0])
+            reader = pipe._reader
+            redis_server.pause()
+            try:
+                with pytest.raises(RedisConnectionError):
+                    await pipe.evalsha(sha["echo"], ["k"], [1])
+            finally:
+                redis_server.resume()
+            await asyncio.sleep(0)
+            assert reader is not None and reader.done()
+            assert await pipe.evalsha(sha["echo"], ["k"], [2]) == [b"k", b"2"]
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
 def test_a_restarted_server_is_reconnected(own_redis: RedisServer) -> None:
     async def main() -> None:
         client = Redis.from_url(own_redis.url)
