@@ -66,6 +66,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from gateway.deadline import deadline
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.pipeline import placement, relay, settle
 from gateway.pipeline.relay import PendingStream, StreamRelay
@@ -491,7 +492,7 @@ class Loop:
         if span is not None:
             span.inject(request)
         try:
-            async with asyncio.timeout(max(0.0, remaining)):
+            with deadline(remaining):
                 _resp, content = await relay.complete(dep, request)
                 result = exchange.response(dep, self.ctx, content)
         except TimeoutError:
@@ -511,7 +512,7 @@ class Loop:
         if span is not None:
             span.inject(request)
         try:
-            async with asyncio.timeout(max(0.0, limit)):
+            with deadline(limit):
                 r, ttft = await relay.start_stream(
                     dep,
                     request,

@@ -36,10 +36,11 @@ from typing import Any
 import httpx
 import msgspec
 
+from gateway.deadline import deadline
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.pipeline.shapes import OPENAI
 from gateway.providers.base import Deployment, StreamTranslator
-from gateway.providers.transport import UpstreamResponse
+from gateway.providers.transport import UpstreamResponse, set_header
 from gateway.telemetry import metrics
 from gateway.wire.chat import Usage
 
@@ -228,7 +229,7 @@ class StreamRelay:
         if self.idle is None:
             return await chunks.__anext__()
         try:
-            async with asyncio.timeout(self.idle):
+            with deadline(self.idle):
                 return await chunks.__anext__()
         except TimeoutError:
             raise idle_timeout(self.dep, self.idle) from None
@@ -324,7 +325,7 @@ async def start_stream(
     caller bounds the wait for the first content."""
     t0 = time.perf_counter()
     # Events as they come: a proxy compressing the stream may hold them back.
-    request.headers["accept-encoding"] = "identity"
+    set_header(request, "accept-encoding", "identity")
     resp = await send(dep, request)
     if resp.status_code >= 400:
         try:

@@ -25,6 +25,7 @@ from gateway.errors import GatewayError, UpstreamStatus
 from gateway.pipeline.retry_after import client_hints
 from gateway.providers.base import Deployment, MessagesNative, ModelLister, ResponsesNative
 from gateway.providers.openai import RETRY_HEADERS
+from gateway.providers.transport import cached_head, head, post
 from gateway.sse_write import json_event
 from gateway.translate import anthropic as tr
 from gateway.translate.common import encode, scrub, unsupported
@@ -128,13 +129,9 @@ class AnthropicAdapter:
         self, dep: Deployment, url_key: str, body: dict[str, Any], headers: Any = None
     ) -> httpx.Request:
         c = dep.cache
-        return httpx.Request(
-            "POST",
-            c[url_key],
-            headers=headers or c["headers"],
-            content=encode(body),
-            extensions=c["extensions"],
-        )
+        url = c[url_key]
+        h = head(url, headers) if headers else cached_head(c, url_key)
+        return post(url, h, encode(body), c["extensions"])
 
     # -- OpenAI chat ----------------------------------------------------------------------
 

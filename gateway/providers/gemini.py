@@ -22,6 +22,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline.retry_after import client_hints
 from gateway.providers.base import Deployment, MessagesNative, ModelLister, ResponsesNative
 from gateway.providers.openai import RETRY_HEADERS
+from gateway.providers.transport import cached_head, post
 from gateway.translate import gemini_embeddings, gemini_request, gemini_response
 from gateway.translate.common import encode, path_segment
 from gateway.wire.chat import Usage
@@ -60,13 +61,7 @@ class GeminiAdapter:
 
     def _post(self, dep: Deployment, url_key: str, body: dict[str, Any]) -> httpx.Request:
         c = dep.cache
-        return httpx.Request(
-            "POST",
-            c[url_key],
-            headers=c["headers"],
-            content=encode(body),
-            extensions=c["extensions"],
-        )
+        return post(c[url_key], cached_head(c, url_key), encode(body), c["extensions"])
 
     def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> httpx.Request:
         return self._post(

@@ -22,7 +22,7 @@ from gateway.errors import (
 )
 from gateway.pipeline.retry_after import client_hints
 from gateway.providers.base import Deployment, MessagesNative, ModelLister, ResponsesNative
-from gateway.providers.transport import post
+from gateway.providers.transport import cached_head, post
 from gateway.sse_write import DONE as DONE_FRAME
 from gateway.sse_write import json_event
 from gateway.translate.responses_passthrough import ResponsesPassthroughStream, passthrough_usage
@@ -139,10 +139,7 @@ class OpenAIAdapter:
     def _request(self, dep: Deployment, url_key: str, body: dict[str, Any]) -> httpx.Request:
         c = dep.cache
         url: httpx.URL = c[url_key]
-        headers = c.get("post_headers")
-        if headers is None:  # once per deployment: every URL of it has the same host
-            headers = c["post_headers"] = [(b"host", url.netloc), *c["headers"]]
-        return post(url, headers, _encode(body), c["extensions"])
+        return post(url, cached_head(c, url_key), _encode(body), c["extensions"])
 
     def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> httpx.Request:
         out = {**body, "model": dep.model}

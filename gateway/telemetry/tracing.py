@@ -55,6 +55,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway import __version__
 from gateway.pipeline.run import call
+from gateway.providers.transport import set_header
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -301,7 +302,7 @@ class AttemptSpan:
         set on that request alone: the deployment's precomputed headers stay as they are."""
         sc = self.span.get_span_context()
         flags = int(sc.trace_flags)
-        request.headers["traceparent"] = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{flags:02x}"
+        set_header(request, "traceparent", f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{flags:02x}")
 
     def end(self) -> None:
         span, err, usage = self.span, self.error, self.usage
