@@ -59,11 +59,14 @@ only; the tokens a hit would have cost go to ``llm_cache_tokens_saved_total``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
 
 from _speedups.cachekey import cache_key
 from gateway.pipeline.cache_entry import MAX_TTL_S, Entry, directives, tag, usage_ints
@@ -278,6 +281,7 @@ class ResponseCache:
         )
         self._flights: dict[str, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()  # stores queued by ``store_soon``
         self._count = _Counters()
         # Declare the series at start-up so dashboards see zeros, not "no data".
         for alias in self.ttl_s:
@@ -299,8 +303,8 @@ class ResponseCache:
 
     async def aclose(self) -> None:
         """Let pending stores finish (briefly) before the Redis client closes."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
+        if self._tasks or self._pending:
+            await asyncio.wait([*self._tasks, *self._pending], timeout=1.0)
 
     # -- stage 3 ----------------------------------------------------------------------
 
@@ -446,7 +450,26 @@ class ResponseCache:
             if lk.held:
                 self._spawn(self._unlock(lk))
             return
+        soon = getattr(self.store, "store_soon", None)  # Redis with the auto-pipeline
+        if soon is not None:
+            fut = soon(lk.key, entry.encode(), lk.ttl_ms, lk.lock, lk.token)
+            if fut is not None:
+                self._pending.add(fut)
+                fut.add_done_callback(functools.partial(self._stored, lk, entry))
+                return
         self._spawn(self._write(lk, entry))
+
+    def _stored(self, lk: Lookup, entry: Entry, fut: asyncio.Future[Any]) -> None:
+        """The reply to a store queued by ``store_soon``."""
+        self._pending.discard(fut)
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if isinstance(exc, NoScriptError):  # a restarted Redis: the slow way loads it
+            self._spawn(self._write(lk, entry))
+            return
+        if exc is not None:
+            self.store.failed()  # type: ignore[attr-defined]
+            metrics.llm_cache_errors_total.labels("store").inc()
+        self._release(lk, entry)
 
     async def _write(self, lk: Lookup, entry: Entry) -> None:
         try:

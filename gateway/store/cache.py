@@ -169,8 +169,12 @@ class BoundedRedis:
             async with asyncio.timeout(self.timeout_s):
                 return await call()
         except (RedisError, OSError, TimeoutError) as exc:
-            self._open_until = self._clock() + self.cooldown_s
+            self.failed()
             raise CacheUnavailable(type(exc).__name__) from None
+
+    def failed(self) -> None:
+        """A call failed: skip the cache for the cool-down."""
+        self._open_until = self._clock() + self.cooldown_s
 
 
 class RedisCacheStore(BoundedRedis):
@@ -231,6 +235,19 @@ class RedisCacheStore(BoundedRedis):
 
     async def store(self, key: str, value: bytes, ttl_ms: int, lock: str, token: str) -> None:
         await self._call(self._store, [key, lock], [value, ttl_ms, token])
+
+    def store_soon(
+        self, key: str, value: bytes, ttl_ms: int, lock: str, token: str
+    ) -> asyncio.Future[Any] | None:
+        """``store``, queued on the auto-pipeline now: no task and no coroutine for a
+        write nobody waits for. The future fails like the pipe's calls (``NoScriptError``:
+        the caller then stores the slow way, which loads the script again); a failure
+        must be reported with ``failed()``. None (nothing queued): no pipe, or cooling
+        down."""
+        pipe = self._pipe
+        if pipe is None or self._clock() < self._open_until:
+            return None
+        return pipe.evalsha(self._store.sha, [key, lock], [value, ttl_ms, token], self.timeout_s)
 
     async def unlock(self, lock: str, token: str) -> None:
         await self._call(self._unlock, [lock], [token])

@@ -136,9 +136,14 @@ class RedisBackend:
             pool = BlockingConnectionPool.from_url(self._url, timeout=self.timeout, **kwargs)
             self.client = Redis(connection_pool=pool)
             self.pipe = AutoPipeline(self.client)
+        # The cache's scripts too (its store registers its own handles to the same
+        # SHAs): a fresh Redis then costs the first lookup and store no NOSCRIPT.
         self._scripts = scripts.register(
             self.client,
-            scripts.RATELIMIT_SCRIPTS + scripts.TENANT_SCRIPTS + scripts.ON_MISS_SCRIPTS,
+            scripts.RATELIMIT_SCRIPTS
+            + scripts.TENANT_SCRIPTS
+            + scripts.ON_MISS_SCRIPTS
+            + scripts.CACHE_SCRIPTS,
         )
         try:  # a cluster client learns its nodes here; load the scripts while at it
             async with asyncio.timeout(max(2.0, self._connect_timeout)):

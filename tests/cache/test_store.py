@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from gateway.store.cache import CacheUnavailable, MemoryCacheStore, RedisCacheStore
 from tests.harness import closed_port
@@ -170,4 +171,44 @@ async def test_redis_paused_is_bounded_by_the_timeout(own_redis: RedisServer) ->
         store._open_until = 0.0  # end the cool-down now
         assert await store.lookup(KEY, LOCK, "t", 1000) == (None, True)
     finally:
+        await c.aclose()
+
+
+@pytest.mark.redis
+async def test_store_soon_rides_the_pipe_and_fails_like_it(own_redis: RedisServer) -> None:
+    """``store_soon``: the store queued on the auto-pipeline (no task); its future
+    answers when Redis does, fails on a silent Redis within the bound, and nothing is
+    queued without a pipe or during the cool-down."""
+    from gateway.store.autopipe import AutoPipeline
+
+    c: Any = Redis.from_url(own_redis.url)
+    pipe = AutoPipeline(c, read_timeout_s=0.2)
+    store = RedisCacheStore(c, pipe, timeout_s=0.05)
+    try:
+        assert RedisCacheStore(c, timeout_s=0.05).store_soon(KEY, b"v", 1000, LOCK, "t") is None
+        assert await store.lookup(KEY, LOCK, "t", 1000) == (None, True)
+        fut = store.store_soon(KEY, b"entry", 60_000, LOCK, "t")
+        assert fut is not None
+        with pytest.raises(NoScriptError):  # not loaded yet: the caller's slow way loads it
+            await fut
+        await store.store(KEY, b"entry", 60_000, LOCK, "t")
+        assert await store.lookup(KEY, LOCK, "t", 1000) == (b"entry", False)
+        await c.delete(KEY)
+        assert await store.lookup(KEY, LOCK, "t", 1000) == (None, True)
+        fut = store.store_soon(KEY, b"entry", 60_000, LOCK, "t")
+        assert fut is not None
+        await fut
+        assert await c.get(KEY) == b"entry" and await c.get(LOCK) is None  # lock released
+        own_redis.pause()
+        try:
+            fut = store.store_soon(KEY, b"other", 60_000, LOCK, "t")
+            assert fut is not None
+            with pytest.raises(TimeoutError):
+                await fut
+        finally:
+            own_redis.resume()
+        store.failed()
+        assert store.store_soon(KEY, b"other", 60_000, LOCK, "t") is None  # cooling down
+    finally:
+        await pipe.aclose()
         await c.aclose()
