@@ -88,7 +88,14 @@ from gateway.config import Config, Limits
 from gateway.errors import BudgetExceeded, GatewayError, RateLimited, ServiceUnavailable
 from gateway.pipeline import placement
 from gateway.pipeline.lease import Lease
-from gateway.store.base import Bucket, Budget, Reservation, StateBackend, StateUnavailable
+from gateway.store.base import (
+    Bucket,
+    Budget,
+    Reservation,
+    StateBackend,
+    StateUnavailable,
+    Take,
+)
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import metrics
 from gateway.tenants import budget
@@ -547,21 +554,19 @@ def _usd(nano: int, up: bool = False) -> str:
 def _headers(plan: _Plan, res: Reservation) -> dict[str, str]:
     """The x-ratelimit trio per kind, from the most restrictive bucket of that kind: a
     refusing one (longest wait) if any, else the one with the fewest tokens left."""
+    best: dict[str, tuple[tuple[bool, int, int, int], _Limit, Take]] = {}
+    for lim, take in zip(plan.limits, res.takes, strict=True):
+        rank = (take.ok, -take.retry_after_us, take.remaining, -take.reset_us)
+        held = best.get(lim.kind)
+        if held is None or rank < held[0]:
+            best[lim.kind] = (rank, lim, take)
     out: dict[str, str] = {}
     for kind, suffix in (("r", "requests"), ("t", "tokens")):
-        best: tuple[tuple[int, int, int, int], int] | None = None
-        for i, (lim, take) in enumerate(zip(plan.limits, res.takes, strict=True)):
-            if lim.kind != kind:
-                continue
-            rank = (int(take.ok), -take.retry_after_us, take.remaining, -take.reset_us)
-            if best is None or rank < best[0]:
-                best = (rank, i)
-        if best is None:
-            continue
-        lim, take = plan.limits[best[1]], res.takes[best[1]]
-        out[f"x-ratelimit-limit-{suffix}"] = str(lim.per_minute)
-        out[f"x-ratelimit-remaining-{suffix}"] = str(take.remaining)
-        out[f"x-ratelimit-reset-{suffix}"] = duration(take.reset_us)
+        if kind in best:
+            _, lim, take = best[kind]
+            out[f"x-ratelimit-limit-{suffix}"] = str(lim.per_minute)
+            out[f"x-ratelimit-remaining-{suffix}"] = str(take.remaining)
+            out[f"x-ratelimit-reset-{suffix}"] = duration(take.reset_us)
     return out
 
 
