@@ -411,5 +411,20 @@ def test_typed_text_chunks_assemble_as_the_generic_path_does(
     for frame in frames if split else [b"".join(frames)]:
         typed.feed(frame)
         generic.feed(frame)
-    assert typed.ok == generic.ok
     assert typed.result() == generic.result()
+    assert typed.ok == generic.ok
+
+
+@pytest.mark.parametrize("piece", [7, 4096])
+def test_a_long_stream_is_assembled_as_it_goes(piece: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``LAZY_BYTES`` the assembler stops keeping frames and parses as they come:
+    the same result, whatever the split."""
+    from gateway.pipeline import cache_replay
+
+    text = completion_frames(json.dumps(CASES["text"]).encode(), include_usage=True)
+    monkeypatch.setattr(cache_replay, "LAZY_BYTES", 40)
+    asm = StreamAssembler()
+    for i in range(0, len(text), piece):
+        asm.feed(text[i : i + piece])
+    assert asm._kept is None  # switched to parsing as it goes
+    assert json.loads(asm.result() or b"null") == CASES["text"]
