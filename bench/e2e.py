@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import profiles
+import rounds
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -968,6 +969,13 @@ def report(
         f"rps = requests/s, p50/p99 = wrk latency in ms; {probe}. "
         f"Run took {elapsed / 60:.1f} min.",
     ]
+    if args.rounds > 1:
+        out += [
+            "",
+            f"Rounds: {args.rounds}, interleaved (every target and mode once per round, in "
+            f"this order); each cell is the round with the median rps, whole (bench/rounds.py); "
+            f"TTFB the median of the rounds' percentiles.",
+        ]
     names = {r.name for r in results}
     if unpinned := [n for n in UNPINNED if n in names]:
         out += [
@@ -1129,6 +1137,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-cpu", type=int, help="CPU for the targets (default: first allowed)")
     p.add_argument("--load-cpu", type=int, help="CPU for nginx and wrk (default: second allowed)")
     p.add_argument("--json", type=Path, help="write raw numbers here")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every target and mode this many times, interleaved; each cell is the "
+        "round with the median rps (bench/rounds.py; default 1)",
+    )
     soak = p.add_argument_group("soak mode (bench/soak.py)")
     soak.add_argument(
         "--soak", action="store_true", help="RSS of one pinned gateway worker over a long mixed run"
@@ -1158,6 +1173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.concurrency = sorted(set(args.concurrency))
     if args.duration < 1:
         p.error("--duration must be at least 1 (wrk takes whole seconds)")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     args.command_line = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
     return args
 
@@ -1211,17 +1228,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"e2e: upstream nginx on :{bench.upstream.port}; temp dir {tmp}", file=sys.stderr)
             if cpus.load is not None:  # the probe runs in this process
                 os.sched_setaffinity(0, {cpus.load})
-            for name in args.targets:
-                result = TargetResult(name, {**TARGETS, **EXTRA_TARGETS}[name])
-                results.append(result)
-                for mode in args.modes:
-                    print(f"e2e: {name} [{mode}]", file=sys.stderr)
-                    result.modes[mode] = m = ModeResult(status="interrupted")
-                    bench.run_mode(name, mode, m)
-                    if m.status != "ok":
-                        print(f"  {name} [{mode}]: {m.status}: {m.note}", file=sys.stderr)
-                    if m.status == "skipped":
-                        break
+            by_name: dict[str, TargetResult] = {}
+            runs: dict[tuple[str, str], list[ModeResult]] = {}
+            skipped: set[str] = set()
+            for rnd in range(args.rounds):
+                for name in args.targets:
+                    if name in skipped:
+                        continue
+                    result = by_name.get(name)
+                    if result is None:
+                        result = by_name[name] = TargetResult(
+                            name, {**TARGETS, **EXTRA_TARGETS}[name]
+                        )
+                        results.append(result)
+                    for mode in args.modes:
+                        tag = f" (round {rnd + 1} of {args.rounds})" if args.rounds > 1 else ""
+                        print(f"e2e: {name} [{mode}]{tag}", file=sys.stderr)
+                        m = ModeResult(status="interrupted")
+                        done = runs.setdefault((name, mode), [])
+                        done.append(m)
+                        result.modes[mode] = m
+                        bench.run_mode(name, mode, m)
+                        result.modes[mode] = rounds.merge(done)
+                        if m.status != "ok":
+                            print(f"  {name} [{mode}]: {m.status}: {m.note}", file=sys.stderr)
+                        if m.status == "skipped":
+                            skipped.add(name)
+                            break
         except KeyboardInterrupt:
             interrupted = True
             print("\ne2e: interrupted; stopping everything", file=sys.stderr)
@@ -1237,6 +1270,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "cpus": asdict(cpus),
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "interrupted": interrupted,
             "results": [asdict(r) for r in results],
         }
