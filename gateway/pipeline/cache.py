@@ -466,8 +466,7 @@ class ResponseCache:
         if isinstance(exc, NoScriptError):  # a restarted Redis: the slow way loads it
             self._spawn(self._write(lk, entry))
             return
-        if exc is not None:
-            self.store.failed()  # type: ignore[attr-defined]
+        if exc is not None:  # the store started its cool-down
             metrics.llm_cache_errors_total.labels("store").inc()
         self._release(lk, entry)
 

@@ -88,14 +88,7 @@ from gateway.config import Config, Limits
 from gateway.errors import BudgetExceeded, GatewayError, RateLimited, ServiceUnavailable
 from gateway.pipeline import placement
 from gateway.pipeline.lease import Lease
-from gateway.store.base import (
-    Bucket,
-    Budget,
-    Reservation,
-    StateBackend,
-    StateUnavailable,
-    Take,
-)
+from gateway.store.base import Bucket, Budget, Reservation, StateBackend, StateUnavailable
 from gateway.store.memory import MemoryBackend
 from gateway.telemetry import metrics
 from gateway.tenants import budget
@@ -108,6 +101,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.reply import Reply
     from gateway.providers.base import Deployment
     from gateway.providers.registry import ModelGroup, Registry
+    from gateway.store.base import Take
 
 __all__ = ["Limit", "Limiter", "bucket_shape", "duration"]
 

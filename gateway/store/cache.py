@@ -240,14 +240,22 @@ class RedisCacheStore(BoundedRedis):
         self, key: str, value: bytes, ttl_ms: int, lock: str, token: str
     ) -> asyncio.Future[Any] | None:
         """``store``, queued on the auto-pipeline now: no task and no coroutine for a
-        write nobody waits for. The future fails like the pipe's calls (``NoScriptError``:
-        the caller then stores the slow way, which loads the script again); a failure
-        must be reported with ``failed()``. None (nothing queued): no pipe, or cooling
-        down."""
+        write nobody waits for. The future fails like the pipe's calls; a failure starts
+        the cool-down, except ``NoScriptError`` (the caller then stores the slow way,
+        which loads the script again). None (nothing queued): no pipe, or cooling down."""
         pipe = self._pipe
         if pipe is None or self._clock() < self._open_until:
             return None
-        return pipe.evalsha(self._store.sha, [key, lock], [value, ttl_ms, token], self.timeout_s)
+        fut = pipe.evalsha(self._store.sha, [key, lock], [value, ttl_ms, token], self.timeout_s)
+        fut.add_done_callback(self._stored)
+        return fut
+
+    def _stored(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None and not isinstance(exc, NoScriptError):
+            self.failed()
 
     async def unlock(self, lock: str, token: str) -> None:
         await self._call(self._unlock, [lock], [token])

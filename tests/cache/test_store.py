@@ -191,6 +191,7 @@ async def test_store_soon_rides_the_pipe_and_fails_like_it(own_redis: RedisServe
         assert fut is not None
         with pytest.raises(NoScriptError):  # not loaded yet: the caller's slow way loads it
             await fut
+        assert store.available  # NOSCRIPT is not an outage
         await store.store(KEY, b"entry", 60_000, LOCK, "t")
         assert await store.lookup(KEY, LOCK, "t", 1000) == (b"entry", False)
         await c.delete(KEY)
@@ -207,8 +208,8 @@ async def test_store_soon_rides_the_pipe_and_fails_like_it(own_redis: RedisServe
                 await fut
         finally:
             own_redis.resume()
-        store.failed()
-        assert store.store_soon(KEY, b"other", 60_000, LOCK, "t") is None  # cooling down
+        assert not store.available  # the failure started the cool-down
+        assert store.store_soon(KEY, b"other", 60_000, LOCK, "t") is None
     finally:
         await pipe.aclose()
         await c.aclose()
