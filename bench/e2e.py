@@ -74,6 +74,8 @@ TARGETS: dict[str, str] = {
 }
 EXTRA_TARGETS: dict[str, str] = {
     "gateway-httpx": "llm-gateway with GATEWAY_UPSTREAM_TRANSPORT=httpx (opt-in via --only)",
+    "bare-raw": "Granian + raw ASGI pass-through over a minimal HTTP/1.1 client: what "
+    "aiohttp's client costs the ceiling (opt-in via --only; bench/passthrough_raw.py)",
 }
 MODES = ("json", "stream")
 UNPINNED = ("gateway-2w", "gateway-production-2w")  # two workers on every CPU
@@ -82,6 +84,7 @@ PASSTHROUGH_MODULES = {
     "bare-httpx": "passthrough_httpx",
     "bare-aiohttp": "passthrough_aiohttp",
     "bare-httpx-aiohttp": "passthrough_httpx_aiohttp",
+    "bare-raw": "passthrough_raw",
 }
 # Variables that would change what the targets do; the targets get a clean set.
 SCRUBBED_PREFIXES = (
