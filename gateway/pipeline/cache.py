@@ -282,6 +282,8 @@ class ResponseCache:
         self._flights: dict[str, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: set[asyncio.Future[Any]] = set()  # stores queued by ``store_soon``
+        # The store's ``store_soon`` (Redis with the auto-pipeline), looked up once per store.
+        self._store_soon: Callable[..., asyncio.Future[Any] | None] | None = None
         self._count = _Counters()
         # Declare the series at start-up so dashboards see zeros, not "no data".
         for alias in self.ttl_s:
@@ -300,6 +302,7 @@ class ResponseCache:
         store = backend.cache_store(self.timeout_s)
         if store is not None:
             self.store = store
+            self._store_soon = getattr(store, "store_soon", None)
 
     async def aclose(self) -> None:
         """Let pending stores finish (briefly) before the Redis client closes."""
@@ -450,7 +453,7 @@ class ResponseCache:
             if lk.held:
                 self._spawn(self._unlock(lk))
             return
-        soon = getattr(self.store, "store_soon", None)  # Redis with the auto-pipeline
+        soon = self._store_soon
         if soon is not None:
             fut = soon(lk.key, entry.encode(), lk.ttl_ms, lk.lock, lk.token)
             if fut is not None:
