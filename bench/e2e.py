@@ -74,6 +74,7 @@ TARGETS: dict[str, str] = {
 }
 EXTRA_TARGETS: dict[str, str] = {
     "gateway-httpx": "llm-gateway with GATEWAY_UPSTREAM_TRANSPORT=httpx (opt-in via --only)",
+    "gateway-aiohttp": "llm-gateway with GATEWAY_UPSTREAM_TRANSPORT=aiohttp (opt-in via --only)",
     "bare-raw": "Granian + raw ASGI pass-through over a minimal HTTP/1.1 client: what "
     "aiohttp's client costs the ceiling (opt-in via --only; bench/passthrough_raw.py)",
 }
@@ -672,11 +673,11 @@ class Bench:
                 PYTHONPATH=os.pathsep.join(pypath), BENCH_UPSTREAM_URL=base + "/chat/completions"
             )
             return Launch(argv, env, BENCH, 30.0)
-        if name in ("gateway", "gateway-httpx", "gateway-2w"):
+        if name in ("gateway", "gateway-httpx", "gateway-aiohttp", "gateway-2w"):
             workers = 2 if name.endswith("-2w") else 1
             argv, env = gateway_launch(port, workers, OPENAI_BASE_URL=base)
-            if name == "gateway-httpx":
-                env["GATEWAY_UPSTREAM_TRANSPORT"] = "httpx"
+            if name in ("gateway-httpx", "gateway-aiohttp"):
+                env["GATEWAY_UPSTREAM_TRANSPORT"] = name.removeprefix("gateway-")
             return Launch(argv, env, self.tmp, 60.0, pinned=workers == 1)
         if name in ("gateway-production", "gateway-production-2w"):
             workers = 2 if name.endswith("-2w") else 1

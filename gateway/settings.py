@@ -126,7 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_api: bool = True  # GATEWAY_ADMIN=off: no /admin routes (virtual keys still work)
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_depth: int = 64
-    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    upstream_transport: Literal["h1", "aiohttp", "httpx"] = "h1"
     upstream_pool_size: int = 256
     gzip_min_bytes: int = 1024  # JSON answers this large are gzipped for clients that accept it
     cache_lock_ms: int = 30_000  # a cache fill's single-flight lock (pipeline/cache.py)
@@ -162,9 +162,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 f"{level_var}: unknown level {level[:20]!r} (debug|info|warning|error)"
             )
-        transport = env.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp")
-        if transport not in ("aiohttp", "httpx"):
-            raise ConfigError("GATEWAY_UPSTREAM_TRANSPORT: expected aiohttp or httpx")
+        transport = env.get("GATEWAY_UPSTREAM_TRANSPORT", "h1")
+        if transport not in ("h1", "aiohttp", "httpx"):
+            raise ConfigError("GATEWAY_UPSTREAM_TRANSPORT: expected h1, aiohttp or httpx")
         redis_url = env.get("REDIS_URL") or None
         if redis_url and not redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")

@@ -1,5 +1,5 @@
 """``transport.Post``: the cheap POST is the same request on the wire as httpx's own,
-through both transports, before and after something reads or edits its headers."""
+through every transport, before and after something reads or edits its headers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.providers.h1 import H1Transport
 from gateway.providers.transport import (
     AiohttpTransport,
     Post,
@@ -62,7 +63,7 @@ def _parsed(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
 
 
 async def _send(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> None:
-    if isinstance(transport, AiohttpTransport):
+    if isinstance(transport, AiohttpTransport | H1Transport):
         resp = await transport.send(request)
         assert await resp.aread() == b"ok"
         await resp.aclose()
@@ -72,15 +73,16 @@ async def _send(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> 
         await r.aclose()
 
 
-@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("kind", ["h1", "aiohttp", "httpx"])
 @pytest.mark.parametrize("edit", ["none", "set_header", "read_then_set", "read"])
 def test_post_sends_what_httpx_request_sends(kind: str, edit: str) -> None:
     async def main() -> None:
         server, port, seen = await _echo_server()
         url = httpx.URL(f"http://127.0.0.1:{port}/v1/chat/completions?api-version=1")
-        transport: httpx.AsyncBaseTransport = (
-            AiohttpTransport() if kind == "aiohttp" else httpx.AsyncHTTPTransport(retries=0)
-        )
+        transports = {"h1": H1Transport, "aiohttp": AiohttpTransport}
+        transport: httpx.AsyncBaseTransport = transports.get(
+            kind, lambda: httpx.AsyncHTTPTransport(retries=0)
+        )()
         try:
             cheap = post(url, head(url, HEADERS), BODY, {})
             plain = httpx.Request("POST", url, headers=HEADERS, content=BODY)
