@@ -73,7 +73,8 @@ def load(path: Path) -> Any:
 
 def request_view(req: httpx.Request) -> dict[str, Any]:
     headers = {k.lower(): v for k, v in req.headers.items() if k.lower() not in SECRET_HEADERS}
-    headers.pop("content-length", None)
+    headers.pop("content-length", None)  # the transport's, like accept-encoding: gzip
+    headers.pop("accept-encoding", None)
     return {
         "method": req.method,
         "url": str(req.url),
