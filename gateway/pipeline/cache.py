@@ -181,7 +181,8 @@ class Lookup:
         headers["server-timing"] = timing
         headers["x-gateway-cache"] = HIT
         if ctx.stream:
-            return Reply(200, headers, frames=_once(endpoint.replay(entry.body, ctx)))
+            frames = _once(endpoint.replay(entry.body, ctx))  # one frame: the last
+            return Reply(200, headers, frames=frames, last=_always)
         return Reply(200, headers, entry.body)
 
     # -- MISS / BYPASS ----------------------------------------------------------------
@@ -502,6 +503,10 @@ class ResponseCache:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def _always() -> bool:
+    return True
 
 
 class CacheStage:

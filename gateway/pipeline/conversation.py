@@ -313,6 +313,10 @@ class _Saving:
                     await self._save(watch.final, self._relay.dep)
                 yield frame
 
+    @property
+    def last(self) -> bool:  # the relay's frames pass through as they are
+        return bool(getattr(self._relay, "last", False))
+
     async def aclose(self) -> None:
         await self._relay.aclose()
 

@@ -201,6 +201,7 @@ class StreamRelay:
         self.deadline: float | None = None  # loop time when the whole stream must be over
         self.prompt_tokens = 0  # the estimate settled if the provider never reported usage
         self.content_frames = 0
+        self.last = False  # the frames just yielded end the stream: nothing follows them
         self._resp = resp
         self._chunks = chunks
         self._first = first
@@ -234,19 +235,28 @@ class StreamRelay:
         except TimeoutError:
             raise idle_timeout(self.dep, self.idle) from None
 
+    def _ended(self) -> bool:
+        """The upstream's body has been read to its end: the h1 transport knows (others
+        say nothing, and the stream ends with its next read, as it always did)."""
+        return getattr(self._resp.stream, "ended", False)
+
     async def frames(self) -> AsyncIterator[bytes]:
         translator = self.translator
         observers = self._observers
         loop = asyncio.get_running_loop()
         try:
-            self.content_frames = len(self._first)
-            out = b"".join(self._first)
+            first = self._first
+            self.content_frames = len(first)
+            self.completed = translator.done and translator.error is None
+            if self.completed and self._ended():  # the whole answer came before its relay
+                first = [*first, *translator.finish()]
+                self.last = True
+            out = b"".join(first)
             for observe in observers:
                 observe(out)
-            self.completed = translator.done and translator.error is None
             yield out
             try:
-                while True:
+                while not self.last:
                     if translator.error is not None:
                         # found with the frames just delivered: now it ends the stream
                         raise translator.error
@@ -257,13 +267,20 @@ class StreamRelay:
                     frames = translator.feed(chunk)
                     if frames:
                         self.content_frames += len(frames)
-                        out = b"".join(frames) if len(frames) > 1 else frames[0]
-                        for observe in observers:
-                            observe(out)
                         # The provider's own end ([DONE], message_stop) was relayed: the
                         # answer is whole even if the client leaves before the body's EOF.
                         self.completed = translator.done and translator.error is None
+                        if self.completed and self._ended():
+                            # and the upstream's body is over: the tail goes with these
+                            # frames, the last (``last``: the reply ends with them)
+                            frames = [*frames, *translator.finish()]
+                            self.last = True
+                        out = b"".join(frames) if len(frames) > 1 else frames[0]
+                        for observe in observers:
+                            observe(out)
                         yield out
+                        if self.last:
+                            break
                     if self.deadline is not None and loop.time() > self.deadline:
                         raise UpstreamTimeout(
                             f"provider {self.dep.provider} stream passed its total timeout",
@@ -271,13 +288,14 @@ class StreamRelay:
                             code="stream_total_timeout",
                             kind="total",
                         )
-                tail = translator.finish()
-                self.completed = True
-                if tail:
-                    out = b"".join(tail)
-                    for observe in observers:
-                        observe(out)
-                    yield out
+                if not self.last:
+                    tail = translator.finish()
+                    self.completed = True
+                    if tail:
+                        out = b"".join(tail)
+                        for observe in observers:
+                            observe(out)
+                        yield out
             except GatewayError as err:
                 self.error = err
                 yield self.error_event(err)
@@ -410,6 +428,10 @@ class PendingStream:
     @property
     def usage(self) -> Usage | None:
         return self.inner.usage if self.inner is not None else None
+
+    @property
+    def last(self) -> bool:
+        return self.inner.last if self.inner is not None else False
 
     def observe(self, observer: Callable[[bytes], Any]) -> None:
         self._observers.append(observer)

@@ -247,5 +247,8 @@ class Respond:
             ctx.lease.apply(headers)
         if ctx.stream:
             stream = served.result
-            return Reply(200, headers, frames=stream.frames(), close=stream.aclose)
+            # ``last``: only a stream that knows it (the relay, and wrappers passing its
+            # frames through as they are); any other ends with the empty closing message
+            last = (lambda: stream.last) if hasattr(stream, "last") else None
+            return Reply(200, headers, frames=stream.frames(), close=stream.aclose, last=last)
         return Reply(200, headers, served.result[0])

@@ -506,6 +506,12 @@ class _Stream(httpx.AsyncByteStream):
     def __aiter__(self) -> _Stream:
         return self
 
+    @property
+    def ended(self) -> bool:
+        """Every byte of the body has been handed out: the next read ends the stream."""
+        answer = self._answer
+        return self._decoder is None and answer.done and not answer.chunks
+
     async def __anext__(self) -> bytes:
         answer = self._answer
         decoder = self._decoder

@@ -56,3 +56,32 @@ def test_a_stream_sent_whole_is_closed_once_after_its_frames() -> None:
         "body": b"",
         "more_body": False,
     }
+
+
+def test_a_stream_whose_last_frame_is_known_ends_with_it() -> None:
+    """``last()`` true after a frame: that frame is the body's end (no empty closing
+    message), and the generator still runs to its end and is closed."""
+    events: list[str] = []
+    state = {"last": False}
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: 1\n\n"
+            state["last"] = True
+            yield b"data: [DONE]\n\n"
+            events.append("ran to its end")
+        finally:
+            events.append("generator closed")
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    reply = Reply(200, {}, frames=frames(), last=lambda: state["last"])
+    asyncio.run(send_reply(reply, send))
+    assert [(m.get("body"), m.get("more_body")) for m in sent[1:]] == [
+        (b"data: 1\n\n", True),
+        (b"data: [DONE]\n\n", False),
+    ]
+    assert events == ["ran to its end", "generator closed"]
