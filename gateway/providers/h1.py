@@ -175,7 +175,7 @@ class _Conn(asyncio.Protocol):
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: Any = httptools.HttpResponseParser(self)
         self.answer: _Answer | None = None
         self.closed = False
         self.idle = False  # in the pool's idle list
@@ -240,6 +240,10 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # conn <-> parser and conn <-> transport are cycles: broken here, a closed
+        # connection is freed at once rather than by the cyclic collector's next pass
+        self.parser = None
+        self.transport = None
         self.pool.lost(self)
         answer = self.answer
         if answer is None:

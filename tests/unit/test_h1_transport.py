@@ -5,8 +5,10 @@ checking what comes out, which httpx error, and whether the connection is reused
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -696,3 +698,26 @@ def test_tls(verify: str) -> None:
             server.close()
 
     asyncio.run(main())
+
+
+def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> None:
+    """The parser and the transport point back at the connection: those cycles are
+    broken when it closes, so a server whose collections are rare does not pile them up."""
+
+    async def main(t: H1Transport) -> None:
+        async with Upstream(answering(OK, then_close=True)) as up:
+            assert (await fetch(t, up))[2] == b"ok"
+            pool = next(iter(t._pools.values()))
+            ref = weakref.ref(pool.idle[-1])
+            gc.disable()
+            try:
+                for _ in range(20):  # until the upstream's close has arrived
+                    await asyncio.sleep(0.01)
+                    if not pool.idle:
+                        break
+                await asyncio.sleep(0.01)
+                assert ref() is None
+            finally:
+                gc.enable()
+
+    run(main)
