@@ -183,6 +183,7 @@ def _check_and_serve(args: argparse.Namespace) -> int:
             log_dictconfig=GRANIAN_LOGGING,
             backlog=2048,
             respawn_failed_workers=True,
+            runtime_threads=settings.runtime_threads,
         ).serve(target_loader=load_app)
     finally:
         if guard is not None:

@@ -275,3 +275,35 @@ def test_port_held_by_another_program_exits_2() -> None:
         )
     assert rc == 2
     assert f"SERVER_PORT: cannot listen on 127.0.0.1:{port}" in single_error_line(err)
+
+
+@pytest.mark.parametrize(("value", "threads"), [(None, 2), ("3", 3)])
+def test_serve_gives_granian_its_runtime_threads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str | None, threads: int
+) -> None:
+    """Two Rust runtime threads per worker unless GATEWAY_RUNTIME_THREADS says otherwise
+    (each ASGI send waits for one to be free: bench/README.md)."""
+    import gateway.cli
+    import gateway.supervisor
+
+    seen: dict[str, object] = {}
+
+    class FakeSupervisor:
+        def __init__(self, *args: object, **kw: object) -> None:
+            seen.update(kw)
+
+        def serve(self, **kw: object) -> None:
+            return None
+
+    monkeypatch.setattr(gateway.supervisor, "Supervisor", FakeSupervisor)
+    for name in list(os.environ):
+        if name.startswith(("GATEWAY_", "OPENAI_", "ANTHROPIC_", "AZURE_", "GOOGLE_", "GEMINI_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("METRICS_PORT", "0")
+    monkeypatch.setenv("SERVER_HOST", "127.0.0.1")
+    monkeypatch.setenv("SERVER_PORT", str(free_port()))
+    if value is not None:
+        monkeypatch.setenv("GATEWAY_RUNTIME_THREADS", value)
+    assert gateway.cli.main(["serve", "--workers", "1"]) == 0
+    assert seen["runtime_threads"] == threads

@@ -439,6 +439,8 @@ def test_provider_url_without_its_key_is_refused(var: str, key_var: str) -> None
         ("GATEWAY_CACHE_MAX_ENTRIES", "0"),
         ("GATEWAY_CACHE_MAX_BYTES", "-1"),
         ("GATEWAY_UPSTREAM_POOL", "many"),
+        ("GATEWAY_RUNTIME_THREADS", "0"),
+        ("GATEWAY_RUNTIME_THREADS", "lots"),
         ("GATEWAY_NO_EXTENSIONS", "maybe"),
     ],
 )
