@@ -256,6 +256,100 @@ async def test_streamed_answer_serves_a_plain_request(
     assert got["choices"][0]["message"]["content"] == want["content"]
 
 
+# -- a streamed answer is stored as relayed, assembled when read -------------------------
+
+
+def _raw_entry(request: Any, body: dict[str, Any]) -> bytes | None:
+    digest = cache_key("anonymous", "chat", body)
+    with request.getfixturevalue("redis_server").client() as r:
+        raw: bytes | None = r.get(f"gw:{{anonymous}}:cache:{digest}")
+    return raw
+
+
+@pytest.mark.redis
+async def test_a_streamed_miss_is_stored_as_relayed(
+    redis_url: str, cache_config: Path, fake_upstream: FakeUpstream, request: Any
+) -> None:
+    """What the streaming client got goes to Redis as it was (``gws1``), to be assembled
+    by whoever reads it: a plain client gets the chat.completion, a streaming one the
+    replay, both from the one upstream call."""
+    m = marker()
+    body = chat("cached", m)
+    async with app_client(app_env(cache_config, fake_upstream, redis_url)) as c:
+        streamed = await post(c, {**body, "stream": True})
+        raw = _raw_entry(request, body)
+        plain = await post(c, body)
+        again = await post(c, {**body, "stream": True})
+    assert raw is not None and raw.startswith(b"gws1 openai ")
+    assert raw.endswith(b"data: [DONE]\n\n")
+    assert [r.headers["x-gateway-cache"] for r in (streamed, plain, again)] == [
+        "MISS",
+        "HIT",
+        "HIT",
+    ]
+    assert plain.json()["choices"][0]["message"]["content"] == m
+    assert plain.json()["usage"]["completion_tokens"] > 0  # the provider's, kept aside
+    assert assemble(sse_chunks(again.text))["content"] == m
+    assert len(fake_upstream.find(m)) == 1
+
+
+@pytest.mark.redis
+async def test_a_stored_stream_that_does_not_assemble_is_a_miss(
+    redis_url: str, cache_config: Path, fake_upstream: FakeUpstream, request: Any
+) -> None:
+    """An entry whose frames are not a whole answer (no finish reason here) is no hit:
+    the request goes upstream and its answer replaces the entry."""
+    m = marker()
+    body = chat("cached", m)
+    digest = cache_key("anonymous", "chat", body)
+    frames = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"stale"}}]}\n\n'
+    with request.getfixturevalue("redis_server").client() as r:
+        r.set(f"gw:{{anonymous}}:cache:{digest}", b"gws1 openai 1 1 0\n" + frames, px=60_000)
+    async with app_client(app_env(cache_config, fake_upstream, redis_url)) as c:
+        first = await post(c, body)
+        second = await post(c, body)
+    assert [r.headers["x-gateway-cache"] for r in (first, second)] == ["MISS", "HIT"]
+    assert first.json()["choices"][0]["message"]["content"] == m
+    assert second.content == first.content
+    assert len(fake_upstream.find(m)) == 1
+
+
+@pytest.mark.parametrize("limit", ["keep", "entry"])
+async def test_a_stream_too_long_to_keep_is_stored_assembled(
+    env: dict[str, str],
+    backend: str,
+    fake_upstream: FakeUpstream,
+    request: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: str,
+) -> None:
+    """Past ``KEEP_BYTES`` (memory stays bounded) or past the entry limit (the frames are
+    several times the answer's size) the stream is assembled as before and stored as the
+    chat.completion, which still serves both kinds of client."""
+    from gateway.pipeline import cache
+
+    if limit == "keep":
+        monkeypatch.setattr(cache, "KEEP_BYTES", 300)
+    else:
+        env = {**env, "GATEWAY_CACHE_MAX_ENTRY_BYTES": "2048"}
+    m = marker() + " " + "word " * 120  # ~40 echoed pieces: ~7 KB of frames, ~1 KB of JSON
+    body = chat("cached", m)
+    async with app_client(env) as c:
+        streamed = await post(c, {**body, "stream": True})
+        raw = _raw_entry(request, body) if backend == "redis" else b"gwc1 openai (unread)"
+        plain = await post(c, body)
+        again = await post(c, {**body, "stream": True})
+    assert raw is not None and raw.startswith(b"gwc1 openai ")
+    assert [r.headers["x-gateway-cache"] for r in (streamed, plain, again)] == [
+        "MISS",
+        "HIT",
+        "HIT",
+    ]
+    assert plain.json()["choices"][0]["message"]["content"] == m
+    assert assemble(sse_chunks(again.text)) == assemble(sse_chunks(streamed.text))
+    assert len(fake_upstream.find(m)) == 1
+
+
 # -- errors are never stored -----------------------------------------------------------
 
 

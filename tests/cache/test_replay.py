@@ -23,6 +23,7 @@ from gateway.pipeline.cache import (
     ANONYMOUS,
     Entry,
     ResponseCache,
+    assembled,
     directives,
 )
 from gateway.pipeline.cache_entry import tag as _tag
@@ -219,6 +220,58 @@ def test_entry_roundtrip_and_garbage() -> None:
     )
     for junk in (b"", b"{}", b"gwc1 openai x y\n{}", b"gwc1 openai 1\n{}", b"gwc1 no-newline"):
         assert Entry.decode(junk) is None
+    s = Entry("openai", b"data: {}\n\n", 1, 2, frames=True, usage=b'{"prompt_tokens":1}')
+    d = Entry.decode(s.encode())
+    assert d is not None and d.frames and not e.frames
+    assert (d.body, d.usage, d.prompt_tokens, d.completion_tokens) == (s.body, s.usage, 1, 2)
+    empty = Entry.decode(Entry("p", b"", frames=True).encode())
+    assert empty is not None and (empty.body, empty.usage) == (b"", b"")
+    for junk in (b"gws1 p 1 2\nx", b"gws1 p 1 2 9\nshort", b"gws1 p 1 2 x\n", b"gws1 p 1 2 -1\n"):
+        assert Entry.decode(junk) is None
+
+
+DETAILED = {**USAGE, "prompt_tokens_details": {"cached_tokens": 3}}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("in_stream", [False, True])
+def test_a_stream_entry_assembles_as_the_relay_would_have(name: str, in_stream: bool) -> None:
+    """A stream stored as relayed (``frames``) and assembled when read gives the bytes the
+    assembler gives at the relay's end, with the provider's usage (details and all) when
+    the frames carry no usage chunk (the client did not ask for one)."""
+    frames = completion_frames(json.dumps(CASES[name]).encode(), include_usage=in_stream)
+    usage = msgspec.convert(DETAILED, Usage)
+    eager = StreamAssembler()
+    eager.feed(frames)
+    want = eager.result(usage)
+    assert want is not None
+    entry = Entry("openai", frames, 11, 7, frames=True, usage=msgspec.json.encode(usage))
+    entry = Entry.decode(entry.encode())
+    assert entry is not None and assembled(entry, StreamAssembler)
+    assert (entry.body, entry.frames, entry.usage) == (want, False, b"")
+    assert assembled(entry, StreamAssembler)  # once assembled, it stays as it is
+    assert entry.body == want
+
+
+def test_a_stream_entry_that_does_not_assemble_is_no_answer() -> None:
+    unfinished = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+    for frames, usage in ((unfinished, b""), (b"data: [DONE]\n\n", b""), (b"", b"[1]")):
+        entry = Entry("openai", frames, frames=True, usage=usage)
+        assert not assembled(entry, StreamAssembler)
+        assert entry.frames and entry.body == frames
+
+
+def test_an_assembler_that_raises_makes_a_miss_not_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.pipeline.cache import _assembles
+
+    class Broken(StreamAssembler):
+        def result(self, usage: Usage | None = None) -> bytes | None:
+            raise KeyError("a bug the frames bring out")
+
+    entry = Entry("openai", b"data: [DONE]\n\n", frames=True)
+    assert not _assembles(entry, Broken)
+    assert entry.frames
+    assert "did not assemble" in caplog.text
 
 
 @pytest.mark.parametrize(
