@@ -239,14 +239,17 @@ class RedisCacheStore(BoundedRedis):
     def store_soon(
         self, key: str, value: bytes, ttl_ms: int, lock: str, token: str
     ) -> asyncio.Future[Any] | None:
-        """``store``, queued on the auto-pipeline now: no task and no coroutine for a
-        write nobody waits for. The future fails like the pipe's calls; a failure starts
-        the cool-down, except ``NoScriptError`` (the caller then stores the slow way,
-        which loads the script again). None (nothing queued): no pipe, or cooling down."""
+        """``store``, queued on the auto-pipeline now (lazily: it goes out with the next
+        call that is waited for): no task and no coroutine for a write nobody waits for.
+        The future fails like the pipe's calls; a failure starts the cool-down, except
+        ``NoScriptError`` (the caller then stores the slow way, which loads the script
+        again). None (nothing queued): no pipe, or cooling down."""
         pipe = self._pipe
         if pipe is None or self._clock() < self._open_until:
             return None
-        fut = pipe.evalsha(self._store.sha, [key, lock], [value, ttl_ms, token], self.timeout_s)
+        fut = pipe.evalsha(
+            self._store.sha, [key, lock], [value, ttl_ms, token], self.timeout_s, lazy=True
+        )
         fut.add_done_callback(self._stored)
         return fut
 

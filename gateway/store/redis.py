@@ -261,7 +261,10 @@ class RedisBackend:
         *,
         spend: Sequence[tuple[Budget, int, int]] = (),
         now_us: int | None = None,
+        lazy: bool = False,
     ) -> list[int]:
+        """``lazy``: a refund nobody waits for; on the auto-pipeline it goes out with the
+        next call that is waited for (late, a refund only refuses a little longer)."""
         args: list[int | str] = ["" if now_us is None else now_us]
         for b, res, act in zip(buckets, reserved, actual, strict=True):
             args += (b.capacity, b.period_us, res, act)
@@ -271,7 +274,7 @@ class RedisBackend:
                 keys.append(budget.key)
                 args += (budget.limit, held, cost, budget.expire_at)
             args.append(len(spend))
-        reply = _ints(await self.run("ratelimit_settle", keys, args))
+        reply = _ints(await self.run("ratelimit_settle", keys, args, lazy=lazy))
         return [reply[i] for i in range(0, 3 * len(buckets), 3)]
 
     def settle_later(
@@ -305,7 +308,9 @@ class RedisBackend:
         for i in range(0, len(items), REFUNDS_PER_CALL):
             part = items[i : i + REFUNDS_PER_CALL]
             amounts = [min(n, MAX_AMOUNT) for _, n in part]
-            self._spawn(self._settle_quietly([b for b, _ in part], amounts, [0] * len(part), ()))
+            part_buckets = [b for b, _ in part]
+            zeros = [0] * len(part)
+            self._spawn(self._settle_quietly(part_buckets, amounts, zeros, (), lazy=True))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -318,9 +323,10 @@ class RedisBackend:
         reserved: Sequence[int],
         actual: Sequence[int],
         spend: Sequence[tuple[Budget, int, int]],
+        lazy: bool = False,
     ) -> None:
         with contextlib.suppress(StateUnavailable):  # a lost settle never over-admits
-            await self.settle(buckets, reserved, actual, spend=spend)
+            await self.settle(buckets, reserved, actual, spend=spend, lazy=lazy)
 
     def cache_store(self, timeout_s: float) -> RedisCacheStore | None:
         if self.client is None:
@@ -335,9 +341,16 @@ class RedisBackend:
         return self._tenants
 
     async def run(
-        self, name: str, keys: list[str], args: list[Any], limit_s: float | None = None
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        limit_s: float | None = None,
+        *,
+        lazy: bool = False,
     ) -> Any:
-        """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``."""
+        """Call script ``name`` within the timeout; an outage raises ``StateUnavailable``.
+        ``lazy``: see ``AutoPipeline.evalsha``."""
         script = self._scripts[name]
         pipe = self.pipe
         if pipe is not None:  # the pipe times its calls out itself: one timer per batch
@@ -345,7 +358,7 @@ class RedisBackend:
 
             async def piped(client: Redis | RedisCluster) -> Any:
                 try:
-                    return await pipe.evalsha(script.sha, keys, args, limit)
+                    return await pipe.evalsha(script.sha, keys, args, limit, lazy=lazy)
                 except NoScriptError:  # see below
                     async with asyncio.timeout(limit):
                         return await client.eval(script.script, len(keys), *keys, *args)

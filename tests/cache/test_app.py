@@ -260,9 +260,16 @@ async def test_streamed_answer_serves_a_plain_request(
 
 
 def _raw_entry(request: Any, body: dict[str, Any]) -> bytes | None:
+    """The entry as Redis holds it; a store goes out with the next call or after a
+    couple of milliseconds (``autopipe.LINGER_S``), so it is waited for, briefly."""
     digest = cache_key("anonymous", "chat", body)
+    raw: bytes | None = None
     with request.getfixturevalue("redis_server").client() as r:
-        raw: bytes | None = r.get(f"gw:{{anonymous}}:cache:{digest}")
+        for _ in range(100):
+            raw = r.get(f"gw:{{anonymous}}:cache:{digest}")
+            if raw is not None:
+                break
+            time.sleep(0.01)
     return raw
 
 

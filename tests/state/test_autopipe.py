@@ -82,6 +82,36 @@ def test_each_caller_gets_its_own_reply(redis_url: str) -> None:
     asyncio.run(main())
 
 
+def test_lazy_calls_wait_for_the_next_call_or_the_linger(redis_url: str) -> None:
+    """A lazy call is not written at the end of its turn: it goes out, in the order the
+    calls were made, with the next call that is waited for, or after ``LINGER_S``."""
+    from gateway.store import autopipe
+
+    async def main() -> None:
+        client, pipe, sha = await _setup(redis_url)
+        try:
+            await client.delete("lz")
+            await pipe.evalsha(sha["incr"], ["warm"], [1])  # connected
+            first = pipe.evalsha(sha["incr"], ["lz"], [5], lazy=True)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert await client.get("lz") is None and not first.done()  # not sent yet
+            second = await pipe.evalsha(sha["incr"], ["lz"], [1])  # takes it along, after it
+            assert (await first, second) == (5, 6)
+            alone = pipe.evalsha(sha["incr"], ["lz"], [10], lazy=True)
+            assert await asyncio.wait_for(alone, 1) == 16  # the linger sent it
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            late = pipe.evalsha(sha["incr"], ["lz"], [1], lazy=True)
+            assert await late == 17
+            assert loop.time() - t0 >= autopipe.LINGER_S * 0.9
+        finally:
+            await pipe.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
 def test_noscript_is_that_calls_error(redis_url: str) -> None:
     async def main() -> None:
         client, pipe, sha = await _setup(redis_url)
