@@ -19,11 +19,14 @@ request share an entry. Redis keys are ``gw:{tenant}:cache:<digest>``
 ``chat.completion``), behind a one-line header with the provider that produced
 it and its token usage. A streamed answer whose relay completed with no error is
 stored as the client got it (its frames, the provider's usage beside them) and
-assembled into that JSON when it is read, by a hit or another replica (in-process
-followers share one assembly); one that does not assemble (not a whole answer) is
-then no hit, as it was never stored. Assembling costs a worker ~45 µs for a short
-answer, and a miss is what a gateway mostly serves; the price is an entry about
-five times the JSON's size, and that cost on each hit. A stream longer than
+assembled into that JSON by the first hit that reads it (in-process followers share
+one assembly), which then writes the JSON in its place, keeping the entry's TTL
+(``cache_compact.lua``: only if the entry still holds what was read); one that does
+not assemble (not a whole answer) is no hit, as it was never stored. Assembling
+costs a worker ~45 µs for a short answer, and a miss is what a gateway mostly
+serves; the price is an entry about five times the JSON's size until its first hit
+or its expiry, and a replica that reads it before the write lands assembles it
+too. A stream longer than
 ``KEEP_BYTES`` or than the entry limit is assembled as it goes and stored as JSON.
 A client that streams gets the JSON replayed as a valid SSE stream of its endpoint
 (``Endpoint.replay``; the assembly is ``Endpoint.assembler``). One format serves
@@ -481,7 +484,12 @@ class ResponseCache:
             raise
         lk.held = held
         entry = Entry.decode(raw) if raw is not None else None
-        if entry is not None and self._hit(lk, entry, None):
+        if entry is None:
+            return
+        stream = entry.frames
+        if self._hit(lk, entry, None):
+            if stream and raw is not None:  # assembled: the hits to come read the answer
+                self._spawn(self._compact(lk.key, raw, entry.encode()))
             lk._done = True
             self._release(lk, entry)
 
@@ -580,6 +588,12 @@ class ResponseCache:
         if lk.held:
             lk.held = False
             self._spawn(self._unlock(lk))
+
+    async def _compact(self, key: str, read: bytes, value: bytes) -> None:
+        try:
+            await self.store.compact(key, read, value)
+        except CacheUnavailable:
+            metrics.llm_cache_errors_total.labels("store").inc()
 
     async def _unlock(self, lk: Lookup) -> None:
         try:

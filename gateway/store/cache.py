@@ -21,6 +21,7 @@ request. The caller then serves without the cache.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,8 @@ class CacheStore(Protocol):
     async def store(self, key: str, value: bytes, ttl_ms: int, lock: str, token: str) -> None: ...
 
     async def unlock(self, lock: str, token: str) -> None: ...
+
+    async def compact(self, key: str, read: bytes, value: bytes) -> None: ...
 
 
 class MemoryCacheStore:
@@ -134,6 +137,13 @@ class MemoryCacheStore:
     async def unlock(self, lock: str, token: str) -> None:
         return None
 
+    async def compact(self, key: str, read: bytes, value: bytes) -> None:
+        """``value`` in place of ``read`` (kept TTL and LRU place), if still there."""
+        item = self._data.get(key)
+        if item is not None and item[1] == read and item[0] > self._clock():
+            self._data[key] = (item[0], value)
+            self.bytes += len(value) - len(read)
+
 
 class BoundedRedis:
     """Redis calls bounded by ``timeout_s``; after any failure every call fails at once
@@ -194,6 +204,7 @@ class RedisCacheStore(BoundedRedis):
         self._lookup = handles["cache_lookup"]
         self._store = handles["cache_store"]
         self._unlock = handles["cache_unlock"]
+        self._compact = handles["cache_compact"]
         self._pipe = pipe
 
     async def _call(
@@ -262,3 +273,9 @@ class RedisCacheStore(BoundedRedis):
 
     async def unlock(self, lock: str, token: str) -> None:
         await self._call(self._unlock, [lock], [token])
+
+    async def compact(self, key: str, read: bytes, value: bytes) -> None:
+        """``value`` in place of ``read``, keeping the entry's remaining TTL, if the entry
+        still holds ``read`` (compared by SHA-1 in Redis: ``read`` is not sent back)."""
+        digest = hashlib.sha1(read, usedforsecurity=False).hexdigest()
+        await self._call(self._compact, [key], [value, digest])

@@ -43,7 +43,7 @@ RATELIMIT_SCRIPTS = ("ratelimit_reserve", "ratelimit_settle")
 # The reservation sent with the cache lookup, in its round trip (standalone Redis only).
 ON_MISS_SCRIPTS = ("ratelimit_reserve_on_miss",)
 TENANT_SCRIPTS = ("tenant_put", "ledger_add")
-CACHE_SCRIPTS = ("cache_lookup", "cache_store", "cache_unlock")
+CACHE_SCRIPTS = ("cache_lookup", "cache_store", "cache_unlock", "cache_compact")
 
 
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)\n", re.MULTILINE)

@@ -108,6 +108,7 @@ async def test_ttl_header_overrides_alias_ttl(
     async with app_client(env) as c:
         a = await post(c, body, x_gateway_cache_ttl="1")
         if backend == "redis":
+            assert _raw_entry(request, body) is not None  # the store lands (lazily)
             digest = cache_key("anonymous", "chat", body)
             with request.getfixturevalue("redis_server").client() as r:
                 pttl = r.pttl(f"gw:{{anonymous}}:cache:{digest}")
@@ -278,8 +279,8 @@ async def test_a_streamed_miss_is_stored_as_relayed(
     redis_url: str, cache_config: Path, fake_upstream: FakeUpstream, request: Any
 ) -> None:
     """What the streaming client got goes to Redis as it was (``gws1``), to be assembled
-    by whoever reads it: a plain client gets the chat.completion, a streaming one the
-    replay, both from the one upstream call."""
+    by the first hit, which writes the answer back (``gwc1``): a plain client gets the
+    chat.completion, a streaming one the replay, both from the one upstream call."""
     m = marker()
     body = chat("cached", m)
     async with app_client(app_env(cache_config, fake_upstream, redis_url)) as c:
@@ -298,6 +299,13 @@ async def test_a_streamed_miss_is_stored_as_relayed(
     assert plain.json()["usage"]["completion_tokens"] > 0  # the provider's, kept aside
     assert assemble(sse_chunks(again.text))["content"] == m
     assert len(fake_upstream.find(m)) == 1
+    # the first hit wrote the answer back in place of the frames, with the entry's TTL
+    compacted = _raw_entry(request, body)
+    assert compacted is not None and compacted.startswith(b"gwc1 openai ")
+    assert compacted.split(b"\n", 1)[1] == plain.content
+    digest = cache_key("anonymous", "chat", body)
+    with request.getfixturevalue("redis_server").client() as r:
+        assert 0 < r.pttl(f"gw:{{anonymous}}:cache:{digest}") <= 60_000
 
 
 @pytest.mark.redis

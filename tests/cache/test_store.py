@@ -71,6 +71,20 @@ async def test_memory_lookup_protocol() -> None:
     assert await store.lookup(KEY, LOCK, "t2", 1000) == (b"entry", False)
 
 
+async def test_memory_compact_replaces_only_what_was_read() -> None:
+    clock = Clock()
+    store = MemoryCacheStore(clock=clock)
+    store.put("k", b"frames" * 10, 1500)
+    await store.compact("k", b"other", b"json")  # the entry changed since: left alone
+    assert store.get("k") == b"frames" * 10
+    await store.compact("k", b"frames" * 10, b"json")
+    assert store.get("k") == b"json" and store.bytes == 4
+    await store.compact("gone", b"json", b"x")  # nothing there: nothing stored
+    assert store.get("gone") is None
+    clock.now += 1.6  # the TTL is the entry's own, not restarted by the compaction
+    assert store.get("k") is None and store.bytes == 0
+
+
 # -- redis -----------------------------------------------------------------------------
 
 
@@ -114,6 +128,22 @@ async def test_redis_unlock_is_compare_and_delete(client: Redis) -> None:
     await store.unlock(LOCK, "leader")
     assert await client.get(LOCK) is None
     assert await store.lookup(KEY, LOCK, "next", 5000) == (None, True)
+
+
+@pytest.mark.redis
+async def test_redis_compact_keeps_the_ttl_and_replaces_only_what_was_read(
+    client: Redis,
+) -> None:
+    store = RedisCacheStore(client, timeout_s=1)
+    await store.store(KEY, b"\x00frames\xff", 5000, LOCK, "")
+    await store.compact(KEY, b"something else", b"json")
+    assert await client.get(KEY) == b"\x00frames\xff"
+    await client.pexpire(KEY, 3000)
+    await store.compact(KEY, b"\x00frames\xff", b"json")
+    assert await client.get(KEY) == b"json"
+    assert 0 < await client.pttl(KEY) <= 3000
+    await store.compact("gw:{t}:cache:none", b"x", b"y")  # gone meanwhile: not written
+    assert await client.exists("gw:{t}:cache:none") == 0
 
 
 @pytest.mark.redis
