@@ -18,21 +18,13 @@ request share an entry. Redis keys are ``gw:{tenant}:cache:<digest>``
 **What is stored.** The answer as one non-streamed JSON body (for chat, a
 ``chat.completion``), behind a one-line header with the provider that produced
 it and its token usage. A streamed answer whose relay completed with no error is
-stored as the client got it (its frames, the provider's usage beside them) and
-assembled into that JSON by the first hit that reads it (in-process followers share
-one assembly), which then writes the JSON in its place, keeping the entry's TTL
-(``cache_compact.lua``: only if the entry still holds what was read); one that does
-not assemble (not a whole answer) is no hit, as it was never stored. Assembling
-costs a worker ~45 µs for a short answer, and a miss is what a gateway mostly
-serves; the price is an entry about five times the JSON's size until its first hit
-or its expiry, and a replica that reads it before the write lands assembles it
-too. A stream longer than
-``KEEP_BYTES`` or than the entry limit is assembled as it goes and stored as JSON.
-A client that streams gets the JSON replayed as a valid SSE stream of its endpoint
-(``Endpoint.replay``; the assembly is ``Endpoint.assembler``). One format serves
-both kinds of client and is what the non-streamed answer already is. The
-assemblies and replays live in ``cache_replay.py``; this module keys, stores,
-coalesces and serves.
+stored as the client got it and assembled into that JSON by the first hit that
+reads it, which writes the JSON back in its place with the entry's TTL (a miss,
+what a gateway mostly serves, pays no assembly; ``cache_replay.KeptFrames``,
+``assembled``, ``cache_compact.lua``); one that does not assemble is no hit. A
+client that streams gets the JSON replayed as a valid SSE stream of its endpoint
+(``Endpoint.replay``; the assembly is ``Endpoint.assembler``). The assemblies and
+replays live in ``cache_replay.py``; this module keys, stores, coalesces and serves.
 
 **When.** Only aliases with ``models[].cache.ttl`` cache; ``x-gateway-cache-ttl:
 <1..86400>`` overrides the TTL per request (anything else is a 400 naming the
@@ -69,22 +61,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from redis.exceptions import NoScriptError
 
 from _speedups.cachekey import cache_key
 from gateway.pipeline.cache_entry import MAX_TTL_S, Entry, directives, tag, usage_ints
+from gateway.pipeline.cache_replay import KeptFrames, assembles, stream_entry
 from gateway.pipeline.reply import Reply
 from gateway.store.cache import CacheStore, CacheUnavailable, MemoryCacheStore
 from gateway.telemetry import metrics
-from gateway.wire.chat import Usage
 
 if TYPE_CHECKING:
     from gateway.pipeline.context import RequestContext
@@ -94,6 +84,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.route import Route
     from gateway.settings import Settings
     from gateway.store.base import StateBackend
+    from gateway.wire.chat import Usage
 
 __all__ = [
     "ANONYMOUS",
@@ -104,9 +95,6 @@ __all__ = [
 ]
 
 ANONYMOUS = "anonymous"
-log = logging.getLogger("gateway.cache")
-_encode = msgspec.json.Encoder().encode
-_usage = msgspec.json.Decoder(Usage).decode
 _WATCH_S = 0.25  # how often a follower checks that its leader is still there
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
@@ -220,7 +208,7 @@ class Lookup:
         """Keep the relayed stream as it goes; store it if it ends whole and clean."""
         if self._done or self._cache is None or not (self.storing or self._flight):
             return
-        frames = _Frames(endpoint.assembler)
+        frames = KeptFrames(endpoint.assembler)
         relay.observe(frames.feed)
 
         def closed(r: StreamRelay) -> None:
@@ -231,10 +219,7 @@ class Lookup:
                 if assembler is None:
                     kept = b"".join(frames.kept)
                     if len(kept) <= cache.max_entry_bytes:  # stored as relayed
-                        prompt, completion = usage_ints(usage)
-                        raw = _encode(usage) if usage is not None else b""
-                        entry = Entry(provider, kept, prompt, completion, frames=True, usage=raw)
-                        cache._finish(self, entry)
+                        cache._finish(self, stream_entry(provider, kept, usage))
                         return
                     assembler = endpoint.assembler()  # the answer may still fit assembled
                     assembler.feed(kept)
@@ -262,69 +247,6 @@ class Lookup:
 
 
 _BYPASS = Lookup(None, BYPASS)
-
-# A stream up to this many bytes is stored as it was relayed and assembled only when it
-# is first read; a longer one is assembled as it goes (bounded memory) and stored whole.
-KEEP_BYTES = 256 * 1024
-
-
-class _Frames:
-    """A relayed stream's frames, kept as they come up to ``KEEP_BYTES``; past that they
-    go to the endpoint's assembler, which reads the rest as it comes.
-
-    Storing the frames and assembling them on the first read takes the assembly (an SSE
-    parse and a JSON decode per event, ~45 µs of a worker for a 24-event answer) off
-    every streamed miss; only an answer that is read again pays it (``Lookup._usable``).
-    """
-
-    __slots__ = ("_make", "assembler", "kept", "size")
-
-    def __init__(self, make: Callable[[], Assembler]) -> None:
-        self._make = make
-        self.kept: list[bytes] = []
-        self.size = 0
-        self.assembler: Assembler | None = None
-
-    def feed(self, frame: bytes) -> None:
-        assembler = self.assembler
-        if assembler is not None:
-            assembler.feed(frame)
-            return
-        self.kept.append(frame)
-        self.size += len(frame)
-        if self.size > KEEP_BYTES:
-            assembler = self.assembler = self._make()
-            assembler.feed(b"".join(self.kept))
-            self.kept = []
-
-
-def _assembles(entry: Entry, make: Callable[[], Assembler]) -> bool:
-    """``assembled``, where a stored entry must never fail the request: a bug the
-    frames bring out is logged and the request goes on as a miss."""
-    try:
-        return assembled(entry, make)
-    except Exception as exc:
-        log.error("cache entry did not assemble", exc_info=exc)
-        return False
-
-
-def assembled(entry: Entry, make: Callable[[], Assembler]) -> bool:
-    """Make a stream entry (``frames``) the answer it stands for, in place, once for
-    everyone holding it; False if its frames do not assemble (it is then not a hit)."""
-    if not entry.frames:
-        return True
-    assembler = make()
-    assembler.feed(entry.body)
-    try:
-        usage = _usage(entry.usage) if entry.usage else None
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return False
-    body = assembler.result(usage)
-    if body is None:
-        return False
-    entry.body, entry.frames, entry.usage = body, False, b""
-    return True
-
 
 # -- the cache --------------------------------------------------------------------------
 
@@ -495,7 +417,7 @@ class ResponseCache:
 
     def _hit(self, lk: Lookup, entry: Entry, coalesced: str | None) -> bool:
         """A hit, unless the entry is a stream whose frames do not assemble (a miss)."""
-        if entry.frames and (lk._make is None or not _assembles(entry, lk._make)):
+        if entry.frames and (lk._make is None or not assembles(entry, lk._make)):
             return False
         lk.entry = entry
         lk.status = HIT

@@ -341,10 +341,10 @@ async def test_a_stream_too_long_to_keep_is_stored_assembled(
     """Past ``KEEP_BYTES`` (memory stays bounded) or past the entry limit (the frames are
     several times the answer's size) the stream is assembled as before and stored as the
     chat.completion, which still serves both kinds of client."""
-    from gateway.pipeline import cache
+    from gateway.pipeline import cache_replay
 
     if limit == "keep":
-        monkeypatch.setattr(cache, "KEEP_BYTES", 300)
+        monkeypatch.setattr(cache_replay, "KEEP_BYTES", 300)
     else:
         env = {**env, "GATEWAY_CACHE_MAX_ENTRY_BYTES": "2048"}
     m = marker() + " " + "word " * 120  # ~40 echoed pieces: ~7 KB of frames, ~1 KB of JSON

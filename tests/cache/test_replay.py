@@ -23,11 +23,10 @@ from gateway.pipeline.cache import (
     ANONYMOUS,
     Entry,
     ResponseCache,
-    assembled,
     directives,
 )
 from gateway.pipeline.cache_entry import tag as _tag
-from gateway.pipeline.cache_replay import StreamAssembler, completion_frames
+from gateway.pipeline.cache_replay import StreamAssembler, assembled, completion_frames
 from gateway.pipeline.context import RequestContext
 from gateway.settings import Settings
 from gateway.wire.chat import Usage
@@ -262,14 +261,14 @@ def test_a_stream_entry_that_does_not_assemble_is_no_answer() -> None:
 
 
 def test_an_assembler_that_raises_makes_a_miss_not_a_500(caplog: pytest.LogCaptureFixture) -> None:
-    from gateway.pipeline.cache import _assembles
+    from gateway.pipeline.cache_replay import assembles
 
     class Broken(StreamAssembler):
         def result(self, usage: Usage | None = None) -> bytes | None:
             raise KeyError("a bug the frames bring out")
 
     entry = Entry("openai", b"data: [DONE]\n\n", frames=True)
-    assert not _assembles(entry, Broken)
+    assert not assembles(entry, Broken)
     assert entry.frames
     assert "did not assemble" in caplog.text
 
