@@ -240,20 +240,18 @@ def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole() -> None:
     run(main)
 
 
-def test_an_http_1_0_answer_is_not_kept_alive() -> None:
-    answer = b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"
-
-    async def main(t: H1Transport) -> None:
-        async with Upstream(answering(answer)) as up:
-            for _ in range(2):
-                assert (await fetch(t, up))[2] == b"ok"
-            assert up.connections == 2
-
-    run(main)
-
-
-def test_connection_close_is_honoured() -> None:
-    answer = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", id="http-1.0"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+            id="connection-close",
+        ),
+    ],
+)
+def test_an_answer_that_ends_its_connection_is_not_kept_alive(answer: bytes) -> None:
+    """An HTTP/1.0 answer, or one saying ``connection: close``: a new connection each."""
 
     async def main(t: H1Transport) -> None:
         async with Upstream(answering(answer)) as up:
